@@ -1,0 +1,197 @@
+"""The Node: wires config, engines, fleet and server; owns every background task.
+
+Start-up order: claim the port first (so a second node fails at once, and
+``/healthz`` answers "starting"), then ask the engines what they hold, then
+start the embedded engine if nothing else serves, then report ready. Every
+task the node spawns is named, kept in ``_tasks`` and cancelled by ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from quorum.config.load import default_data_dir
+from quorum.config.models import Config, EmbeddedMode
+from quorum.engines import embedded
+from quorum.engines.base import ServiceState, make_http_get
+from quorum.engines.embedded import EmbeddedEngine
+from quorum.engines.manager import EngineManager
+from quorum.errors import EmbeddedEngineError, QuorumError
+from quorum.fleet import FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
+from quorum.server.app import build_app, build_runner
+from quorum.server.context import NodeContext
+
+log = logging.getLogger("quorum.node")
+
+
+def node_id(data_dir: Path) -> str:
+    """A stable id for this machine's node, made once and kept in the data dir."""
+    path = data_dir / "node_id"
+    try:
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    new = uuid.uuid4().hex
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(new + "\n")
+    return new
+
+
+def local_holders(states: tuple[ServiceState, ...], nid: str, name: str) -> tuple[Holder, ...]:
+    return tuple(
+        Holder(
+            model=m.name,
+            type=m.type,
+            node_id=nid,
+            node_name=name,
+            route=Route.LOCAL,
+            service=s.name,
+            engine=s.engine,
+            url=s.root,
+            upstream_model=m.upstream,
+            features=s.features,
+            loaded=m.loaded,
+            online=s.up,
+            api_key=s.api_key,
+            header_timeout_s=s.header_timeout_s,
+        )
+        for s in states
+        for m in s.models
+    )
+
+
+class Node:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = config.node.data_dir or default_data_dir()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._embedded: EmbeddedEngine | None = None
+        self._ctx: NodeContext | None = None
+        self.port = config.node.port
+
+    @property
+    def ctx(self) -> NodeContext:
+        if self._ctx is None:
+            raise QuorumError("the node is not started")
+        return self._ctx
+
+    @property
+    def url(self) -> str:
+        host = self.config.node.bind
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://{host}:{self.port}"
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def start(self) -> None:
+        cfg = self.config
+        nid = node_id(self.data_dir)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
+        self._ctx = ctx = NodeContext(
+            config=cfg,
+            node_id=nid,
+            session=session,
+            snapshot=FleetSnapshot(node_id=nid, node_name=cfg.node.name),
+        )
+        try:
+            await self._serve(ctx)
+            get = make_http_get(session)
+            manager = EngineManager(cfg.all_services(), cfg.autodetect, get, self._on_services)
+            await manager.refresh()
+            await self._maybe_embedded(manager)
+        except BaseException:
+            await self.stop()
+            raise
+        self._spawn(manager.run(), "engine-refresh")
+        ctx.ready = True
+        log.info(
+            "node %s ready on %s/v1 with %d model(s)",
+            cfg.node.name,
+            self.url,
+            len(ctx.snapshot.by_model),
+        )
+
+    async def _serve(self, ctx: NodeContext) -> None:
+        self._runner = runner = build_runner(build_app(ctx))
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.node.bind, self.config.node.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise QuorumError(
+                    f"port {self.config.node.port} on {self.config.node.bind} is already in use: "
+                    "is another node running? ('quorum status' asks it), or pick --port"
+                ) from None
+            raise QuorumError(f"cannot listen on {self.config.node.bind}: {exc}") from None
+        self.port = int(runner.addresses[0][1])
+
+    async def _maybe_embedded(self, manager: EngineManager) -> None:
+        mode = self.config.embedded.mode
+        if mode is EmbeddedMode.OFF:
+            return
+        has_models = any(s.models for s in manager.states)
+        if mode is EmbeddedMode.AUTO and has_models:
+            return
+        if not embedded.installed():
+            if mode is EmbeddedMode.ON:
+                raise EmbeddedEngineError(
+                    "embedded.mode is 'on' but the embedded engine is not installed: "
+                    "pip install 'quorum[embedded]'"
+                )
+            log.warning(
+                "no engine found on this machine (looked for Ollama, LM Studio, llama.cpp, "
+                "vLLM, mlx_lm); start one, add a service to the config, or install the "
+                "embedded engine with: pip install 'quorum[embedded]'"
+            )
+            return
+        engine = EmbeddedEngine(
+            self.config.embedded, self.data_dir, make_http_get(self.ctx.session)
+        )
+        self._embedded = engine
+        manager.set_embedded(await engine.start())
+        self._spawn(engine.watch(manager.set_embedded), "embedded-engine")
+
+    def _on_services(self, states: tuple[ServiceState, ...]) -> None:
+        ctx = self.ctx
+        ctx.services = states
+        holders = local_holders(states, ctx.node_id, ctx.name)
+        ctx.snapshot = apply(ctx.snapshot, LocalHoldersChanged(holders))
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._embedded is not None:
+            await self._embedded.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._ctx is not None:
+            await self._ctx.session.close()

@@ -1,0 +1,203 @@
+"""The services this node fronts: configured ones, auto-detected ones, the embedded one.
+
+Each refresh asks every engine what it holds, concurrently, and reports the
+whole list to ``on_change`` when anything differs from the last round. A
+configured service that stops answering stays listed with ``up=False`` (its
+models are known, so clients get 503); an auto-detected engine that stops
+answering is dropped (its models are no longer known here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any
+
+from quorum.config.models import AutodetectSection, EngineKind, ServiceConfig, ServiceType
+from quorum.engines import ollama, openai_compat
+from quorum.engines.base import HttpGet, ModelEntry, ServiceState, auth_headers, root_url
+from quorum.engines.detect import identify
+from quorum.errors import EngineError
+
+log = logging.getLogger("quorum.engines")
+
+
+async def list_models(
+    get: HttpGet, root: str, engine: EngineKind, default: ServiceType, api_key: str | None
+) -> tuple[ModelEntry, ...]:
+    headers = auth_headers(api_key)
+    if engine is EngineKind.OLLAMA:
+        return await ollama.list_models(get, root, headers, default)
+    return await openai_compat.list_models(get, root, headers, engine, default)
+
+
+def _configured_models(
+    cfg: ServiceConfig, listed: tuple[ModelEntry, ...]
+) -> tuple[ModelEntry, ...]:
+    """The manifest's models, with the engine's loaded state and upstream name where known."""
+    by_name = {m.name: m for m in listed}
+    out = []
+    for ref in cfg.models:
+        seen = by_name.get(ref.name)
+        out.append(
+            ModelEntry(
+                name=ref.name,
+                upstream=seen.upstream if seen else ref.name,
+                type=cfg.type,
+                loaded=seen.loaded if seen else None,
+            )
+        )
+    return tuple(out)
+
+
+class EngineManager:
+    """Keeps ``states`` current; owns no task itself (``run`` is awaited by the node's task)."""
+
+    def __init__(
+        self,
+        services: tuple[ServiceConfig, ...],
+        autodetect: AutodetectSection,
+        get: HttpGet,
+        on_change: Callable[[tuple[ServiceState, ...]], None],
+    ) -> None:
+        self._services = services
+        self._autodetect = autodetect
+        self._get = get
+        self._on_change = on_change
+        self._kinds: dict[str, EngineKind] = {}  # identified engine per configured service
+        self._last: dict[str, ServiceState] = {}
+        self._embedded: ServiceState | None = None
+        self.states: tuple[ServiceState, ...] = ()
+
+    def set_embedded(self, state: ServiceState | None) -> None:
+        self._embedded = state
+        self._publish(self._without_embedded() + ((state,) if state else ()))
+
+    def _without_embedded(self) -> tuple[ServiceState, ...]:
+        return tuple(s for s in self.states if s.engine is not EngineKind.EMBEDDED)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._autodetect.interval_s)
+            await self.refresh()
+
+    async def refresh(self) -> tuple[ServiceState, ...]:
+        configured_roots = {root_url(s.url) for s in self._services}
+        if self._embedded is not None:
+            configured_roots.add(self._embedded.root)
+        jobs: list[Coroutine[Any, Any, ServiceState | None]] = [
+            self._configured(s) for s in self._services
+        ]
+        if self._autodetect.enabled:
+            jobs += [
+                self._detected(t.engine, root_url(t.url))
+                for t in self._autodetect.targets
+                if root_url(t.url) not in configured_roots
+            ]
+        found = await asyncio.gather(*jobs)
+        states = tuple(s for s in found if s is not None)
+        if self._embedded is not None:
+            states += (self._embedded,)
+        self._publish(_unique_names(states))
+        return self.states
+
+    def _publish(self, states: tuple[ServiceState, ...]) -> None:
+        if states == self.states:
+            return
+        _log_changes(self._last, states)
+        self._last = {s.name: s for s in states}
+        self.states = states
+        self._on_change(states)
+
+    async def _configured(self, cfg: ServiceConfig) -> ServiceState:
+        root = root_url(cfg.url)
+        previous = self._last.get(cfg.name)
+        base = ServiceState(
+            name=cfg.name,
+            type=cfg.type,
+            engine=cfg.engine or self._kinds.get(cfg.name, EngineKind.OPENAI),
+            root=root,
+            models=previous.models if previous else _configured_models(cfg, ()),
+            up=False,
+            features=cfg.features,
+            api_key=cfg.api_key,
+            header_timeout_s=cfg.header_timeout_s,
+        )
+        try:
+            engine = cfg.engine or self._kinds.get(cfg.name)
+            if engine is None:
+                engine = await identify(self._get, root, auth_headers(cfg.api_key))
+                self._kinds[cfg.name] = engine
+            try:
+                listed = await list_models(self._get, root, engine, cfg.type, cfg.api_key)
+            except EngineError:
+                if not cfg.models:
+                    raise
+                listed = ()  # it answers but lists nothing we understand: trust the manifest
+            models = _configured_models(cfg, listed) if cfg.models else listed
+            return replace(base, engine=engine, models=models, up=True)
+        except EngineError as exc:
+            return replace(base, error=str(exc))
+
+    async def _detected(self, hint: EngineKind, root: str) -> ServiceState | None:
+        try:
+            engine = await identify(self._get, root, {}, hint)
+            models = await list_models(self._get, root, engine, ServiceType.LLM, None)
+        except EngineError:
+            return None
+        return ServiceState(
+            name=engine.value,
+            type=ServiceType.LLM,
+            engine=engine,
+            root=root,
+            models=models,
+            up=True,
+            detected=True,
+        )
+
+
+def _unique_names(states: tuple[ServiceState, ...]) -> tuple[ServiceState, ...]:
+    """Detected services are named after their engine; make a clash unique by port."""
+    seen: set[str] = set()
+    out = []
+    for state in states:
+        name = state.name
+        if name in seen:
+            name = f"{name}@{state.root.rsplit(':', 1)[-1]}"
+        seen.add(name)
+        out.append(state if name == state.name else replace(state, name=name))
+    return tuple(out)
+
+
+def _log_changes(before: dict[str, ServiceState], after: tuple[ServiceState, ...]) -> None:
+    now = {s.name: s for s in after}
+    for name in before.keys() - now.keys():
+        log.info("service %s is gone", name)
+    for name, state in now.items():
+        old = before.get(name)
+        if old is None:
+            log.info(
+                "service %s (%s at %s): %s, %d model(s)",
+                name,
+                state.engine.value,
+                state.root,
+                "up" if state.up else f"down: {state.error}",
+                len(state.models),
+            )
+            continue
+        if old.up != state.up:
+            if state.up:
+                log.info("service %s is up again", name)
+            else:
+                log.warning("service %s is down: %s", name, state.error)
+        added = {m.name for m in state.models} - {m.name for m in old.models}
+        removed = {m.name for m in old.models} - {m.name for m in state.models}
+        if added or removed:
+            log.info(
+                "service %s models: +%s -%s",
+                name,
+                ",".join(sorted(added)) or "none",
+                ",".join(sorted(removed)) or "none",
+            )

@@ -1,0 +1,171 @@
+"""The one exception tree of Quorum (node, protocol and relay alike).
+
+::
+
+    QuorumError
+    ├── ConfigError                 a config file, env var or flag is wrong; names the key
+    ├── ApiError                    anything answered to an HTTP client in OpenAI's error shape
+    │   ├── InvalidRequest          400 the body or a field is malformed
+    │   ├── Unauthorized            401 missing or wrong credential
+    │   ├── Forbidden               403 the credential may not do this
+    │   ├── NotFound                404 unknown path
+    │   ├── MethodNotAllowed        405 wrong HTTP method for the path
+    │   ├── ModelNotFound           404 no service in the cluster holds this model (for this type)
+    │   ├── BodyTooLarge            413 the request body is over the limit
+    │   ├── UpstreamFailed          502 the engine or peer answered, but not usably
+    │   ├── NoReachableHolder       503 the model is known, but no holder can be reached now
+    │   │   └── EngineUnreachable   503 the (only) engine refused or timed out before answering
+    │   └── Overloaded              503 queues are full; carries Retry-After
+    ├── EngineError                 an engine adapter could not talk to its engine (not HTTP-facing)
+    │   └── EmbeddedEngineError     the embedded llama.cpp engine is missing or failed to start
+    └── ProtocolError               the tunnel protocol was broken
+        ├── LocalProtocolError      we were asked to do something the protocol forbids
+        └── RemoteProtocolError     the peer sent something the protocol forbids
+
+Third-party exceptions (aiohttp, websockets, zeroconf, pydantic) are translated
+into this tree once, at the module that calls the library; nothing above the
+adapters sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class QuorumError(Exception):
+    """Root of every error Quorum raises on purpose."""
+
+
+class ConfigError(QuorumError):
+    """A configuration value is missing or wrong.
+
+    ``key`` is the dotted path of the offending key (``services.0.url``), or
+    empty when the whole file is at fault (unreadable, not YAML).
+    """
+
+    def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
+        self.key = key
+        self.source = source
+        where = f" in {source}" if source else ""
+        at = f" at '{key}'" if key else ""
+        super().__init__(f"config error{where}{at}: {message}")
+
+
+class ApiError(QuorumError):
+    """An error answered to an HTTP client as ``{"error": {"message", "type", "code"}}``."""
+
+    status: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error asks for (e.g. ``Retry-After``)."""
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(ApiError):
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class BodyTooLarge(ApiError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamFailed(ApiError):
+    status = 502
+    error_type = "server_error"
+    code = "engine_error"
+
+
+class NoReachableHolder(ApiError):
+    status = 503
+    error_type = "server_error"
+    code = "no_reachable_holder"
+
+
+class EngineUnreachable(NoReachableHolder):
+    code = "engine_unreachable"
+
+
+class Overloaded(ApiError):
+    status = 503
+    error_type = "server_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class EngineError(QuorumError):
+    """An engine adapter failed to list or probe its engine."""
+
+
+class EmbeddedEngineError(EngineError):
+    """The embedded engine is not installed or did not start."""
+
+
+class ProtocolError(QuorumError):
+    """The tunnel protocol was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol forbids (a bug on our side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids."""

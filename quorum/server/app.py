@@ -1,0 +1,37 @@
+"""The node's aiohttp application: routes, middlewares, and the runner that serves it."""
+
+from __future__ import annotations
+
+import importlib.resources
+
+from aiohttp import web
+
+from quorum.routing import ENDPOINTS
+from quorum.server import proxy, status
+from quorum.server.context import CONTEXT, NodeContext
+from quorum.server.middleware import auth, errors
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    page = importlib.resources.files("quorum.server").joinpath("static/index.html").read_bytes()
+    return web.Response(body=page, content_type="text/html", charset="utf-8")
+
+
+def build_app(ctx: NodeContext) -> web.Application:
+    app = web.Application(middlewares=[errors, auth], client_max_size=ctx.max_body_bytes)
+    app[CONTEXT] = ctx
+    for path, endpoint in ENDPOINTS.items():
+        app.router.add_post(path, proxy.handler(endpoint))
+    app.router.add_get("/v1/models", status.list_models)
+    app.router.add_get("/v1/models/{model:.+}", status.get_model)
+    app.router.add_get("/quorum/v1/status", status.status)
+    app.router.add_get("/healthz", status.healthz)
+    app.router.add_get("/metrics", status.metrics)
+    app.router.add_get("/", dashboard)
+    return app
+
+
+def build_runner(app: web.Application) -> web.AppRunner:
+    # handler_cancellation: a client that disconnects cancels its handler, which closes
+    # the upstream request, so the engine stops generating for nobody.
+    return web.AppRunner(app, handler_cancellation=True, access_log=None)

@@ -1,0 +1,59 @@
+"""What the HTTP handlers read of the node: one mutable holder of immutable values."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from quorum.config.models import Config
+from quorum.engines.base import ServiceState
+from quorum.fleet import FleetSnapshot
+from quorum.server.metrics import Metrics
+
+RECENT_REQUESTS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One answered request, for the status page and the dashboard."""
+
+    id: str
+    time: float
+    endpoint: str
+    model: str
+    route: str
+    node: str
+    status: int
+    ttfb_ms: float | None
+    duration_ms: float
+    error: str | None = None
+
+
+@dataclass
+class NodeContext:
+    """Replaced values, never mutated ones: handlers read a consistent snapshot each time."""
+
+    config: Config
+    node_id: str
+    session: aiohttp.ClientSession
+    snapshot: FleetSnapshot
+    services: tuple[ServiceState, ...] = ()
+    metrics: Metrics = field(default_factory=Metrics)
+    recent: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
+    started_at: float = field(default_factory=time.time)
+    ready: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.node.name
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.config.node.max_body_mb * 1024 * 1024)
+
+
+CONTEXT: web.AppKey[NodeContext] = web.AppKey("quorum_context", NodeContext)

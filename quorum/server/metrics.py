@@ -1,0 +1,54 @@
+"""Prometheus metrics of one node, in their own registry (several nodes may share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("endpoint", "model", "route")
+        self.requests = Counter(
+            "quorum_requests",
+            "Requests answered, by endpoint, model, route and status code.",
+            (*labels, "status"),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "quorum_request_errors",
+            "Requests that failed, by endpoint, model, route and error code.",
+            (*labels, "code"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "quorum_request_duration_seconds",
+            "Time from request to the last byte of the response.",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttfb = Histogram(
+            "quorum_time_to_first_byte_seconds",
+            "Time from request to the first byte of the response body.",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "quorum_in_flight_requests",
+            "Requests being served now.",
+            ("model", "route"),
+            registry=self.registry,
+        )
+        self.models = Gauge(
+            "quorum_models",
+            "Models this node can route to, by route.",
+            ("route",),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,86 @@
+"""Errors in OpenAI's shape, and who may call the node at all."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from quorum.errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound, Unauthorized
+from quorum.server.context import CONTEXT
+
+log = logging.getLogger("quorum.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths anyone may read: liveness for supervisors and load balancers.
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def error_response(err: ApiError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers=err.headers())
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error a client sees is ``{"error": {"message", "type", "param", "code"}}``."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(BodyTooLarge(_too_large_message(exc)))
+    except web.HTTPNotFound:
+        return error_response(
+            NotFound(f"Unknown path {request.method} {request.path}.", code="unknown_url")
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(
+            MethodNotAllowed(
+                f"{request.method} is not allowed on {request.path}; use "
+                f"{', '.join(sorted(exc.allowed_methods))}."
+            )
+        )
+
+
+def _too_large_message(exc: web.HTTPRequestEntityTooLarge) -> str:
+    return f"The request body is too large ({exc.text or 'over the limit'})."
+
+
+def is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return remote == "unix"
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Loopback is trusted by default; anyone else needs the cluster token (or, later, a key)."""
+    ctx = request.app[CONTEXT]
+    if request.path in OPEN_PATHS:
+        return await handler(request)
+    if ctx.config.node.loopback_trusted and is_loopback(request.remote):
+        return await handler(request)
+    presented = bearer(request.headers.get("Authorization"))
+    token = ctx.config.cluster.token
+    if presented and token and hmac.compare_digest(presented.encode(), token.encode()):
+        return await handler(request)
+    raise Unauthorized(
+        "This node only answers other machines that present the cluster token or an "
+        "API key as 'Authorization: Bearer ...'."
+        if presented is None
+        else "The credential presented is not valid for this cluster."
+    )

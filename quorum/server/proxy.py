@@ -1,0 +1,385 @@
+"""The ``/v1`` proxy: read the body once, route on its model, stream the answer back as it comes.
+
+Contract:
+- The request body is read whole (bounded by ``node.max_body_mb``: 413 past it)
+  because routing needs its ``model`` field; it is forwarded as the same
+  bytes unless a rewrite is needed (engine names the model differently;
+  ``verbose_json`` asked of a service without timestamps becomes ``text``).
+- The response is written as it arrives: SSE and binary bodies chunk by
+  chunk, never buffered. Only a JSON answer is read whole, to check that it
+  is JSON (an engine answering garbage is a 502, not a parse error in the
+  client's SDK).
+- Failures before the response starts are OpenAI-shaped errors: refused or
+  silent engine 503, non-HTTP answer or engine 5xx 502, engine 4xx passed on
+  with its status. After the response started, an SSE stream ends with an
+  ``error`` event and no ``[DONE]``; any other body is cut short, so the
+  client can never mistake a failure for a complete answer.
+- A client that goes away cancels the handler (``handler_cancellation``),
+  which closes the upstream connection, so the engine stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from quorum.errors import (
+    ApiError,
+    EngineUnreachable,
+    InvalidRequest,
+    UpstreamFailed,
+)
+from quorum.fleet import Holder, Route
+from quorum.routing import BodyKind, Endpoint, RouteRequest, choose
+from quorum.server import body as bodies
+from quorum.server.context import CONTEXT, NodeContext, RequestRecord
+
+log = logging.getLogger("quorum.proxy")
+
+HOP_HEADER = "X-Quorum-Hop"
+_HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "Accept-Encoding",
+        "Authorization",
+        HOP_HEADER,
+    )
+)
+_RESPONSE_DROP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Transfer-Encoding",
+        "Content-Length",
+        "Content-Encoding",
+        "Server",
+        "Date",
+    )
+)
+MAX_JSON_ANSWER = 64 * 1024 * 1024
+MAX_ERROR_BODY = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request learned on its way, for the log line, metrics and the record."""
+
+    id: str
+    endpoint: Endpoint
+    started: float
+    model: str = "-"
+    route: str = "-"
+    node: str = "-"
+    status: int = 0
+    first_byte: float | None = None
+    error: str | None = None
+
+
+def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler for one ``/v1`` endpoint."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await _handle(request, endpoint)
+
+    return handle
+
+
+async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    ex = Exchange(
+        id=request.headers.get("X-Request-Id") or uuid.uuid4().hex,
+        endpoint=endpoint,
+        started=time.perf_counter(),
+    )
+    try:
+        response = await _serve(request, ctx, ex)
+    except ApiError as err:
+        ex.status, ex.error = err.status, err.code
+        raise
+    except asyncio.CancelledError:
+        ex.status, ex.error = 499, "client_disconnected"
+        raise
+    finally:
+        _finish(ctx, ex)
+    return response
+
+
+async def _serve(request: web.Request, ctx: NodeContext, ex: Exchange) -> web.StreamResponse:
+    payload = await request.read()
+    data = None
+    boundary = ""
+    if ex.endpoint.body is BodyKind.JSON:
+        if request.content_type != "application/json":
+            raise InvalidRequest(
+                f"{ex.endpoint.path} takes a JSON body: set 'Content-Type: application/json' "
+                f"(got '{request.content_type}')."
+            )
+        data = bodies.json_object(payload)
+        ex.model = bodies.model_of(data)
+        fields: Mapping[str, str] = {}
+    else:
+        if request.content_type != "multipart/form-data":
+            raise InvalidRequest(
+                f"{ex.endpoint.path} takes a multipart/form-data body "
+                f"(got '{request.content_type}')."
+            )
+        boundary = bodies.boundary_of(request.headers.get("Content-Type", ""))
+        fields = bodies.multipart_fields(payload, boundary, {"model", "response_format"})
+        if "model" not in fields:
+            raise InvalidRequest("You must provide a model parameter.", param="model")
+        ex.model = fields["model"]
+
+    candidates = choose(
+        ctx.snapshot,
+        RouteRequest(
+            ex.model, ex.endpoint.types, ex.endpoint.label, HOP_HEADER.lower() in request.headers
+        ),
+    )
+    holder = candidates[0]
+    ex.route, ex.node = holder.route.value, holder.node_name
+
+    extra: dict[str, str] = {}
+    if holder.upstream_model != holder.model:
+        payload = (
+            bodies.replace_json_model(payload, data, holder.upstream_model)
+            if data is not None
+            else bodies.replace_multipart_field(payload, boundary, "model", holder.upstream_model)
+        )
+    if fields.get("response_format") == "verbose_json" and "timestamps" not in holder.features:
+        payload = bodies.replace_multipart_field(payload, boundary, "response_format", "text")
+        extra["X-Quorum-Downgraded"] = "response_format=text"
+
+    gauge = ctx.metrics.in_flight.labels(ex.model, ex.route)
+    gauge.inc()
+    try:
+        return await _forward(request, ctx, holder, payload, ex, extra)
+    finally:
+        gauge.dec()
+
+
+def _upstream_headers(request: web.Request, holder: Holder, ex: Exchange) -> CIMultiDict[str]:
+    headers = CIMultiDict(
+        (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
+    )
+    headers["X-Request-Id"] = ex.id
+    if holder.api_key:
+        headers["Authorization"] = f"Bearer {holder.api_key}"
+    if holder.route is not Route.LOCAL:
+        headers[HOP_HEADER] = "1"
+    return headers
+
+
+async def _forward(
+    request: web.Request,
+    ctx: NodeContext,
+    holder: Holder,
+    payload: bytes,
+    ex: Exchange,
+    extra: dict[str, str],
+) -> web.StreamResponse:
+    url = holder.url + request.rel_url.path_qs
+    try:
+        async with asyncio.timeout(holder.header_timeout_s):
+            upstream = await ctx.session.request(
+                request.method,
+                url,
+                data=payload,
+                headers=_upstream_headers(request, holder, ex),
+                allow_redirects=False,
+            )
+    except aiohttp.ClientConnectorError as exc:
+        raise EngineUnreachable(
+            f"The engine '{holder.service}' on {holder.node_name} is not reachable "
+            f"({exc.os_error.strerror or exc.os_error})."
+        ) from None
+    except TimeoutError:
+        raise EngineUnreachable(
+            f"The engine '{holder.service}' on {holder.node_name} did not answer within "
+            f"{holder.header_timeout_s:g} s."
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamFailed(
+            f"The engine '{holder.service}' on {holder.node_name} did not answer with valid "
+            f"HTTP ({type(exc).__name__}: {exc})."
+        ) from None
+
+    async with upstream:
+        if upstream.status >= 400:
+            raise await _engine_error(upstream, holder)
+        headers = _response_headers(upstream.headers, ctx, holder, ex, extra)
+        ctype = upstream.headers.get("Content-Type", "")
+        if ctype.startswith("application/json"):
+            return await _json_answer(upstream, holder, headers, ex)
+        return await _stream_answer(request, upstream, holder, headers, ex, ctype)
+
+
+def _response_headers(
+    upstream: Mapping[str, str],
+    ctx: NodeContext,
+    holder: Holder,
+    ex: Exchange,
+    extra: dict[str, str],
+) -> CIMultiDict[str]:
+    headers = CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in _RESPONSE_DROP)
+    # A peer already named itself as the serving node; a local engine did not.
+    headers.setdefault("X-Quorum-Node", holder.node_name)
+    headers["X-Quorum-Route"] = holder.route.value
+    headers["X-Request-Id"] = ex.id
+    headers.update(extra)
+    return headers
+
+
+async def _json_answer(
+    upstream: aiohttp.ClientResponse,
+    holder: Holder,
+    headers: CIMultiDict[str],
+    ex: Exchange,
+) -> web.Response:
+    try:
+        raw = await upstream.content.read(MAX_JSON_ANSWER)
+        json.loads(raw)
+    except (aiohttp.ClientError, ValueError, UnicodeDecodeError) as exc:
+        raise UpstreamFailed(
+            f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
+            f"JSON body ({type(exc).__name__})."
+        ) from None
+    ex.first_byte = time.perf_counter()
+    ex.status = upstream.status
+    return web.Response(body=raw, status=upstream.status, headers=headers)
+
+
+async def _stream_answer(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    holder: Holder,
+    headers: CIMultiDict[str],
+    ex: Exchange,
+    ctype: str,
+) -> web.StreamResponse:
+    sse = ctype.startswith("text/event-stream")
+    if sse:
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    if upstream.content_length is not None and not sse:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    ex.status = upstream.status
+    try:
+        async for chunk in upstream.content.iter_any():
+            if ex.first_byte is None:
+                ex.first_byte = time.perf_counter()
+            await response.write(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        ex.error = "engine_stream_broken"
+        log.warning(
+            "request %s: engine %s on %s broke off mid-answer: %s",
+            ex.id,
+            holder.service,
+            holder.node_name,
+            type(exc).__name__,
+        )
+        if sse:
+            err = UpstreamFailed(
+                f"The engine '{holder.service}' on {holder.node_name} stopped in the middle "
+                "of the answer; the answer is incomplete."
+            )
+            await response.write(b"data: " + json.dumps(err.body()).encode() + b"\n\n")
+        # Close without the terminating chunk: the client sees a truncated body, not an end.
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _engine_error(upstream: aiohttp.ClientResponse, holder: Holder) -> ApiError:
+    """The engine's own error, in OpenAI's shape, with a 5xx reported as our 502."""
+    try:
+        raw = await upstream.content.read(MAX_ERROR_BODY)
+    except aiohttp.ClientError:
+        raw = b""
+    message = ""
+    code = None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        inner = data.get("error", data.get("detail"))
+        if isinstance(inner, dict):
+            message = str(inner.get("message") or "")
+            code = inner.get("code") if isinstance(inner.get("code"), str) else None
+        elif inner is not None:
+            message = str(inner)
+    if not message:
+        message = raw[:500].decode("utf-8", "replace").strip() or upstream.reason or "no detail"
+    source = f"engine '{holder.service}' on {holder.node_name}"
+    if upstream.status >= 500:
+        return UpstreamFailed(f"The {source} failed ({upstream.status}): {message}")
+    err = ApiError(message, code=code)
+    err.status = upstream.status
+    err.error_type = "invalid_request_error"
+    if upstream.status == 404 and code is None:
+        err.code = "model_not_found" if "model" in message.lower() else "not_found"
+    return err
+
+
+def _finish(ctx: NodeContext, ex: Exchange) -> None:
+    end = time.perf_counter()
+    duration = end - ex.started
+    ttfb = None if ex.first_byte is None else ex.first_byte - ex.started
+    label = ex.endpoint.label
+    m = ctx.metrics
+    m.requests.labels(label, ex.model, ex.route, str(ex.status)).inc()
+    m.latency.labels(label, ex.model, ex.route).observe(duration)
+    if ttfb is not None:
+        m.ttfb.labels(label, ex.model, ex.route).observe(ttfb)
+    if ex.error is not None or ex.status >= 400:
+        m.errors.labels(label, ex.model, ex.route, ex.error or str(ex.status)).inc()
+    ctx.recent.append(
+        RequestRecord(
+            id=ex.id,
+            time=time.time(),
+            endpoint=label,
+            model=ex.model,
+            route=ex.route,
+            node=ex.node,
+            status=ex.status,
+            ttfb_ms=None if ttfb is None else round(ttfb * 1000, 2),
+            duration_ms=round(duration * 1000, 2),
+            error=ex.error,
+        )
+    )
+    log.info(
+        "%s %s model=%s route=%s node=%s status=%s ttfb=%s dur=%.1fms%s",
+        ex.id[:12],
+        label,
+        ex.model,
+        ex.route,
+        ex.node,
+        ex.status,
+        "-" if ttfb is None else f"{ttfb * 1000:.1f}ms",
+        duration * 1000,
+        f" error={ex.error}" if ex.error else "",
+    )

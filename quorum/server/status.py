@@ -1,0 +1,123 @@
+"""Read-only endpoints: ``/v1/models``, ``/quorum/v1/status``, ``/healthz``, ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from quorum import __version__
+from quorum.errors import ModelNotFound
+from quorum.fleet import Holder
+from quorum.server.context import CONTEXT, NodeContext
+
+
+def _holder_json(h: Holder) -> dict[str, Any]:
+    return {
+        "node": h.node_name,
+        "node_id": h.node_id,
+        "route": h.route.value,
+        "service": h.service,
+        "engine": h.engine.value,
+        "loaded": h.loaded,
+        "online": h.online,
+    }
+
+
+def _model_json(name: str, holders: tuple[Holder, ...], created: int) -> dict[str, Any]:
+    first = holders[0]
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": first.node_name,
+        "quorum": {
+            "type": first.type.value,
+            "types": sorted({h.type.value for h in holders}),
+            "holders": [_holder_json(h) for h in holders],
+        },
+    }
+
+
+def models_json(ctx: NodeContext) -> list[dict[str, Any]]:
+    created = int(ctx.started_at)
+    return [
+        _model_json(name, holders, created)
+        for name, holders in sorted(ctx.snapshot.by_model.items())
+    ]
+
+
+async def list_models(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return web.json_response({"object": "list", "data": models_json(ctx)})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    name = request.match_info["model"]
+    holders = ctx.snapshot.by_model.get(name)
+    if not holders:
+        raise ModelNotFound(f"The model '{name}' does not exist on any node of this cluster.")
+    return web.json_response(_model_json(name, holders, int(ctx.started_at)))
+
+
+def status_json(ctx: NodeContext) -> dict[str, Any]:
+    cfg = ctx.config
+    return {
+        "node": {
+            "id": ctx.node_id,
+            "name": ctx.name,
+            "version": __version__,
+            "url": f"http://{cfg.node.bind}:{cfg.node.port}/v1",
+            "started_at": ctx.started_at,
+            "uptime_s": round(time.time() - ctx.started_at, 1),
+            "ready": ctx.ready,
+        },
+        "cluster": {"joined": cfg.cluster.token is not None},
+        "relay": {"url": cfg.relay.url, "connected": False},
+        "services": [
+            {
+                "name": s.name,
+                "type": s.type.value,
+                "engine": s.engine.value,
+                "url": s.root,
+                "up": s.up,
+                "detected": s.detected,
+                "error": s.error,
+                "features": sorted(s.features),
+                "models": [
+                    {"id": m.name, "type": m.type.value, "loaded": m.loaded} for m in s.models
+                ],
+            }
+            for s in ctx.services
+        ],
+        "models": models_json(ctx),
+        "peers": [],
+        "recent": [asdict(r) for r in list(ctx.recent)[-20:]],
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(status_json(request.app[CONTEXT]))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return web.json_response(
+        {"status": "ok" if ctx.ready else "starting", "node": ctx.name},
+        status=200 if ctx.ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    counts: dict[str, int] = {}
+    for h in ctx.snapshot.holders:
+        counts[h.route.value] = counts.get(h.route.value, 0) + 1
+    for route in ("local", "lan", "relay"):
+        ctx.metrics.models.labels(route).set(counts.get(route, 0))
+    return web.Response(
+        body=ctx.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+    )
