@@ -20,12 +20,14 @@ class RouteRequest:
     forwarded: bool = False
 
 
-def _key(holder: Holder) -> tuple[int, int, str, str]:
+def _key(holder: Holder) -> tuple[int, int, str, str, str, str]:
     return (
         _ROUTE_COST[holder.route],
         _LOADED_RANK[holder.loaded],
         holder.node_name,
+        holder.node_id,
         holder.service,
+        holder.type.value,
     )
 
 
