@@ -1,0 +1,171 @@
+"""The real thing: `quorum up` as a process, serving Gemma 3 270M through llama-cpp-python."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.harness import timeout
+
+pytestmark = pytest.mark.embedded
+
+MODEL = "gemma-3-270m"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def quorum(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "quorum.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout(30),
+        check=False,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def start_up(port: int, data: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`quorum up` as a child process; its log goes to data/node.log."""
+    with (data / "node.log").open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "quorum.cli", "up", "--port", str(port), "--data-dir", str(data)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[str], seconds: float, data: Path) -> None:
+    deadline = time.monotonic() + timeout(seconds)
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"quorum up exited: {(data / 'node.log').read_text()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the node did not become healthy in time")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("embedded-node")
+    env = {**os.environ, "QUORUM_AUTODETECT__ENABLED": "false", "QUORUM_CONFIG": str(data / "none.yaml")}
+    (data / "none.yaml").write_text("node: {name: solo}\n")
+    proc = start_up(port, data, env)
+    try:
+        wait_healthy(port, proc, 180, data)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout(20))
+
+
+def test_streaming_chat_through_the_node(node: tuple[int, subprocess.Popen[str]]) -> None:
+    port, _ = node
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    assert MODEL in [m.id for m in client.models.list()]
+    started = time.monotonic()
+    arrivals: list[float] = []
+    text = ""
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write a short sentence about the sea."}],
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - started)
+            text += chunk.choices[0].delta.content
+    assert len(arrivals) >= 5, text
+    # Streamed, not buffered: the first token arrived well before the last one.
+    assert arrivals[0] < arrivals[-1]
+    assert text.strip()
+
+
+def test_non_streaming_chat_and_headers(node: tuple[int, subprocess.Popen[str]]) -> None:
+    port, _ = node
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    completion = raw.parse()
+    assert raw.headers["x-quorum-node"] == "solo"
+    assert raw.headers["x-quorum-route"] == "local"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+
+
+async def test_async_completion(node: tuple[int, subprocess.Popen[str]]) -> None:
+    port, _ = node
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
+    )
+    async with client:
+        done = await client.completions.create(model=MODEL, prompt="The sky is", max_tokens=5)
+    assert done.choices[0].text
+
+
+def test_status_and_models_commands(node: tuple[int, subprocess.Popen[str]]) -> None:
+    port, _ = node
+    status = quorum("status", "--json", "--port", str(port))
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["node"]["name"] == "solo"
+    (service,) = data["services"]
+    assert (service["name"], service["engine"], service["up"]) == ("embedded", "embedded", True)
+    models = quorum("models", "--port", str(port))
+    assert MODEL in models.stdout and "solo (local)" in models.stdout
+
+
+def test_status_without_a_node_is_a_clear_error() -> None:
+    result = quorum("status", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert "no node answers" in result.stderr and "quorum up" in result.stderr
+
+
+def test_sigterm_stops_node_and_engine(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "QUORUM_AUTODETECT__ENABLED": "false", "QUORUM_CONFIG": str(tmp_path / "c.yaml")}
+    (tmp_path / "c.yaml").write_text("embedded: {mode: 'on'}\n")
+    proc = start_up(port, tmp_path, env)
+    wait_healthy(port, proc, 180, tmp_path)
+    engine_port = json.loads(quorum("status", "--json", "--port", str(port)).stdout)["services"][0][
+        "url"
+    ].rsplit(":", 1)[1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout(20)) == 0
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(engine_port)), 1):
+        pass
+
+
+def test_second_node_on_same_port_fails_clearly(node: tuple[int, subprocess.Popen[str]], tmp_path: Path) -> None:
+    port, _ = node
+    result = quorum(
+        "up", "--port", str(port), "--data-dir", str(tmp_path), "--embedded", "off",
+        env={**os.environ, "QUORUM_AUTODETECT__ENABLED": "false"},
+    )
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
