@@ -16,7 +16,8 @@
     │   ├── NoReachableHolder       503 the model is known, but no holder can be reached now
     │   │   └── EngineUnreachable   503 the (only) engine refused or timed out before answering
     │   └── Overloaded              503 queues are full; carries Retry-After
-    ├── EngineError                 an engine adapter could not talk to its engine (not HTTP-facing)
+    ├── EngineError                 an engine answered in a way its adapter cannot use (not HTTP-facing)
+    │   ├── EngineDown              nothing answers at the engine's address (refused, timed out)
     │   └── EmbeddedEngineError     the embedded llama.cpp engine is missing or failed to start
     └── ProtocolError               the tunnel protocol was broken
         ├── LocalProtocolError      we were asked to do something the protocol forbids
@@ -153,6 +154,10 @@ class Overloaded(ApiError):
 
 class EngineError(QuorumError):
     """An engine adapter failed to list or probe its engine."""
+
+
+class EngineDown(EngineError):
+    """Nothing answers at the engine's address."""
 
 
 class EmbeddedEngineError(EngineError):

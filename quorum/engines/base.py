@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from quorum.config.models import EngineKind, ServiceType
-from quorum.errors import EngineError
+from quorum.errors import EngineDown, EngineError
 
 log = logging.getLogger("quorum.engines")
 
@@ -86,8 +86,10 @@ def make_http_get(session: aiohttp.ClientSession, timeout_s: float = 3.0) -> Htt
                         body = None
                 return Response(resp.status, body)
         except aiohttp.ClientConnectorError as exc:
-            raise EngineError(f"connection refused at {url}: {exc.os_error}") from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineDown(f"connection refused at {url}: {exc.os_error}") from None
+        except TimeoutError:
+            raise EngineDown(f"no answer from {url} within {timeout_s:g} s") from None
+        except aiohttp.ClientError as exc:
             raise EngineError(f"no usable answer from {url}: {type(exc).__name__}") from None
 
     return get

@@ -19,7 +19,7 @@ from quorum.config.models import AutodetectSection, EngineKind, ServiceConfig, S
 from quorum.engines import ollama, openai_compat
 from quorum.engines.base import HttpGet, ModelEntry, ServiceState, auth_headers, root_url
 from quorum.engines.detect import identify
-from quorum.errors import EngineError
+from quorum.errors import EngineDown, EngineError
 
 log = logging.getLogger("quorum.engines")
 
@@ -132,6 +132,8 @@ class EngineManager:
                 self._kinds[cfg.name] = engine
             try:
                 listed = await list_models(self._get, root, engine, cfg.type, cfg.api_key)
+            except EngineDown:
+                raise
             except EngineError:
                 if not cfg.models:
                     raise

@@ -1,0 +1,47 @@
+"""The architecture's rules that imports can break."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imports(package: Path) -> set[str]:
+    found: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+    return found
+
+
+def test_relay_imports_only_the_protocol_from_quorum() -> None:
+    allowed = ("quorum.protocol", "quorum.errors", "quorum.__init__")
+    bad = {
+        m
+        for m in imports(ROOT / "relay")
+        if (m == "quorum" or m.startswith("quorum.")) and not m.startswith(allowed)
+    }
+    assert not bad, f"relay/ may import only quorum.protocol (and errors): {sorted(bad)}"
+
+
+def test_pure_layers_do_no_io() -> None:
+    io = {"asyncio", "aiohttp", "socket", "websockets", "zeroconf", "subprocess"}
+    for name in ("protocol", "routing", "fleet"):
+        used = {m.split(".")[0] for m in imports(ROOT / "quorum" / name)}
+        assert not used & io, f"quorum/{name} imports {sorted(used & io)}"
+
+
+def test_config_models_do_no_io() -> None:
+    tree = ast.parse((ROOT / "quorum" / "config" / "models.py").read_text())
+    used = {
+        (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    }
+    assert not {m.split(".")[0] for m in used} & {"yaml", "platformdirs", "os", "aiohttp"}
