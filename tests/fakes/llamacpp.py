@@ -1,0 +1,293 @@
+"""Fake llama.cpp ``llama-server`` (single-model mode, default port 8080).
+
+Shapes follow ggml-org/llama.cpp ``tools/server`` (server.cpp / server-context.cpp, README):
+- ``/v1/models`` and ``/models`` answer one body carrying *both* conventions: an
+  Ollama-style ``models: [{name, model, modified_at: "", size: "", digest: "", type,
+  description, tags: [""], capabilities, parameters, details}]`` and OpenAI-style
+  ``object: "list", data: [{id, aliases, tags, object: "model", created, owned_by:
+  "llamacpp", meta: {vocab_type, n_vocab, n_ctx, n_ctx_train, n_embd, n_params, size}}]``.
+  The id is the ``-m`` model *path* unless ``--alias`` is given (README: "By default, model
+  `id` field is the path to model file");
+- the request's ``model`` is not checked (one model is served whatever is asked);
+- errors ``{"error": {"code", "message", "type"}}`` (``server_error``, ``not_found_error``,
+  ``invalid_request_error``, ``unavailable_error``); unknown paths 404 ``File Not Found``;
+  while loading, every route answers 503 ``Loading model``;
+- ``/health`` ``{"status": "ok"}``; ``/props`` default_generation_settings, total_slots,
+  model_alias, model_path, modalities, chat_template, build_info;
+- chat stream: first chunk ``delta {"role": "assistant", "content": null}``, content
+  chunks, a finish chunk ``delta {}`` carrying ``timings``, then (include_usage) a usage
+  chunk with ``choices: []``; ids are ``chatcmpl-`` + 32 random alphanumerics and
+  ``system_fingerprint`` is the build (e.g. ``b6000-1a2b3c4d``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from ._core import Handler, ModelSpec
+from ._openai import MIXED_ALNUM, Generation, JSONDict, OpenAICompatEngine, random_alnum
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    500: "server_error",
+    501: "not_supported_error",
+    503: "unavailable_error",
+}
+LLAMA_JSON = "application/json; charset=utf-8"
+
+
+class FakeLlamaCpp(OpenAICompatEngine):
+    kind: ClassVar[str] = "llamacpp"
+    default_port: ClassVar[int] = 8080
+
+    def __init__(
+        self,
+        *,
+        model_path: str = "/models/gemma-3-270m-Q4_K_M.gguf",
+        alias: str | None = None,
+        n_ctx: int = 4096,
+        total_slots: int = 1,
+        build: str = "b6000-1a2b3c4d",
+        multimodal: bool = False,
+        loading: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.model_path = model_path
+        self.alias = alias
+        self.n_ctx = n_ctx
+        self.total_slots = total_slots
+        self.build = build
+        self.multimodal = multimodal
+        self.loading = loading
+        """While True every route answers 503 ``Loading model`` (settable at runtime)."""
+        kwargs.setdefault("models", [ModelSpec(id=alias or model_path, family="gemma3")])
+        super().__init__(**kwargs)
+
+    @property
+    def model_name(self) -> str:
+        ids = self.model_ids
+        return ids[0] if ids else (self.alias or self.model_path)
+
+    def build_app(self) -> web.Application:
+        app = self.new_app()
+        app.router.add_get("/health", self.handle_health)
+        app.router.add_get("/props", self.handle_props)
+        app.router.add_get("/models", self.handle_models)
+        for prefix in ("/v1", ""):
+            app.router.add_post(f"{prefix}/chat/completions", self.handle_chat)
+            app.router.add_post(f"{prefix}/completions", self.handle_completions)
+            app.router.add_post(f"{prefix}/embeddings", self.handle_embeddings)
+        app.router.add_get("/v1/models", self.handle_models)
+        app.router.add_route("*", "/{tail:.*}", self.handle_unknown)
+        return app
+
+    async def _apply_mode(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.loading:
+            return self.error_response(request, 503, "Loading model")
+        return await super()._apply_mode(request, handler)
+
+    async def handle_health(self, request: web.Request) -> web.StreamResponse:
+        return self.json_body({"status": "ok"})
+
+    async def handle_unknown(self, request: web.Request) -> web.StreamResponse:
+        return self.error_response(request, 404, "File Not Found")
+
+    async def handle_props(self, request: web.Request) -> web.StreamResponse:
+        params = {
+            "n_predict": -1,
+            "seed": 4294967295,
+            "temperature": 0.8,
+            "top_k": 40,
+            "top_p": 0.95,
+            "min_p": 0.05,
+            "max_tokens": -1,
+            "stream": True,
+        }
+        return self.json_body(
+            {
+                "default_generation_settings": {
+                    "id": 0,
+                    "id_task": -1,
+                    "n_ctx": self.n_ctx,
+                    "speculative": False,
+                    "is_processing": False,
+                    "params": params,
+                },
+                "total_slots": self.total_slots,
+                "model_alias": self.alias or self.model_path,
+                "model_path": self.model_path,
+                "modalities": {"vision": self.multimodal, "audio": False},
+                "chat_template": "{% for message in messages %}{{ message['content'] }}"
+                "{% endfor %}",
+                "bos_token": "<bos>",
+                "eos_token": "<eos>",
+                "build_info": self.build,
+            }
+        )
+
+    def json_body(self, data: Any, status: int = 200) -> web.Response:
+        return self.json_response(data, status, content_type=LLAMA_JSON)
+
+    def models_response(self) -> JSONDict:
+        name = self.model_name
+        spec = self.find_model(name) or ModelSpec(id=name)
+        return {
+            "models": [
+                {
+                    "name": name,
+                    "model": name,
+                    "modified_at": "",
+                    "size": "",
+                    "digest": "",
+                    "type": "model",
+                    "description": "",
+                    "tags": [""],
+                    "capabilities": ["completion", "multimodal"]
+                    if self.multimodal
+                    else ["completion"],
+                    "parameters": "",
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": "",
+                        "families": [""],
+                        "parameter_size": "",
+                        "quantization_level": "",
+                    },
+                }
+            ],
+            "object": "list",
+            "data": [
+                {
+                    "id": name,
+                    "aliases": [self.alias] if self.alias else [],
+                    "tags": [],
+                    "object": "model",
+                    "created": int(time.time()),
+                    "owned_by": "llamacpp",
+                    "meta": {
+                        "vocab_type": 2,
+                        "n_vocab": 262144,
+                        "n_ctx": self.n_ctx,
+                        "n_ctx_train": spec.max_context_length,
+                        "n_embd": 640,
+                        "n_params": 268_098_176,
+                        "size": spec.size,
+                    },
+                }
+            ],
+        }
+
+    def error_response(self, request: web.Request, status: int, message: str) -> web.Response:
+        kind = ERROR_TYPES.get(status, "server_error")
+        return self.json_body({"error": {"code": status, "message": message, "type": kind}}, status)
+
+    def resolve_model(self, request: web.Request, requested: Any, task: str) -> str | web.Response:
+        # Single-model mode: the requested name is echoed back but never checked.
+        return requested if isinstance(requested, str) and requested else self.model_name
+
+    def chat_id(self) -> str:
+        return f"chatcmpl-{random_alnum(32, MIXED_ALNUM)}"
+
+    def completion_id(self) -> str:
+        return self.chat_id()
+
+    def sse_headers(self) -> dict[str, str]:
+        return {"Content-Type": "text/event-stream"}
+
+    @staticmethod
+    def timings(g: Generation) -> JSONDict:
+        prompt_ms = 2.5 * max(1, g.prompt_tokens)
+        predicted_ms = 12.5 * max(1, g.completion_tokens)
+        return {
+            "cache_n": 0,
+            "prompt_n": g.prompt_tokens,
+            "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": 2.5,
+            "prompt_per_second": 400.0,
+            "predicted_n": g.completion_tokens,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": 12.5,
+            "predicted_per_second": 80.0,
+        }
+
+    def _wrap(self, g: Generation, cid: str, choices: list[JSONDict], obj: str) -> JSONDict:
+        return {
+            "choices": choices,
+            "created": g.created,
+            "id": cid,
+            "model": g.model,
+            "system_fingerprint": self.build,
+            "object": obj,
+        }
+
+    def chat_response(self, g: Generation, cid: str) -> JSONDict:
+        choice = {
+            "finish_reason": g.finish_reason,
+            "index": 0,
+            "message": {"role": "assistant", "content": g.text},
+        }
+        return {
+            **self._wrap(g, cid, [choice], "chat.completion"),
+            "usage": {
+                "completion_tokens": g.completion_tokens,
+                "prompt_tokens": g.prompt_tokens,
+                "total_tokens": g.prompt_tokens + g.completion_tokens,
+            },
+            "timings": self.timings(g),
+        }
+
+    def chat_chunks(self, g: Generation, cid: str) -> list[JSONDict]:
+        obj = "chat.completion.chunk"
+
+        def choice(delta: JSONDict, finish: str | None) -> list[JSONDict]:
+            return [{"finish_reason": finish, "index": 0, "delta": delta}]
+
+        out = [self._wrap(g, cid, choice({"role": "assistant", "content": None}, None), obj)]
+        out += [self._wrap(g, cid, choice({"content": p}, None), obj) for p in g.pieces]
+        finish = self._wrap(g, cid, choice({}, g.finish_reason), obj)
+        out.append({**finish, "timings": self.timings(g)})
+        if g.include_usage:
+            usage = {**self._wrap(g, cid, [], obj), "usage": g.usage}
+            out.append({**usage, "timings": self.timings(g)})
+        return out
+
+    def completion_response(self, g: Generation, cid: str) -> JSONDict:
+        choice = {"text": g.text, "index": 0, "logprobs": None, "finish_reason": g.finish_reason}
+        return {
+            **self._wrap(g, cid, [choice], "text_completion"),
+            "usage": {
+                "completion_tokens": g.completion_tokens,
+                "prompt_tokens": g.prompt_tokens,
+                "total_tokens": g.prompt_tokens + g.completion_tokens,
+            },
+            "timings": self.timings(g),
+        }
+
+    def completion_chunks(self, g: Generation, cid: str) -> list[JSONDict]:
+        def choice(text: str, finish: str | None) -> list[JSONDict]:
+            return [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]
+
+        out = [self._wrap(g, cid, choice(p, None), "text_completion") for p in g.pieces]
+        final = self._wrap(g, cid, choice("", g.finish_reason), "text_completion")
+        out.append({**final, "timings": self.timings(g)})
+        if g.include_usage:
+            out.append({**self._wrap(g, cid, [], "text_completion"), "usage": g.usage})
+        return out
+
+    def embeddings_response(
+        self, model: str, vectors: list[list[float]] | list[str], prompt_tokens: int
+    ) -> JSONDict:
+        return {
+            "model": model,
+            "object": "list",
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            "data": [
+                {"embedding": v, "index": i, "object": "embedding"} for i, v in enumerate(vectors)
+            ],
+        }
