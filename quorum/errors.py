@@ -16,7 +16,7 @@
     │   ├── NoReachableHolder       503 the model is known, but no holder can be reached now
     │   │   └── EngineUnreachable   503 the (only) engine refused or timed out before answering
     │   └── Overloaded              503 queues are full; carries Retry-After
-    ├── EngineError                 an engine answered in a way its adapter cannot use (not HTTP-facing)
+    ├── EngineError                 an engine's answer is unusable to its adapter (not HTTP)
     │   ├── EngineDown              nothing answers at the engine's address (refused, timed out)
     │   └── EmbeddedEngineError     the embedded llama.cpp engine is missing or failed to start
     └── ProtocolError               the tunnel protocol was broken

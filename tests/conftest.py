@@ -29,6 +29,7 @@ class Rig:
     bg: LoopThread
     node: Node
     fakes: dict[str, FakeEngine] = field(default_factory=dict)
+    clients: list[openai.OpenAI | openai.AsyncOpenAI] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -37,7 +38,9 @@ class Rig:
     def client(self, **kw: Any) -> openai.OpenAI:
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", timeout(20))
-        return openai.OpenAI(base_url=self.base_url, api_key="unused", **kw)
+        client = openai.OpenAI(base_url=self.base_url, api_key="unused", **kw)
+        self.clients.append(client)
+        return client
 
     def async_client(self, **kw: Any) -> openai.AsyncOpenAI:
         kw.setdefault("max_retries", 0)
@@ -53,7 +56,9 @@ def make_rig(bg: LoopThread, tmp_path: Path) -> Iterator[MakeRig]:
     """``make_rig(services={"name": (fake, {service config})}, **config)`` -> Rig."""
     made: list[Rig] = []
 
-    def make(services: dict[str, tuple[FakeEngine, dict[str, Any]]] | None = None, **over: Any) -> Rig:
+    def make(
+        services: dict[str, tuple[FakeEngine, dict[str, Any]]] | None = None, **over: Any
+    ) -> Rig:
         fakes: dict[str, FakeEngine] = {}
         entries = []
         for name, (fake, extra) in (services or {}).items():
@@ -67,6 +72,9 @@ def make_rig(bg: LoopThread, tmp_path: Path) -> Iterator[MakeRig]:
 
     yield make
     for rig in made:
+        for client in rig.clients:
+            if isinstance(client, openai.OpenAI):
+                client.close()
         with contextlib.suppress(Exception):
             bg.run(rig.node.stop())
         for fake in rig.fakes.values():

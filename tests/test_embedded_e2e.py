@@ -29,14 +29,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def quorum(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+def quorum(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "quorum.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout(30),
         check=False,
-        **kw,  # type: ignore[arg-type]
+        env=env,
     )
 
 
@@ -44,7 +44,16 @@ def start_up(port: int, data: Path, env: dict[str, str]) -> subprocess.Popen[str
     """`quorum up` as a child process; its log goes to data/node.log."""
     with (data / "node.log").open("w") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "quorum.cli", "up", "--port", str(port), "--data-dir", str(data)],
+            [
+                sys.executable,
+                "-m",
+                "quorum.cli",
+                "up",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -70,7 +79,11 @@ def wait_healthy(port: int, proc: subprocess.Popen[str], seconds: float, data: P
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     port = free_port()
     data = tmp_path_factory.mktemp("embedded-node")
-    env = {**os.environ, "QUORUM_AUTODETECT__ENABLED": "false", "QUORUM_CONFIG": str(data / "none.yaml")}
+    env = {
+        **os.environ,
+        "QUORUM_AUTODETECT__ENABLED": "false",
+        "QUORUM_CONFIG": str(data / "none.yaml"),
+    }
     (data / "none.yaml").write_text("node: {name: solo}\n")
     proc = start_up(port, data, env)
     try:
@@ -148,7 +161,11 @@ def test_status_without_a_node_is_a_clear_error() -> None:
 
 def test_sigterm_stops_node_and_engine(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "QUORUM_AUTODETECT__ENABLED": "false", "QUORUM_CONFIG": str(tmp_path / "c.yaml")}
+    env = {
+        **os.environ,
+        "QUORUM_AUTODETECT__ENABLED": "false",
+        "QUORUM_CONFIG": str(tmp_path / "c.yaml"),
+    }
     (tmp_path / "c.yaml").write_text("embedded: {mode: 'on'}\n")
     proc = start_up(port, tmp_path, env)
     wait_healthy(port, proc, 180, tmp_path)
@@ -161,10 +178,18 @@ def test_sigterm_stops_node_and_engine(tmp_path: Path) -> None:
         pass
 
 
-def test_second_node_on_same_port_fails_clearly(node: tuple[int, subprocess.Popen[str]], tmp_path: Path) -> None:
+def test_second_node_on_same_port_fails_clearly(
+    node: tuple[int, subprocess.Popen[str]], tmp_path: Path
+) -> None:
     port, _ = node
     result = quorum(
-        "up", "--port", str(port), "--data-dir", str(tmp_path), "--embedded", "off",
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+        "--embedded",
+        "off",
         env={**os.environ, "QUORUM_AUTODETECT__ENABLED": "false"},
     )
     assert result.returncode == 1

@@ -31,7 +31,11 @@ def _data(listing: Any) -> list[Mapping[str, Any]]:
 
 def llamacpp_name(model_id: str) -> str:
     """The client-facing name of a llama.cpp model id (a path unless aliased)."""
-    if model_id.startswith(("/", "~", ".")) or "\\" in model_id or model_id.lower().endswith(".gguf"):
+    if (
+        model_id.startswith(("/", "~", "."))
+        or "\\" in model_id
+        or model_id.lower().endswith(".gguf")
+    ):
         base = posixpath.basename(model_id.replace("\\", "/"))
         stem = base[: -len(".gguf")] if base.lower().endswith(".gguf") else base
         return stem or model_id
