@@ -15,9 +15,13 @@ def multipart(fields: dict[str, str], file: bytes = b"\x00RIFF\r\n--not-a-bounda
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
         ).encode()
     out += (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
-        "Content-Type: audio/wav\r\n\r\n"
-    ).encode() + file + b"\r\n"
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + file
+        + b"\r\n"
+    )
     return out + f"--{BOUNDARY}--\r\n".encode()
 
 

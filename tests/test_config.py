@@ -62,7 +62,11 @@ hosts:
         ("services: [{name: a}]", "services.0.url", "required"),
         ("services: [{name: a, url: 'ftp://x'}]", "services.0.url", "pattern"),
         ("services: [{name: a, url: 'http://x', type: video}]", "services.0.type", "llm"),
-        ("services: [{name: a, url: 'http://x', models: [{}]}]", "services.0.models.0", "'id' or 'hf'"),
+        (
+            "services: [{name: a, url: 'http://x', models: [{}]}]",
+            "services.0.models.0",
+            "'id' or 'hf'",
+        ),
         ("cluster: {token: short}", "cluster.token", "at least 16"),
     ],
 )

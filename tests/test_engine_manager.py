@@ -30,7 +30,10 @@ class FakeNet:
 
 
 def models(*ids: str, owned_by: str = "x") -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": owned_by} for i in ids]}
+    return {
+        "object": "list",
+        "data": [{"id": i, "object": "model", "owned_by": owned_by} for i in ids],
+    }
 
 
 OLLAMA = {

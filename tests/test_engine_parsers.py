@@ -56,7 +56,9 @@ def test_ollama_tags_ps_and_embedding_family() -> None:
     got = ollama.parse_models(OLLAMA_TAGS, OLLAMA_PS, ServiceType.LLM)
     assert got == (
         ModelEntry("llama3.2:latest", "llama3.2:latest", ServiceType.LLM, True),
-        ModelEntry("nomic-embed-text:latest", "nomic-embed-text:latest", ServiceType.EMBEDDING, False),
+        ModelEntry(
+            "nomic-embed-text:latest", "nomic-embed-text:latest", ServiceType.EMBEDDING, False
+        ),
     )
 
 
@@ -95,7 +97,8 @@ def test_llamacpp_path_ids_become_file_stems() -> None:
         ("my-alias", "my-alias"),
         ("C:\\models\\qwen.gguf", "qwen"),
         ("plain.gguf", "plain"),
-        ("org/repo", "org/repo"), ("/srv/models/model-q8", "model-q8"),
+        ("org/repo", "org/repo"),
+        ("/srv/models/model-q8", "model-q8"),
     ],
 )
 def test_llamacpp_names(model_id: str, name: str) -> None:

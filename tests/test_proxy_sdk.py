@@ -163,7 +163,9 @@ def test_speech_download_is_byte_exact(make_rig: MakeRig) -> None:
 def test_image_generation_and_edit_upload(make_rig: MakeRig) -> None:
     rig = make_rig({"img": (FakeImages(), {"type": "image"})})
     client = rig.client()
-    gen = client.images.generate(model="dall-e-2", prompt="a lighthouse", response_format="b64_json")
+    gen = client.images.generate(
+        model="dall-e-2", prompt="a lighthouse", response_format="b64_json"
+    )
     assert gen.data and gen.data[0].b64_json
     picture = make_png(b"source picture", size=16)
     edit = client.images.edit(

