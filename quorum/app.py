@@ -13,6 +13,7 @@ import errno
 import logging
 import uuid
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,20 @@ from aiohttp import web
 
 from quorum.config.load import default_data_dir
 from quorum.config.models import Config, EmbeddedMode
+from quorum.discovery import (
+    PROTOCOL_VERSION,
+    Advert,
+    Discovery,
+    cluster_fingerprint,
+    models_digest,
+)
+from quorum.discovery.peers import PeerTracker, http_fetch
 from quorum.engines import embedded
 from quorum.engines.base import ServiceState, make_http_get
 from quorum.engines.embedded import EmbeddedEngine
 from quorum.engines.manager import EngineManager
-from quorum.errors import EmbeddedEngineError, QuorumError
-from quorum.fleet import FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
+from quorum.errors import DiscoveryError, EmbeddedEngineError, QuorumError
+from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 
@@ -79,6 +88,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._embedded: EmbeddedEngine | None = None
         self._ctx: NodeContext | None = None
+        self._discovery: Discovery | None = None
         self.port = config.node.port
 
     @property
@@ -89,8 +99,8 @@ class Node:
 
     @property
     def url(self) -> str:
-        host = self.config.node.bind
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        host = self.config.bind
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         return f"http://{host}:{self.port}"
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -128,6 +138,11 @@ class Node:
             await self.stop()
             raise
         self._spawn(manager.run(), "engine-refresh")
+        try:
+            await self._start_lan(ctx)
+        except BaseException:
+            await self.stop()
+            raise
         ctx.ready = True
         log.info(
             "node %s ready on %s/v1 with %d model(s)",
@@ -139,17 +154,19 @@ class Node:
     async def _serve(self, ctx: NodeContext) -> None:
         self._runner = runner = build_runner(build_app(ctx))
         await runner.setup()
-        site = web.TCPSite(runner, self.config.node.bind, self.config.node.port)
+        bind = self.config.bind
+        site = web.TCPSite(runner, bind, self.config.node.port)
         try:
             await site.start()
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise QuorumError(
-                    f"port {self.config.node.port} on {self.config.node.bind} is already in use: "
+                    f"port {self.config.node.port} on {bind} is already in use: "
                     "is another node running? ('quorum status' asks it), or pick --port"
                 ) from None
-            raise QuorumError(f"cannot listen on {self.config.node.bind}: {exc}") from None
+            raise QuorumError(f"cannot listen on {bind}: {exc}") from None
         self.port = int(runner.addresses[0][1])
+        ctx.port, ctx.bind = self.port, bind
 
     async def _maybe_embedded(self, manager: EngineManager) -> None:
         mode = self.config.embedded.mode
@@ -177,13 +194,56 @@ class Node:
         manager.set_embedded(await engine.start())
         self._spawn(engine.watch(manager.set_embedded), "embedded-engine")
 
+    async def _start_lan(self, ctx: NodeContext) -> None:
+        """With a cluster token: advertise over mDNS, find peers, keep their holders current."""
+        token = self.config.cluster.token
+        if token is None:
+            return
+        ctx.fingerprint = await asyncio.to_thread(cluster_fingerprint, token)
+        if not self.config.discovery.enabled:
+            return
+        tracker = PeerTracker(http_fetch(ctx.session, token), self._on_fleet, token=token)
+        advert = Advert(
+            version=PROTOCOL_VERSION,
+            node_id=ctx.node_id,
+            node_name=ctx.name,
+            port=self.port,
+            fingerprint=ctx.fingerprint,
+            models_digest=self._digest(),
+        )
+        interfaces = self.config.discovery.interfaces or None
+        discovery = Discovery(advert, tracker.handle, interfaces=interfaces)
+        await discovery.start()
+        self._discovery = discovery
+        ctx.peers = tracker.views
+        self._spawn(tracker.run(), "lan-peers")
+        log.info("LAN discovery on %s", ", ".join(discovery.addresses) or "no interface")
+
+    def _digest(self) -> str:
+        local = self.ctx.snapshot.local()
+        return models_digest(f"{h.model}|{h.type.value}|{h.service}" for h in local if h.online)
+
+    def _on_fleet(self, event: FleetEvent) -> None:
+        self.ctx.snapshot = apply(self.ctx.snapshot, event)
+
     def _on_services(self, states: tuple[ServiceState, ...]) -> None:
         ctx = self.ctx
         ctx.services = states
         holders = local_holders(states, ctx.node_id, ctx.name)
         ctx.snapshot = apply(ctx.snapshot, LocalHoldersChanged(holders))
+        discovery = self._discovery
+        if discovery is not None and discovery.advert.models_digest != self._digest():
+            advert = replace(discovery.advert, models_digest=self._digest())
+            self._spawn(discovery.update(advert), "advert-update")
 
     async def stop(self) -> None:
+        if self._discovery is not None:
+            # Goodbye first, so peers stop routing here before the port closes.
+            discovery, self._discovery = self._discovery, None
+            try:
+                await discovery.close()
+            except DiscoveryError as exc:
+                log.warning("discovery did not close cleanly: %s", exc)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import urllib.error
@@ -74,7 +75,9 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run a node in the foreground")
     up.add_argument("--config", help="config file (default: the user config dir)")
     up.add_argument("--port", type=int, help=f"port to serve on (default {DEFAULT_PORT})")
-    up.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
+    up.add_argument(
+        "--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 with a cluster token)"
+    )
     up.add_argument("--name", help="this node's name (default: the host name)")
     up.add_argument("--relay", help="relay URL, wss://host/tunnel")
     up.add_argument("--token", help="cluster join token")
@@ -89,6 +92,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--embedded", choices=["auto", "on", "off"], help="embedded engine mode")
     up.add_argument("--data-dir", help="where the node keeps its id and the embedded model")
     up.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    token = sub.add_parser("token", help="cluster tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    token_sub.add_parser("new", help="print a new cluster join token")
 
     for name, text in (
         ("status", "show the running node's status"),
@@ -156,7 +163,9 @@ def print_status(data: dict[str, Any]) -> None:
         if not relay["url"]
         else (f"{relay['url']} ({'connected' if relay['connected'] else 'not connected'})")
     )
-    print(f"cluster   {'joined' if data['cluster']['joined'] else 'none (local only)'}")
+    cluster = data["cluster"]
+    joined = f"joined ({cluster['fingerprint']})" if cluster["joined"] else "none (local only)"
+    print(f"cluster   {joined}")
     print(f"relay     {relay_text}")
     print(f"services  {len(data['services'])}")
     for s in data["services"]:
@@ -178,10 +187,19 @@ def print_models(data: dict[str, Any]) -> None:
 
 def print_peers(data: dict[str, Any]) -> None:
     if not data["peers"]:
-        print("no peers")
+        print("no peers (LAN peers appear when nodes share a cluster token: quorum token new)")
         return
     for p in data["peers"]:
-        print(f"{p.get('name')}  {p.get('route')}  {p.get('address', '')}")
+        age = p.get("last_answer_age_s")
+        fresh = "never answered" if age is None else f"answered {age:.0f} s ago"
+        state = "online" if p["online"] else "offline"
+        where = ",".join(p["addresses"]) + f":{p['port']}"
+        print(f"{p['name']:<20} lan  {where:<24} {state:<8} {fresh}  {len(p['models'])} model(s)")
+
+
+def new_token() -> str:
+    """A cluster join token: 256 random bits, URL-safe, prefixed so it is recognisable."""
+    return "qc_" + secrets.token_urlsafe(32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         parser().print_help()
         return 2
     try:
+        if args.command == "token":
+            print(new_token())
+            return 0
         if args.command == "up":
             config = load_config(args.config, overrides=flag_overrides(args))
             setup_logging(os.environ.get("QUORUM_LOG_LEVEL") or config.log_level)

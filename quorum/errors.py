@@ -19,6 +19,11 @@
     ├── EngineError                 an engine's answer is unusable to its adapter (not HTTP)
     │   ├── EngineDown              nothing answers at the engine's address (refused, timed out)
     │   └── EmbeddedEngineError     the embedded llama.cpp engine is missing or failed to start
+    ├── DiscoveryError              LAN discovery could not do what was asked
+    │   ├── BadAdvert               a TXT record (ours or a peer's) is missing or has a bad field
+    │   └── NoInterface             no network interface fits the configuration
+    ├── PeerError                   a peer node did not give a usable answer
+    │   └── PeerRefused             the peer's address refused the connection (it is gone)
     └── ProtocolError               the tunnel protocol was broken
         ├── LocalProtocolError      we were asked to do something the protocol forbids
         └── RemoteProtocolError     the peer sent something the protocol forbids
@@ -162,6 +167,31 @@ class EngineDown(EngineError):
 
 class EmbeddedEngineError(EngineError):
     """The embedded engine is not installed or did not start."""
+
+
+class DiscoveryError(QuorumError):
+    """Discovery (mDNS advertising or browsing) failed."""
+
+
+class BadAdvert(DiscoveryError):
+    """An advert is malformed; ``field`` names the TXT key at fault ('' if the whole record)."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        self.field = field
+        at = f" (key {field!r})" if field else ""
+        super().__init__(f"bad advert{at}: {message}")
+
+
+class NoInterface(DiscoveryError):
+    """No network interface matches the discovery configuration."""
+
+
+class PeerError(QuorumError):
+    """A peer answered badly, too slowly, or not at all."""
+
+
+class PeerRefused(PeerError):
+    """Nothing listens at the peer's address any more."""
 
 
 class ProtocolError(QuorumError):

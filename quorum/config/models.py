@@ -126,7 +126,10 @@ class NodeSection(Frozen):
         description="This node's name, shown to peers and in X-Quorum-Node (default: host name).",
     )
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="HTTP port.")
-    bind: str = Field(default="127.0.0.1", description="Address to listen on.")
+    bind: str | None = Field(
+        default=None,
+        description="Address to listen on (default: 127.0.0.1; 0.0.0.0 with a cluster token).",
+    )
     data_dir: Path | None = Field(
         default=None, description="Node id, embedded model and logs (default: user data dir)."
     )
@@ -226,6 +229,13 @@ class Config(Frozen):
                 raise ValueError(f"two services are named '{service.name}'")
             seen.add(service.name)
         return self
+
+    @property
+    def bind(self) -> str:
+        """Where to listen: as configured, else all interfaces once there is a cluster."""
+        if self.node.bind:
+            return self.node.bind
+        return "0.0.0.0" if self.cluster.token else "127.0.0.1"
 
     def all_services(self) -> tuple[ServiceConfig, ...]:
         """``services`` plus those of the ``hosts`` entry whose id is this node's name."""

@@ -80,9 +80,9 @@ def _default(info: FieldInfo) -> str:
 def _table(model: type[BaseModel], prefix: str) -> list[str]:
     lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, info in model.model_fields.items():
-        if info.annotation is not None and isinstance(info.annotation, type):
-            if issubclass(info.annotation, BaseModel):
-                continue
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            continue
         lines.append(
             f"| `{prefix}{name}` | {_type_name(info.annotation)} | {_default(info)} "
             f"| {info.description or ''} |"

@@ -25,6 +25,7 @@ def build_app(ctx: NodeContext) -> web.Application:
     app.router.add_get("/v1/models", status.list_models)
     app.router.add_get("/v1/models/{model:.+}", status.get_model)
     app.router.add_get("/quorum/v1/status", status.status)
+    app.router.add_get("/quorum/v1/local", status.local)
     app.router.add_get("/healthz", status.healthz)
     app.router.add_get("/metrics", status.metrics)
     app.router.add_get("/", dashboard)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
 from quorum.config.models import Config
+from quorum.discovery.peers import PeerView
 from quorum.engines.base import ServiceState
 from quorum.fleet import FleetSnapshot
 from quorum.server.metrics import Metrics
@@ -46,6 +48,10 @@ class NodeContext:
     recent: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
     started_at: float = field(default_factory=time.time)
     ready: bool = False
+    port: int = 0
+    bind: str = "127.0.0.1"
+    fingerprint: str | None = None
+    peers: Callable[[], Sequence[PeerView]] = lambda: ()
 
     @property
     def name(self) -> str:

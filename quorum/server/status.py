@@ -70,12 +70,13 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
             "id": ctx.node_id,
             "name": ctx.name,
             "version": __version__,
-            "url": f"http://{cfg.node.bind}:{cfg.node.port}/v1",
+            "url": f"http://127.0.0.1:{ctx.port}/v1",
+            "bind": ctx.bind,
             "started_at": ctx.started_at,
             "uptime_s": round(time.time() - ctx.started_at, 1),
             "ready": ctx.ready,
         },
-        "cluster": {"joined": cfg.cluster.token is not None},
+        "cluster": {"joined": cfg.cluster.token is not None, "fingerprint": ctx.fingerprint},
         "relay": {"url": cfg.relay.url, "connected": False},
         "services": [
             {
@@ -94,9 +95,32 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
             for s in ctx.services
         ],
         "models": models_json(ctx),
-        "peers": [],
+        "peers": [asdict(p) for p in ctx.peers()],
         "recent": [asdict(r) for r in list(ctx.recent)[-20:]],
     }
+
+
+def local_json(ctx: NodeContext) -> dict[str, Any]:
+    """What this node itself holds, for peers (never what it learned from them)."""
+    return {
+        "node": {"id": ctx.node_id, "name": ctx.name},
+        "models": [
+            {
+                "id": h.model,
+                "type": h.type.value,
+                "service": h.service,
+                "engine": h.engine.value,
+                "loaded": h.loaded,
+                "features": sorted(h.features),
+            }
+            for h in ctx.snapshot.local()
+            if h.online
+        ],
+    }
+
+
+async def local(request: web.Request) -> web.Response:
+    return web.json_response(local_json(request.app[CONTEXT]))
 
 
 async def status(request: web.Request) -> web.Response:
