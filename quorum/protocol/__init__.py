@@ -32,17 +32,17 @@ type    name            stream  payload
 0x14    WINDOW_UPDATE   any     u32 increment, 1..2**31-1 (0: connection)
 ======  ==============  ======  =============================================
 
-Flags: ``END_STREAM`` (0x01, on REQUEST, RESPONSE, DATA; an empty DATA with
-END_STREAM is a bare end), ``BLOCKED`` (0x02, DATA only: the sender has more
+Flags: ``END_STREAM`` (0x01; REQUEST, RESPONSE, DATA; an empty DATA with
+END_STREAM is a bare end), ``BLOCKED`` (0x02; DATA only: the sender has more
 but ran out of stream credit; may ride an empty DATA) and ``IGNORABLE``
-(0x80, on any frame). A frame of
-unknown type is dropped if it carries IGNORABLE and is a connection error
-otherwise: a future version can add advisory frames without breaking old
-peers, and nothing that changes state can be silently lost. Any other flag
-bit, a payload of the wrong size, a control type off stream 0 or a stream
-type on stream 0 is a connection error. JSON payloads are decoded strictly
-(``messages.py``): unknown keys, wrong types and out-of-range values are
-connection errors; new fields ride on a capability named in HELLO.
+(0x80; any frame). A frame of unknown type is dropped if it carries
+IGNORABLE and is a connection error otherwise: a future version can add
+advisory frames without breaking old peers, and nothing that changes state
+can be lost silently. Any other flag bit, a payload of the wrong size, a
+control type off stream 0 or a stream type on stream 0 is a connection
+error. JSON payloads are decoded strictly (``messages.py``): unknown keys,
+wrong types and out-of-range values are connection errors; new fields ride
+on a capability named in HELLO.
 
 Connection
 ----------
@@ -103,13 +103,12 @@ than the peer granted. Credit returns to the peer *only* when the app calls
 ``consumed(stream_id, n)``: the relay calls it after writing those bytes
 downstream, so a frozen reader stops its sender after exactly one window and
 never grows memory. Grants are batched (a quarter window). A stream window
-doubles up to ``max_window`` when the sender ran dry while the reader kept
+doubles, up to ``max_window``, when the sender ran dry while the reader kept
 up: the sender flags the DATA that exhausted its stream credit BLOCKED, and
 the window grows at the next grant if the reader has meanwhile caught up to
 within a quarter window (``streams.RecvWindow``). The connection window is
-fixed. DATA over a
-stream's credit resets that stream FLOW_CONTROL; over the connection's
-credit it is a connection error. A WINDOW_UPDATE pushing a window past
+fixed. DATA over a stream's credit resets that stream FLOW_CONTROL; over the
+connection's credit it is a connection error. A WINDOW_UPDATE pushing a window past
 2**31-1 resets the stream (or, on stream 0, fails the connection). Bytes of
 a reset stream are released automatically; bytes of a cleanly ended stream
 must still be ``consumed``.

@@ -104,9 +104,13 @@ def _check_headers(value: object) -> None:
         _check_str("header value", item[1], max_len=16384, empty=True, pattern=_HEADER_VALUE)
 
 
-def _tuplify(value: object) -> object:
+def _tuplify(value: object, depth: int = 0) -> object:
     if isinstance(value, list):
-        return tuple(_tuplify(item) for item in value)
+        # No field nests lists more than twice; refusing deeper ones early keeps
+        # a hostile payload from exhausting the stack here.
+        if depth >= 4:
+            raise RemoteProtocolError("payload nests lists too deeply")
+        return tuple(_tuplify(item, depth + 1) for item in value)
     return value
 
 
