@@ -182,6 +182,7 @@ class PeerTracker:
     async def run(self) -> None:
         try:
             while True:
+                self._wake.clear()  # before looking: a wake-up from now on is not lost
                 now = self._clock()
                 for node_id in pr.due_heartbeats(self._presence, now):
                     if node_id in self._peers and node_id not in self._fetching:
@@ -191,10 +192,12 @@ class PeerTracker:
                 for node_id in list(self._published):
                     self._sync(node_id, now)
                 wake_at = pr.next_change(self._presence, now)
-                self._wake.clear()
                 delay = None if wake_at is None else max(0.0, wake_at - now)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                # that lands as the event fires, and the node's stop would then hang.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
         finally:
             tasks = list(self._fetching.values())
             for task in tasks:
