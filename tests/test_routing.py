@@ -115,6 +115,16 @@ def test_apply_replaces_a_nodes_holders_whole() -> None:
     assert sorted(apply(s2, PeerGone("id-b")).by_model) == ["y"]
 
 
+def test_routes_of_one_peer_are_independent() -> None:
+    lan = holder("m", node="b", route=Route.LAN)
+    relay = holder("m", node="b", route=Route.RELAY)
+    s = apply(snap(), PeerHoldersChanged("id-b", (lan,), Route.LAN))
+    s = apply(s, PeerHoldersChanged("id-b", (relay,), Route.RELAY))
+    assert choose(s, req("m")) == (lan, relay)  # the LAN is preferred
+    s = apply(s, PeerGone("id-b", Route.LAN))
+    assert choose(s, req("m")) == (relay,)
+
+
 routes = st.sampled_from(list(Route))
 types = st.sampled_from(list(ServiceType))
 holders = st.builds(

@@ -2,8 +2,10 @@
 
 Rules:
 - A snapshot is never mutated; every change is ``apply(snapshot, event) -> snapshot``.
-- A node's holders are replaced whole by the event that reports them, so a
-  model that went away from an engine simply is not in the next list.
+- A node's holders on one route are replaced whole by the event that reports
+  them, so a model that went away from an engine simply is not in the next
+  list. A peer seen both on the LAN and through the relay has holders on both
+  routes; losing one route leaves the other.
 - Holders of this node have route ``local``; peers' holders carry the route
   by which that peer is reached (``lan`` or ``relay``).
 - ``online`` is a property of the holder: an engine that is configured but

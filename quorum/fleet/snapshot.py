@@ -72,15 +72,19 @@ class LocalHoldersChanged:
 
 @dataclass(frozen=True, slots=True)
 class PeerHoldersChanged:
-    """Peer ``node_id`` now holds exactly these."""
+    """Peer ``node_id``, reached by ``route``, now holds exactly these."""
 
     node_id: str
     holders: tuple[Holder, ...]
+    route: Route = Route.LAN
 
 
 @dataclass(frozen=True, slots=True)
 class PeerGone:
+    """Peer ``node_id`` can no longer be reached by ``route`` (other routes stay)."""
+
     node_id: str
+    route: Route = Route.LAN
 
 
 FleetEvent = LocalHoldersChanged | PeerHoldersChanged | PeerGone
@@ -92,9 +96,13 @@ def apply(snapshot: FleetSnapshot, event: FleetEvent) -> FleetSnapshot:
         case LocalHoldersChanged(holders):
             kept = tuple(h for h in snapshot.holders if h.route is not Route.LOCAL)
             return FleetSnapshot(snapshot.node_id, snapshot.node_name, holders + kept)
-        case PeerHoldersChanged(node_id, holders):
-            kept = tuple(h for h in snapshot.holders if h.node_id != node_id)
+        case PeerHoldersChanged(node_id, holders, route):
+            kept = tuple(
+                h for h in snapshot.holders if not (h.node_id == node_id and h.route is route)
+            )
             return FleetSnapshot(snapshot.node_id, snapshot.node_name, kept + holders)
-        case PeerGone(node_id):
-            kept = tuple(h for h in snapshot.holders if h.node_id != node_id)
+        case PeerGone(node_id, route):
+            kept = tuple(
+                h for h in snapshot.holders if not (h.node_id == node_id and h.route is route)
+            )
             return FleetSnapshot(snapshot.node_id, snapshot.node_name, kept)
