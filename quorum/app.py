@@ -34,10 +34,13 @@ from quorum.engines import embedded
 from quorum.engines.base import ServiceState, make_http_get
 from quorum.engines.embedded import EmbeddedEngine
 from quorum.engines.manager import EngineManager
-from quorum.errors import DiscoveryError, EmbeddedEngineError, QuorumError
+from quorum.errors import DiscoveryError, EmbeddedEngineError, Forbidden, QuorumError
 from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
+from quorum.protocol import ModelInfo
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
+from quorum.server.middleware import Handler, is_loopback
+from quorum.tunnel import TunnelClient
 
 log = logging.getLogger("quorum.node")
 
@@ -89,6 +92,7 @@ class Node:
         self._embedded: EmbeddedEngine | None = None
         self._ctx: NodeContext | None = None
         self._discovery: Discovery | None = None
+        self._sharing_paused = False
         self.port = config.node.port
 
     @property
@@ -102,6 +106,42 @@ class Node:
         host = self.config.bind
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         return f"http://{host}:{self.port}"
+
+    @property
+    def sharing_paused(self) -> bool:
+        """True between :meth:`pause_sharing` and :meth:`resume_sharing`."""
+        return self._sharing_paused
+
+    async def pause_sharing(self) -> None:
+        """Stop sharing this machine with the cluster; local use keeps working. Idempotent.
+
+        The mDNS advert is withdrawn (peers get a goodbye and stop routing here)
+        and every HTTP request that does not come from loopback is refused with
+        403 ``sharing_paused``, whatever credential it carries. This node still
+        sees its peers and still routes its own clients to them. May be called
+        before :meth:`start`: the node then starts paused.
+        """
+        self._sharing_paused = True
+        if self._discovery is not None:
+            await self._discovery.pause()
+        log.info("sharing paused: only this machine may use the node")
+
+    async def resume_sharing(self) -> None:
+        """Undo :meth:`pause_sharing`: advertise again and answer peers. Idempotent."""
+        self._sharing_paused = False
+        if self._discovery is not None:
+            await self._discovery.resume()
+        log.info("sharing resumed")
+
+    @web.middleware
+    async def _sharing_gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """While sharing is paused, only loopback clients are served."""
+        if self._sharing_paused and not is_loopback(request.remote):
+            raise Forbidden(
+                "This node has paused sharing; only its own machine may use it now.",
+                code="sharing_paused",
+            )
+        return await handler(request)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -140,6 +180,7 @@ class Node:
         self._spawn(manager.run(), "engine-refresh")
         try:
             await self._start_lan(ctx)
+            self._start_tunnel(ctx)
         except BaseException:
             await self.stop()
             raise
@@ -152,7 +193,9 @@ class Node:
         )
 
     async def _serve(self, ctx: NodeContext) -> None:
-        self._runner = runner = build_runner(build_app(ctx))
+        app = build_app(ctx)
+        app.middlewares.append(self._sharing_gate)  # innermost: errors shape its refusals
+        self._runner = runner = build_runner(app)
         await runner.setup()
         bind = self.config.bind
         site = web.TCPSite(runner, bind, self.config.node.port)
@@ -213,11 +256,38 @@ class Node:
         )
         interfaces = self.config.discovery.interfaces or None
         discovery = Discovery(advert, tracker.handle, interfaces=interfaces)
+        if self._sharing_paused:
+            await discovery.pause()  # before start: it never advertises
         await discovery.start()
         self._discovery = discovery
         ctx.peers = tracker.views
         self._spawn(tracker.run(), "lan-peers")
         log.info("LAN discovery on %s", ", ".join(discovery.addresses) or "no interface")
+
+    def _start_tunnel(self, ctx: NodeContext) -> None:
+        """With a relay URL: keep the tunnel up for peers on other networks."""
+        url, token = self.config.relay.url, self.config.cluster.token
+        if url is None or token is None:
+            return
+        ctx.tunnel = TunnelClient(
+            url=url,
+            token=token,
+            node_id=ctx.node_id,
+            node_name=ctx.name,
+            local_url=f"http://127.0.0.1:{self.port}",
+            session=ctx.session,
+            on_fleet=self._on_fleet,
+            local_models=self._model_infos,
+            max_body=ctx.max_body_bytes,
+        )
+        self._spawn(ctx.tunnel.run(), "relay-tunnel")
+
+    def _model_infos(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(h.model, h.type.value, h.service, tuple(sorted(h.features)))
+            for h in self.ctx.snapshot.local()
+            if h.online
+        ]
 
     def _digest(self) -> str:
         local = self.ctx.snapshot.local()
@@ -231,6 +301,8 @@ class Node:
         ctx.services = states
         holders = local_holders(states, ctx.node_id, ctx.name)
         ctx.snapshot = apply(ctx.snapshot, LocalHoldersChanged(holders))
+        if ctx.tunnel is not None:
+            ctx.tunnel.models_changed()
         discovery = self._discovery
         if discovery is not None and discovery.advert.models_digest != self._digest():
             advert = replace(discovery.advert, models_digest=self._digest())

@@ -230,6 +230,15 @@ class Config(Frozen):
             seen.add(service.name)
         return self
 
+    @model_validator(mode="after")
+    def _relay_needs_token(self) -> Self:
+        if self.relay.url and not self.cluster.token:
+            raise ValueError(
+                "relay.url needs cluster.token: make one with 'quorum token new' "
+                "(or 'quorum-relay cluster create') and set it on every node"
+            )
+        return self
+
     @property
     def bind(self) -> str:
         """Where to listen: as configured, else all interfaces once there is a cluster."""

@@ -246,9 +246,12 @@ class Presence(_Message):
     models: tuple[ModelInfo, ...] = ()
     online: bool = True
     age_ms: int = 0
+    name: str = ""
+    """The node's display name (shown to clients as X-Quorum-Node)."""
 
     def __post_init__(self) -> None:
         _check_str("node_id", self.node_id)
+        _check_str("name", self.name, empty=True)
         for item in _check_tuple("models", self.models, 4096):
             if not isinstance(item, ModelInfo):
                 _fail("models must hold ModelInfo values")

@@ -15,6 +15,7 @@ from quorum.discovery.peers import PeerView
 from quorum.engines.base import ServiceState
 from quorum.fleet import FleetSnapshot
 from quorum.server.metrics import Metrics
+from quorum.tunnel import TunnelClient
 
 RECENT_REQUESTS = 100
 
@@ -52,6 +53,7 @@ class NodeContext:
     bind: str = "127.0.0.1"
     fingerprint: str | None = None
     peers: Callable[[], Sequence[PeerView]] = lambda: ()
+    tunnel: TunnelClient | None = None
 
     @property
     def name(self) -> str:

@@ -28,13 +28,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
 from quorum.errors import (
     ApiError,
-    EngineUnreachable,
     InvalidRequest,
     UpstreamFailed,
 )
@@ -42,6 +40,7 @@ from quorum.fleet import Holder, Route
 from quorum.routing import BodyKind, Endpoint, RouteRequest, choose
 from quorum.server import body as bodies
 from quorum.server.context import CONTEXT, NodeContext, RequestRecord
+from quorum.server.upstream import Upstream, open_http, open_relay
 
 log = logging.getLogger("quorum.proxy")
 
@@ -197,40 +196,22 @@ async def _forward(
     ex: Exchange,
     extra: dict[str, str],
 ) -> web.StreamResponse:
-    url = holder.url + request.rel_url.path_qs
+    headers = _upstream_headers(request, holder, ex)
+    path_qs = request.rel_url.path_qs
+    if holder.route is Route.RELAY:
+        upstream = await open_relay(ctx.tunnel, holder, request.method, path_qs, headers, payload)
+    else:
+        upstream = await open_http(ctx.session, holder, request.method, path_qs, headers, payload)
     try:
-        async with asyncio.timeout(holder.header_timeout_s):
-            upstream = await ctx.session.request(
-                request.method,
-                url,
-                data=payload,
-                headers=_upstream_headers(request, holder, ex),
-                allow_redirects=False,
-            )
-    except aiohttp.ClientConnectorError as exc:
-        raise EngineUnreachable(
-            f"The engine '{holder.service}' on {holder.node_name} is not reachable "
-            f"({exc.os_error.strerror or exc.os_error})."
-        ) from None
-    except TimeoutError:
-        raise EngineUnreachable(
-            f"The engine '{holder.service}' on {holder.node_name} did not answer within "
-            f"{holder.header_timeout_s:g} s."
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamFailed(
-            f"The engine '{holder.service}' on {holder.node_name} did not answer with valid "
-            f"HTTP ({type(exc).__name__}: {exc})."
-        ) from None
-
-    async with upstream:
         if upstream.status >= 400:
             raise await _engine_error(upstream, holder)
-        headers = _response_headers(upstream.headers, ctx, holder, ex, extra)
+        out = _response_headers(upstream.headers, ctx, holder, ex, extra)
         ctype = upstream.headers.get("Content-Type", "")
         if ctype.startswith("application/json"):
-            return await _json_answer(upstream, holder, headers, ex)
-        return await _stream_answer(request, upstream, holder, headers, ex, ctype)
+            return await _json_answer(upstream, holder, out, ex)
+        return await _stream_answer(request, upstream, holder, out, ex, ctype)
+    finally:
+        upstream.release()
 
 
 def _response_headers(
@@ -250,15 +231,15 @@ def _response_headers(
 
 
 async def _json_answer(
-    upstream: aiohttp.ClientResponse,
+    upstream: Upstream,
     holder: Holder,
     headers: CIMultiDict[str],
     ex: Exchange,
 ) -> web.Response:
+    raw = await upstream.read(MAX_JSON_ANSWER)
     try:
-        raw = await upstream.content.read(MAX_JSON_ANSWER)
         json.loads(raw)
-    except (aiohttp.ClientError, ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise UpstreamFailed(
             f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
             f"JSON body ({type(exc).__name__})."
@@ -270,7 +251,7 @@ async def _json_answer(
 
 async def _stream_answer(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Upstream,
     holder: Holder,
     headers: CIMultiDict[str],
     ex: Exchange,
@@ -286,25 +267,21 @@ async def _stream_answer(
     await response.prepare(request)
     ex.status = upstream.status
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.chunks():
             if ex.first_byte is None:
                 ex.first_byte = time.perf_counter()
             await response.write(chunk)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except UpstreamFailed as exc:
         ex.error = "engine_stream_broken"
         log.warning(
-            "request %s: engine %s on %s broke off mid-answer: %s",
+            "request %s: %s on %s broke off mid-answer: %s",
             ex.id,
             holder.service,
             holder.node_name,
-            type(exc).__name__,
+            exc,
         )
         if sse:
-            err = UpstreamFailed(
-                f"The engine '{holder.service}' on {holder.node_name} stopped in the middle "
-                "of the answer; the answer is incomplete."
-            )
-            await response.write(b"data: " + json.dumps(err.body()).encode() + b"\n\n")
+            await response.write(b"data: " + json.dumps(exc.body()).encode() + b"\n\n")
         # Close without the terminating chunk: the client sees a truncated body, not an end.
         if request.transport is not None:
             request.transport.close()
@@ -313,11 +290,11 @@ async def _stream_answer(
     return response
 
 
-async def _engine_error(upstream: aiohttp.ClientResponse, holder: Holder) -> ApiError:
+async def _engine_error(upstream: Upstream, holder: Holder) -> ApiError:
     """The engine's own error, in OpenAI's shape, with a 5xx reported as our 502."""
     try:
-        raw = await upstream.content.read(MAX_ERROR_BODY)
-    except aiohttp.ClientError:
+        raw = await upstream.read(MAX_ERROR_BODY)
+    except UpstreamFailed:
         raw = b""
     message = ""
     code = None
@@ -333,7 +310,7 @@ async def _engine_error(upstream: aiohttp.ClientResponse, holder: Holder) -> Api
         elif inner is not None:
             message = str(inner)
     if not message:
-        message = raw[:500].decode("utf-8", "replace").strip() or upstream.reason or "no detail"
+        message = raw[:500].decode("utf-8", "replace").strip() or f"HTTP {upstream.status}"
     source = f"engine '{holder.service}' on {holder.node_name}"
     if upstream.status >= 500:
         return UpstreamFailed(f"The {source} failed ({upstream.status}): {message}")

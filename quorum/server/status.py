@@ -63,6 +63,20 @@ async def get_model(request: web.Request) -> web.Response:
     return web.json_response(_model_json(name, holders, int(ctx.started_at)))
 
 
+def _relay_json(ctx: NodeContext) -> dict[str, Any]:
+    if ctx.tunnel is None:
+        return {"url": ctx.config.relay.url, "connected": False}
+    st = ctx.tunnel.status
+    return {
+        "url": st.url,
+        "connected": st.connected,
+        "since": st.since,
+        "last_error": st.last_error,
+        "stopped": st.stopped,
+        "peers": st.peers,
+    }
+
+
 def status_json(ctx: NodeContext) -> dict[str, Any]:
     cfg = ctx.config
     return {
@@ -77,7 +91,7 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
             "ready": ctx.ready,
         },
         "cluster": {"joined": cfg.cluster.token is not None, "fingerprint": ctx.fingerprint},
-        "relay": {"url": cfg.relay.url, "connected": False},
+        "relay": _relay_json(ctx),
         "services": [
             {
                 "name": s.name,
