@@ -1,0 +1,261 @@
+"""``python3 -m bench node``: one node in front of one fake engine, against the engine alone.
+
+Processes, all on 127.0.0.1 and all killed at the end: the fake engine
+(:mod:`bench.engine`), a node (``python3 -m quorum.cli up`` with only that
+engine as a service, no autodetect, no embedded engine, no mDNS) and the load
+generator (:mod:`bench.load`). The node's start-up time (process start to
+``/healthz`` 200) and idle memory are read first, then every scenario runs in
+each round against both targets, the order alternating between rounds, each
+measured job preceded by a short warm-up on the same connections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.engine import MODEL
+from bench.procs import (
+    BenchError,
+    Child,
+    Children,
+    child_env,
+    cpu_seconds,
+    loads_library,
+    rss_mib,
+    wait_http_ok,
+)
+from bench.stats import difference, rounded
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Many short rounds rather than a few long ones: a pair (direct, quorum) measured a
+    # second apart sees the same machine, and the median over rounds drops the outliers.
+    rounds: int = 9
+    warmup_s: float = 0.2
+    duration_s: float = 1.0
+    stream_tokens: int = 1024
+    node_log_level: str = "info"  # the node's default: one log line per request
+    start_timeout_s: float = 60.0
+
+
+FULL = Settings()
+QUICK = Settings(rounds=3, warmup_s=0.1, duration_s=0.3)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    kind: str  # chat | stream
+    concurrency: int
+
+
+SCENARIOS = (
+    Scenario("chat_c1", "chat", 1),
+    Scenario("chat_c16", "chat", 16),
+    Scenario("chat_c64", "chat", 64),
+    Scenario("stream_1", "stream", 1),
+    Scenario("stream_16", "stream", 16),
+)
+TARGETS = ("direct", "quorum")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine_info(
+    node_uvloop: bool | None, engine_uvloop: bool, load_uvloop: bool
+) -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "aiohttp": _version("aiohttp"),
+        "uvloop_version": _version("uvloop"),
+        "uvloop": {
+            # Seen in the node's memory map: quorum.cli runs on uvloop when it is importable.
+            "node": node_uvloop,
+            "engine": engine_uvloop,
+            "load": load_uvloop,
+        },
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def start_engine(kids: Children, tmp: Path) -> tuple[Child, int, bool]:
+    engine = kids.start(
+        "engine", [sys.executable, "-m", "bench.engine", "--port", "0"], log=tmp / "engine.log"
+    )
+    hello = json.loads(engine.read_line(15))
+    return engine, int(hello["port"]), bool(hello["uvloop"])
+
+
+def start_node(
+    kids: Children, tmp: Path, engine_port: int, settings: Settings
+) -> tuple[Child, int, float]:
+    port = free_port()
+    config = tmp / "config.yaml"
+    config.write_text("# python3 -m bench node: everything else comes from flags\nnode: {}\n")
+    env = child_env({"QUORUM_CONFIG": str(config), "QUORUM_AUTODETECT__ENABLED": "false"})
+    args = [
+        sys.executable,
+        "-m",
+        "quorum.cli",
+        "up",
+        "--port",
+        str(port),
+        "--name",
+        "bench",
+        "--service",
+        f"bench=http://127.0.0.1:{engine_port}/v1",
+        "--embedded",
+        "off",
+        "--no-mdns",
+        "--data-dir",
+        str(tmp / "node-data"),
+        "--log-level",
+        settings.node_log_level,
+    ]
+    node = kids.start("node", args, env=env, log=tmp / "node.log", pipes=False)
+    startup = wait_http_ok(node, f"http://127.0.0.1:{port}/healthz", settings.start_timeout_s)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as resp:
+        models = [m.get("id") for m in json.load(resp).get("data", [])]
+    if MODEL not in models:
+        raise BenchError(f"the node lists {models}, not {MODEL}{node.log_tail()}")
+    return node, port, startup
+
+
+def run_job(load: Child, job: dict[str, Any]) -> dict[str, Any]:
+    load.write_line(json.dumps(job))
+    result: dict[str, Any] = json.loads(load.read_line(job["duration_s"] + job["timeout_s"] + 30))
+    if "error" in result:
+        raise BenchError(f"the load generator refused a job: {result['error']}")
+    return result
+
+
+def _measure(
+    load: Child, pids: dict[str, int], target: str, scenario: Scenario, settings: Settings
+) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "target": target,
+        "kind": scenario.kind,
+        "concurrency": scenario.concurrency,
+        "duration_s": settings.warmup_s,
+        "max_tokens": settings.stream_tokens if scenario.kind == "stream" else 16,
+        "timeout_s": 30.0,
+    }
+    run_job(load, job)  # warm-up: same connections, results dropped
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run_job(load, {**job, "duration_s": settings.duration_s})
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result["cpu_s"] = {name: difference(after[name], before[name]) for name in pids}
+    return result
+
+
+def _progress_line(round_no: int, scenario: Scenario, side: str, r: dict[str, Any]) -> str:
+    if scenario.kind == "chat":
+        detail = f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  {r['rps']} req/s"
+    else:
+        detail = (
+            f"ttfb p50 {r['ttfb_p50_ms']} ms  {r['stream_chunks_per_s']} chunks/s per stream  "
+            f"{r['aggregate_chunks_per_s']} chunks/s total"
+        )
+    errors = f"  ERRORS {r['errors']}" if r["errors"] else ""
+    return f"round {round_no} {scenario.name:<9} {side:<6} {detail}{errors}"
+
+
+def run(settings: Settings, progress: Progress) -> dict[str, Any]:
+    """The whole node benchmark; the report as a JSON-ready dict."""
+    began = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s.name: {t: [] for t in TARGETS} for s in SCENARIOS
+    }
+    with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmpdir, Children() as kids:
+        tmp = Path(tmpdir)
+        engine, engine_port, engine_uvloop = start_engine(kids, tmp)
+        node, node_port, startup_s = start_node(kids, tmp, engine_port, settings)
+        progress(f"node healthy after {startup_s * 1000:.0f} ms")
+        time.sleep(0.2)  # let start-up work settle before reading idle memory
+        idle_rss = rss_mib(node.pid)
+        node_uvloop = loads_library(node.pid, "/uvloop/loop.")
+        load = kids.start("load", [sys.executable, "-m", "bench.load", "--serve"])
+        load_uvloop = bool(json.loads(load.read_line(15))["uvloop"])
+        urls = {
+            "direct": f"http://127.0.0.1:{engine_port}",
+            "quorum": f"http://127.0.0.1:{node_port}",
+        }
+        pids = {"node": node.pid, "engine": engine.pid, "load": load.pid}
+        for round_no in range(1, settings.rounds + 1):
+            order = TARGETS if round_no % 2 else TARGETS[::-1]
+            for scenario in SCENARIOS:
+                for side in order:
+                    result = _measure(load, pids, urls[side], scenario, settings)
+                    raw[scenario.name][side].append(result)
+                    progress(_progress_line(round_no, scenario, side, result))
+        node_info = {
+            "startup_to_healthy_ms": rounded(startup_s * 1000, 1),
+            "idle_rss_mib": rounded(idle_rss, 1),
+            "rss_after_load_mib": rounded(rss_mib(node.pid), 1),
+            "peak_rss_mib": rounded(rss_mib(node.pid, "VmHWM"), 1),
+            "log_level": settings.node_log_level,
+        }
+    scenarios: dict[str, Any] = {}
+    for s in SCENARIOS:
+        direct, quorum = raw[s.name]["direct"], raw[s.name]["quorum"]
+        scenarios[s.name] = (
+            report.chat_scenario(s.concurrency, direct, quorum)
+            if s.kind == "chat"
+            else report.stream_scenario(s.concurrency, settings.stream_tokens, direct, quorum)
+        )
+    errors = sum(sc[side]["errors"] for sc in scenarios.values() for side in TARGETS)
+    return {
+        "bench": "node",
+        "schema": 1,
+        "started_at": started_at,
+        "elapsed_s": rounded(time.perf_counter() - began, 1),
+        "settings": asdict(settings),
+        "machine": machine_info(node_uvloop, engine_uvloop, load_uvloop),
+        "node": node_info,
+        "scenarios": scenarios,
+        "targets": report.targets(scenarios),
+        "request_errors": errors,
+    }
