@@ -134,6 +134,11 @@ class Hub:
     def connections(self) -> int:
         return len(self._all)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received from one side and not yet accepted by the other (bounded by credit)."""
+        return sum(len(c) for half in self._halves.values() for c in half.pending)
+
     # -- one connection -----------------------------------------------------
 
     def new_link(self, cluster_id: str, send: Send, close: Close, remote: str) -> Link:

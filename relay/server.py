@@ -119,6 +119,11 @@ def _gauges(hub: Hub) -> CollectorRegistry:
     Gauge(
         "quorum_relay_streams_piped", "Streams piped since start.", registry=registry
     ).set_function(lambda: hub.streams_piped)
+    Gauge(
+        "quorum_relay_buffered_bytes",
+        "Bytes held between a node's stream and the other end's credit.",
+        registry=registry,
+    ).set_function(lambda: hub.buffered_bytes)
     return registry
 
 

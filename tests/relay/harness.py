@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -11,6 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from websockets.asyncio.client import connect
+
+from quorum.protocol import MAX_FRAME_SIZE, Connection, Role
 from tests.harness import timeout
 
 
@@ -100,3 +104,47 @@ class Relay:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout(20))
+
+
+class RawNode:
+    """A bare protocol client on a real WebSocket: for tests that must misbehave."""
+
+    def __init__(self, url: str, token: str, node_id: str) -> None:
+        self.url, self.token, self.node_id = url, token, node_id
+
+    async def __aenter__(self) -> RawNode:
+
+        self.ws = await connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            max_size=MAX_FRAME_SIZE,
+            ping_interval=None,
+            compression=None,
+        )
+        self.conn = Connection(Role.NODE)
+        self.conn.send_hello(self.node_id)
+        await self.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+    async def flush(self) -> None:
+        for frame in self.conn.data_to_send():
+            await self.ws.send(frame)
+
+    async def events(self, seconds: float) -> list[object]:
+        """Frames received within ``seconds`` (scaled), decoded into protocol events."""
+        out: list[object] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout(seconds)
+        while loop.time() < deadline:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    data = await self.ws.recv()
+            except TimeoutError:
+                break
+            assert isinstance(data, bytes)
+            out += self.conn.receive_frame(data, loop.time())
+            await self.flush()
+        return out

@@ -1,0 +1,229 @@
+"""Faults around the relay: each fails only what it must, visibly, and heals by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from quorum.protocol import (
+    STREAM_WINDOW_BASE,
+    DataReceived,
+    RequestHead,
+    ResetCode,
+    StreamReset,
+)
+from tests.fakes import FakeTTS, LoopThread
+from tests.harness import timeout
+from tests.relay.harness import RawNode, Relay, create_cluster
+from tests.relay.test_relay_e2e import MODEL, holders, status, wait_until
+
+
+class Trio:
+    """Relay + node A (engine) + node B (none), rebuilt for every test."""
+
+    def __init__(self, bg: LoopThread, tmp: Path) -> None:
+        from tests.relay.test_relay_e2e import Pair
+
+        self.bg = bg
+        self.pair = Pair(bg, tmp)
+        self.a, self.b, self.relay = self.pair.a, self.pair.b, self.pair.relay
+        self.vllm = self.pair.vllm
+        wait_until(lambda: bool(holders(self.b, MODEL)), 10, "A's model at B")
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.b.url + "/v1", api_key="x", max_retries=0, timeout=timeout(30)
+        )
+
+    def a_id(self) -> str:
+        return str(status(self.a)["node"]["id"])
+
+
+@pytest.fixture
+def trio(bg: LoopThread, tmp_path: Path) -> Iterator[Trio]:
+    t = Trio(bg, tmp_path)
+    try:
+        yield t
+    finally:
+        t.pair.close()
+
+
+def stream_until_failure(trio: Trio, on_first_chunk: object) -> tuple[str, float, float]:
+    """Read a slow stream at B; call ``on_first_chunk`` once; return (text, t_action, t_error)."""
+    trio.vllm.chunks, trio.vllm.chunk_delay = 60, 0.1
+    text, acted, failed = "", 0.0, 0.0
+    with trio.client() as c:
+        stream = c.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": " ".join(["w"] * 60)}],
+            stream=True,
+        )
+        with stream, pytest.raises(openai.APIError) as info:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+                    if not acted:
+                        acted = time.monotonic()
+                        on_first_chunk()  # type: ignore[operator]
+        failed = time.monotonic()
+    assert "cut off" in str(info.value) or "stopped" in str(info.value)
+    return text, acted, failed
+
+
+def test_killing_the_relay_fails_streams_at_once_and_nodes_come_back(trio: Trio) -> None:
+    text, killed, failed = stream_until_failure(trio, trio.relay.kill)
+    assert text and not text.endswith("w" * 3)  # a visibly incomplete answer
+    assert failed - killed < timeout(5)  # not a hang (DESIGN: within 1 s; see bench)
+    # The serving node noticed too, and stopped its engine's generation.
+    wait_until(trio.vllm.cancelled.is_set, 5, "the engine saw the cancel")
+    assert status(trio.b)["relay"]["connected"] is False
+    # The relay comes back on the same address; the nodes reconnect by themselves.
+    trio.relay = Relay(trio.relay.data, trio.relay.port).start()
+    trio.pair.relay = trio.relay
+    wait_until(lambda: status(trio.b)["relay"]["connected"], 15, "B reconnected")
+    wait_until(lambda: bool(holders(trio.b, MODEL)), 15, "A's model back at B")
+    trio.vllm.chunks, trio.vllm.chunk_delay = 4, 0.0
+    with trio.client() as c:
+        done = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert done.choices[0].message.content == "You said: hi"
+
+
+def test_killing_the_serving_node_ends_the_stream_with_an_error(trio: Trio) -> None:
+    def stop_a() -> None:
+        threading.Thread(target=lambda: trio.bg.run(trio.a.stop()), daemon=True).start()
+
+    text, _, _ = stream_until_failure(trio, stop_a)
+    assert text
+    wait_until(lambda: not holders(trio.b, MODEL), 5, "A's model gone from B")
+    with trio.client() as c, pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+
+
+def test_another_cluster_can_neither_see_nor_reach(trio: Trio, bg: LoopThread) -> None:
+    other_token = create_cluster(trio.relay.data, "elsewhere")
+    spy = trio.pair.node("spy", [], token=other_token)
+    try:
+        wait_until(lambda: status(spy)["relay"]["connected"], 10, "spy connected")
+        assert holders(spy, MODEL) == []
+        assert [p for p in status(spy)["models"]] == []
+
+        async def probe() -> list[object]:
+            async with RawNode(trio.relay.url, other_token, "raw-spy") as raw:
+                await raw.events(0.3)  # hello, presences of its own cluster (none)
+                raw.conn.open_stream(
+                    RequestHead("POST", "/v1/chat/completions", (), node=trio.a_id())
+                )
+                await raw.flush()
+                return await raw.events(1)
+
+        events = asyncio.run(probe())
+        resets = [e for e in events if isinstance(e, StreamReset)]
+        assert [r.code for r in resets] == [ResetCode.NO_ROUTE]
+    finally:
+        bg.run(spy.stop())
+
+
+def test_garbage_closes_only_the_offending_connection(trio: Trio) -> None:
+    async def garbage() -> bool:
+        async with RawNode(trio.relay.url, trio.pair.token, "vandal") as raw:
+            await raw.ws.send(b"\x01\xff\x00\x00\x00\x00\x07not a frame")
+            try:
+                async with asyncio.timeout(timeout(5)):
+                    while True:
+                        await raw.ws.recv()
+            except Exception:
+                return True
+
+    assert asyncio.run(garbage())
+    with trio.client() as c:
+        done = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "ok"}])
+    assert done.choices[0].message.content == "You said: ok"
+    assert status(trio.a)["relay"]["connected"] and status(trio.b)["relay"]["connected"]
+
+
+def relay_metric(relay: Relay, name: str) -> float:
+    with urllib.request.urlopen(relay.http + "/metrics", timeout=timeout(5)) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_frozen_reader_holds_one_window_and_slows_nobody(trio: Trio, bg: LoopThread) -> None:
+    tts = FakeTTS(pieces=400)
+    url = bg.run(tts.start())
+    a2 = trio.pair.node("node-c", [{"name": "tts", "url": url, "type": "tts"}])
+    try:
+        wait_until(lambda: bool(holders(trio.b, "tts-1")), 10, "C's tts at B")
+        c_id = str(status(a2)["node"]["id"])
+        text = "x" * 60_000  # a speech answer of ~1 MB: several windows' worth of bytes
+
+        async def freeze() -> tuple[float, float]:
+            async with RawNode(trio.relay.url, trio.pair.token, "frozen") as raw:
+                await raw.events(0.3)
+                body = json.dumps({"model": "tts-1", "input": text, "voice": "alloy"}).encode()
+                sid = raw.conn.open_stream(
+                    RequestHead(
+                        "POST",
+                        "/v1/audio/speech",
+                        (("Content-Type", "application/json"),),
+                        node=c_id,
+                    )
+                )
+                raw.conn.send_data(sid, body)
+                raw.conn.end_stream(sid)
+                await raw.flush()
+                # Read frames but never consume: no credit ever goes back.
+                got = await raw.events(3)
+                received = sum(len(e.data) for e in got if isinstance(e, DataReceived))
+                assert received <= STREAM_WINDOW_BASE  # the relay sent exactly what we granted
+                held = relay_metric(trio.relay, "quorum_relay_buffered_bytes")
+                # Another stream through the same relay is not slowed down.
+                started = time.monotonic()
+                await asyncio.to_thread(other_request)
+                return held, time.monotonic() - started
+
+        def other_request() -> None:
+            with trio.client() as c:
+                done = c.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "not blocked"}]
+                )
+            assert done.choices[0].message.content == "You said: not blocked"
+
+        held, took = asyncio.run(freeze())
+        # The relay holds at most the one window the serving node may send ahead.
+        assert 0 < held <= STREAM_WINDOW_BASE
+        assert took < timeout(5)
+    finally:
+        bg.run(a2.stop())
+        bg.run(tts.stop())
+
+
+def test_sigterm_drains_running_streams(trio: Trio) -> None:
+    trio.vllm.chunks, trio.vllm.chunk_delay = 10, 0.1
+    code: list[int] = []
+    with trio.client() as c:
+        stream = c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": " ".join(["d"] * 10)}], stream=True
+        )
+        text = ""
+        with stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    if not text:
+                        assert trio.relay.proc is not None
+                        trio.relay.proc.send_signal(signal.SIGTERM)
+                        threading.Thread(target=lambda: code.append(trio.relay.stop())).start()
+                    text += chunk.choices[0].delta.content
+    assert text == "You said: " + " ".join(["d"] * 10)  # the running stream finished whole
+    wait_until(lambda: bool(code), 20, "the relay exited")
+    assert code == [0]
