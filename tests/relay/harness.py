@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from quorum.protocol import MAX_FRAME_SIZE, Connection, Role
 from tests.harness import timeout
@@ -142,7 +143,7 @@ class RawNode:
             try:
                 async with asyncio.timeout(max(0.0, deadline - loop.time())):
                     data = await self.ws.recv()
-            except TimeoutError:
+            except (TimeoutError, ConnectionClosed):
                 break
             assert isinstance(data, bytes)
             out += self.conn.receive_frame(data, loop.time())

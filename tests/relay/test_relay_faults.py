@@ -17,6 +17,8 @@ import pytest
 from quorum.protocol import (
     STREAM_WINDOW_BASE,
     DataReceived,
+    GoAwayReason,
+    GoAwayReceived,
     RequestHead,
     ResetCode,
     StreamReset,
@@ -227,3 +229,33 @@ def test_sigterm_drains_running_streams(trio: Trio) -> None:
     assert text == "You said: " + " ".join(["d"] * 10)  # the running stream finished whole
     wait_until(lambda: bool(code), 20, "the relay exited")
     assert code == [0]
+
+
+def test_oversized_frame_closes_only_that_connection(trio: Trio) -> None:
+    async def oversized() -> bool:
+        async with RawNode(trio.relay.url, trio.pair.token, "too-big") as raw:
+            await raw.ws.send(b"\x01\x12\x00\x00\x00\x00\x01" + b"\0" * (70 * 1024))
+            try:
+                async with asyncio.timeout(timeout(5)):
+                    while True:
+                        await raw.ws.recv()
+            except Exception:
+                return True
+
+    assert asyncio.run(oversized())
+    with trio.client() as c:
+        done = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "ok"}])
+    assert done.choices[0].message.content == "You said: ok"
+
+
+def test_newest_connection_of_a_node_wins(trio: Trio) -> None:
+    async def twice() -> list[object]:
+        async with RawNode(trio.relay.url, trio.pair.token, "twin") as first:
+            await first.events(0.3)
+            async with RawNode(trio.relay.url, trio.pair.token, "twin") as second:
+                await second.events(0.3)
+                return await first.events(2)
+
+    events = asyncio.run(twice())
+    goaways = [e for e in events if isinstance(e, GoAwayReceived)]
+    assert [g.goaway.reason for g in goaways] == [GoAwayReason.REPLACED]
