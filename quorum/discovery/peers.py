@@ -153,11 +153,12 @@ class PeerTracker:
                     peer.advert, peer.addresses = advert, addresses
                 self._presence = pr.apply(self._presence, pr.Seen(advert.node_id), now)
             case PeerRemoved(node_id, _):
-                peer = self._peers.pop(node_id, None)
+                peer = self._peers.get(node_id)
                 if peer is not None:
                     log.info("peer %s said goodbye", peer.advert.node_name)
                 self._presence = pr.apply(self._presence, pr.Goodbye(node_id), now)
-                self._sync(node_id, now)
+                self._sync(node_id, now)  # before forgetting it, so the log names it
+                self._peers.pop(node_id, None)
         self._wake.set()
 
     def views(self) -> list[PeerView]:

@@ -107,6 +107,10 @@ async def open_http(
             f"{_who(holder).capitalize()} is not reachable "
             f"({exc.os_error.strerror or exc.os_error})."
         ) from None
+    except aiohttp.ConnectionTimeoutError:  # a TimeoutError too: catch it first
+        raise EngineUnreachable(
+            f"{_who(holder).capitalize()} did not accept a connection in time."
+        ) from None
     except TimeoutError:
         raise EngineUnreachable(
             f"{_who(holder).capitalize()} did not answer within {holder.header_timeout_s:g} s."
