@@ -83,16 +83,18 @@ def test_known_but_offline_is_503() -> None:
         choose(snap(holder("m", online=False)), req("m"))
 
 
-def test_order_route_then_loaded_then_name() -> None:
+def test_order_loaded_then_route_then_name() -> None:
+    # Issue 6: a holder with the model loaded goes before one that must load it,
+    # whatever the route; the route decides between equally loaded holders.
     relay = holder("m", node="r", route=Route.RELAY, loaded=True)
     lan_cold = holder("m", node="b", route=Route.LAN, loaded=False)
     lan_warm = holder("m", node="c", route=Route.LAN, loaded=True)
     local = holder("m", node="a", loaded=False)
     assert choose(snap(relay, lan_cold, lan_warm, local), req("m")) == (
-        local,
         lan_warm,
-        lan_cold,
         relay,
+        local,
+        lan_cold,
     )
 
 
@@ -159,5 +161,5 @@ def test_choose_properties(hs: list[Holder], path: str, forwarded: bool) -> None
     assert picked
     assert all(h.model == "m1" and h.type in request.types and h.online for h in picked)
     assert choose(snap(*reversed(hs)), request) == picked  # deterministic for a snapshot
-    costs = [list(Route).index(h.route) for h in picked]
-    assert costs == sorted(costs)
+    keys = [(h.loaded is False, list(Route).index(h.route)) for h in picked]
+    assert keys == sorted(keys)
