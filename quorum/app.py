@@ -295,12 +295,23 @@ class Node:
 
     def _on_fleet(self, event: FleetEvent) -> None:
         self.ctx.snapshot = apply(self.ctx.snapshot, event)
+        self._fleet_changed()
+
+    def _fleet_changed(self) -> None:
+        ctx = self.ctx
+        limits = {
+            (ctx.node_id, s.name, Route.LOCAL): s.max_concurrency
+            for s in self.config.all_services()
+            if s.max_concurrency
+        }
+        ctx.scheduler.fleet_changed(ctx.snapshot, limits)
 
     def _on_services(self, states: tuple[ServiceState, ...]) -> None:
         ctx = self.ctx
         ctx.services = states
         holders = local_holders(states, ctx.node_id, ctx.name)
         ctx.snapshot = apply(ctx.snapshot, LocalHoldersChanged(holders))
+        self._fleet_changed()
         if ctx.tunnel is not None:
             ctx.tunnel.models_changed()
         discovery = self._discovery

@@ -14,7 +14,8 @@
     │   ├── BodyTooLarge            413 the request body is over the limit
     │   ├── UpstreamFailed          502 the engine or peer answered, but not usably
     │   ├── NoReachableHolder       503 the model is known, but no holder can be reached now
-    │   │   └── EngineUnreachable   503 the (only) engine refused or timed out before answering
+    │   │   └── EngineUnreachable   503 the engine refused the connection
+    │   │       └── EngineTimeout   503 the engine sent no response headers in time
     │   └── Overloaded              503 queues are full; carries Retry-After
     ├── EngineError                 an engine's answer is unusable to its adapter (not HTTP)
     │   ├── EngineDown              nothing answers at the engine's address (refused, timed out)
@@ -142,6 +143,10 @@ class NoReachableHolder(ApiError):
 
 class EngineUnreachable(NoReachableHolder):
     code = "engine_unreachable"
+
+
+class EngineTimeout(EngineUnreachable):
+    code = "engine_timeout"
 
 
 class Overloaded(ApiError):

@@ -102,6 +102,12 @@ class ServiceConfig(Frozen):
     header_timeout_s: float = Field(
         default=600.0, gt=0, description="Seconds to wait for the engine's response headers."
     )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests sent to the engine at once (default per engine: ollama 4, "
+        "llamacpp 4, vllm 256, openai 8, lmstudio/mlx/embedded 1); more wait in a queue.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -183,6 +189,36 @@ class DiscoverySection(Frozen):
     )
 
 
+class RoutingSection(Frozen):
+    """Failover, queueing and cooldowns (see docs and ``quorum.routing``)."""
+
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Holders tried per request, before the first byte."
+    )
+    replay_limit_mb: float = Field(
+        default=8.0, ge=0, description="Bodies larger than this (MiB) are not retried elsewhere."
+    )
+    queue_size: int = Field(
+        default=256, ge=0, description="Requests that may wait per model when all holders are busy."
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, ge=0, description="Longest wait in a model's queue before 503 + Retry-After."
+    )
+    cooldown_failures: int = Field(
+        default=3, ge=1, description="Consecutive failures that cool a holder down."
+    )
+    cooldown_s: float = Field(
+        default=5.0, gt=0, description="First cooldown; doubles after each failed probe."
+    )
+    max_cooldown_s: float = Field(default=60.0, gt=0, description="Longest cooldown.")
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> Self:
+        if self.cooldown_s > self.max_cooldown_s:
+            raise ValueError("cooldown_s must not exceed max_cooldown_s")
+        return self
+
+
 class EmbeddedMode(enum.StrEnum):
     AUTO = "auto"  # start it when installed and no other engine is found
     ON = "on"
@@ -212,6 +248,10 @@ class Config(Frozen):
     relay: RelaySection = RelaySection()
     autodetect: AutodetectSection = AutodetectSection()
     discovery: DiscoverySection = DiscoverySection()
+    routing: RoutingSection = RoutingSection()
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="Other names for models: {alias: model}."
+    )
     embedded: EmbeddedSection = EmbeddedSection()
     services: tuple[ServiceConfig, ...] = ()
     hosts: tuple[HostConfig, ...] = ()
@@ -228,6 +268,15 @@ class Config(Frozen):
             if service.name in seen:
                 raise ValueError(f"two services are named '{service.name}'")
             seen.add(service.name)
+        return self
+
+    @model_validator(mode="after")
+    def _aliases_one_step(self) -> Self:
+        for alias, target in self.aliases.items():
+            if not alias or not target or alias == target:
+                raise ValueError(f"alias '{alias}' needs a model name other than itself")
+            if target in self.aliases:
+                raise ValueError(f"alias '{alias}' points at '{target}', which is an alias too")
         return self
 
     @model_validator(mode="after")

@@ -37,7 +37,7 @@ class Verdict(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class QueuePolicy:
-    size: int = 64  # waiting requests per model
+    size: int = 256  # waiting requests per model
     timeout_s: float = 30.0  # longest wait in the queue
 
     def __post_init__(self) -> None:

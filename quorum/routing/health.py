@@ -57,8 +57,8 @@ DEFAULT_LIMITS: Mapping[EngineKind, int] = MappingProxyType(
         EngineKind.MLX: 1,
         # llama-server's default slot count is 4 (``--parallel``).
         EngineKind.LLAMACPP: 4,
-        # vLLM batches continuously (max_num_seqs 256); past ~64 latency matters more.
-        EngineKind.VLLM: 64,
+        # vLLM batches continuously, up to max_num_seqs (256 by default).
+        EngineKind.VLLM: 256,
         EngineKind.OPENAI: 8,
         # The embedded llama-cpp-python server runs one completion at a time.
         EngineKind.EMBEDDED: 1,
@@ -157,9 +157,18 @@ def circuit(entry: HolderHealth, now: float) -> Circuit:
     return Circuit.HALF_OPEN
 
 
+REMOTE_LIMIT = 256
+"""A peer's holder as seen from here: the peer queues and limits its own engines,
+so this node only bounds how many requests it sends there at once."""
+
+
 def limit_of(health: Health, holder: Holder) -> int:
-    """The holder's concurrency limit: configured for its key, else its engine's default."""
-    return health.limits.get(key_of(holder)) or DEFAULT_LIMITS[holder.engine]
+    """The holder's concurrency limit: configured for its key, else its engine's default
+    (a peer's holders: ``REMOTE_LIMIT``, since the peer enforces the real one)."""
+    configured = health.limits.get(key_of(holder))
+    if configured:
+        return configured
+    return DEFAULT_LIMITS[holder.engine] if holder.route is Route.LOCAL else REMOTE_LIMIT
 
 
 def available(health: Health, holder: Holder, now: float) -> bool:

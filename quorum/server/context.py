@@ -15,6 +15,7 @@ from quorum.discovery.peers import PeerView
 from quorum.engines.base import ServiceState
 from quorum.fleet import FleetSnapshot
 from quorum.server.metrics import Metrics
+from quorum.server.scheduler import Scheduler
 from quorum.tunnel import TunnelClient
 
 RECENT_REQUESTS = 100
@@ -54,6 +55,10 @@ class NodeContext:
     fingerprint: str | None = None
     peers: Callable[[], Sequence[PeerView]] = lambda: ()
     tunnel: TunnelClient | None = None
+    scheduler: Scheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler(self.config.routing, self.config.aliases)
 
     @property
     def name(self) -> str:
@@ -65,3 +70,5 @@ class NodeContext:
 
 
 CONTEXT: web.AppKey[NodeContext] = web.AppKey("quorum_context", NodeContext)
+ATTEMPTS: web.RequestKey[int] = web.RequestKey("quorum_attempts", int)
+"""How many holders a request was tried on (the X-Quorum-Attempts header)."""

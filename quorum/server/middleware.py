@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from quorum.errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound, Unauthorized
-from quorum.server.context import CONTEXT
+from quorum.server.context import ATTEMPTS, CONTEXT
 
 log = logging.getLogger("quorum.server")
 
@@ -30,7 +30,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as err:
-        return error_response(err)
+        response = error_response(err)
+        attempts = request.get(ATTEMPTS)
+        if attempts:
+            response.headers["X-Quorum-Attempts"] = str(attempts)
+        return response
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(BodyTooLarge(_too_large_message(exc)))
     except web.HTTPNotFound:

@@ -27,19 +27,31 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from quorum.errors import (
     ApiError,
+    EngineTimeout,
     InvalidRequest,
+    NoReachableHolder,
     UpstreamFailed,
 )
 from quorum.fleet import Holder, Route
-from quorum.routing import BodyKind, Endpoint, RouteRequest, choose
+from quorum.routing import (
+    Action,
+    BodyKind,
+    Endpoint,
+    Outcome,
+    RouteRequest,
+    is_failure,
+    next_step,
+    outcome_of_status,
+)
 from quorum.server import body as bodies
-from quorum.server.context import CONTEXT, NodeContext, RequestRecord
+from quorum.server.context import ATTEMPTS, CONTEXT, NodeContext, RequestRecord
 from quorum.server.upstream import Upstream, open_http, open_relay
 
 log = logging.getLogger("quorum.proxy")
@@ -92,6 +104,7 @@ class Exchange:
     status: int = 0
     first_byte: float | None = None
     error: str | None = None
+    attempts: int = 0
 
 
 def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -148,17 +161,72 @@ async def _serve(request: web.Request, ctx: NodeContext, ex: Exchange) -> web.St
             raise InvalidRequest("You must provide a model parameter.", param="model")
         ex.model = fields["model"]
 
-    candidates = choose(
-        ctx.snapshot,
-        RouteRequest(
-            ex.model, ex.endpoint.types, ex.endpoint.label, HOP_HEADER.lower() in request.headers
-        ),
+    route_request = RouteRequest(
+        ex.model,
+        ex.endpoint.types,
+        ex.endpoint.label,
+        HOP_HEADER.lower() in request.headers,
+        len(payload),
     )
-    holder = candidates[0]
-    ex.route, ex.node = holder.route.value, holder.node_name
+    sched = ctx.scheduler
+    candidates = await sched.admit(lambda: ctx.snapshot, route_request)
+    error: ApiError | None = None
+    for index, holder in enumerate(candidates):
+        if not sched.available(holder):
+            continue
+        ex.attempts += 1
+        request[ATTEMPTS] = ex.attempts
+        ex.route, ex.node = holder.route.value, holder.node_name
+        body, extra = _adapt(payload, data, boundary, fields, holder, ex)
+        gauge = ctx.metrics.in_flight.labels(holder.model, ex.route)
+        gauge.inc()
+        seq = sched.start(holder)
+        began = time.perf_counter()
+        try:
+            result = await _attempt(request, ctx, holder, body, ex, extra)
+        except BaseException:
+            sched.abandon(holder, seq)  # the client went away (or a bug): not the holder's fault
+            raise
+        finally:
+            gauge.dec()
+        ttfb = None if ex.first_byte is None else ex.first_byte - began
+        sched.finish(holder, not is_failure(result.outcome), time.perf_counter() - began, ttfb)
+        if result.response is not None:
+            return result.response
+        assert result.error is not None
+        error = result.error
+        step = next_step(
+            result.outcome,
+            attempt=ex.attempts,
+            body_size=len(payload),
+            candidates_left=len(candidates) - index - 1,
+            policy=sched.failover,
+        )
+        if step.action is not Action.RETRY:
+            break
+        log.info(
+            "request %s: %s on %s failed before answering (%s); trying the next holder",
+            ex.id,
+            holder.service,
+            holder.node_name,
+            result.outcome.value,
+        )
+    raise error or NoReachableHolder(
+        f"Every holder of '{ex.model}' is busy or cooling down; try again shortly."
+    )
 
+
+def _adapt(
+    payload: bytes,
+    data: dict[str, Any] | None,
+    boundary: str,
+    fields: Mapping[str, str],
+    holder: Holder,
+    ex: Exchange,
+) -> tuple[bytes, dict[str, str]]:
+    """The body as this holder's engine wants it, and the headers that say what changed."""
     extra: dict[str, str] = {}
-    if holder.upstream_model != holder.model:
+    if holder.upstream_model != ex.model:  # an alias, or an engine's own name for the model
         payload = (
             bodies.replace_json_model(payload, data, holder.upstream_model)
             if data is not None
@@ -167,13 +235,7 @@ async def _serve(request: web.Request, ctx: NodeContext, ex: Exchange) -> web.St
     if fields.get("response_format") == "verbose_json" and "timestamps" not in holder.features:
         payload = bodies.replace_multipart_field(payload, boundary, "response_format", "text")
         extra["X-Quorum-Downgraded"] = "response_format=text"
-
-    gauge = ctx.metrics.in_flight.labels(ex.model, ex.route)
-    gauge.inc()
-    try:
-        return await _forward(request, ctx, holder, payload, ex, extra)
-    finally:
-        gauge.dec()
+    return payload, extra
 
 
 def _upstream_headers(request: web.Request, holder: Holder, ex: Exchange) -> CIMultiDict[str]:
@@ -188,23 +250,47 @@ def _upstream_headers(request: web.Request, holder: Holder, ex: Exchange) -> CIM
     return headers
 
 
-async def _forward(
+@dataclass(slots=True)
+class Attempt:
+    """How one try on one holder ended: a response already given, or an error to weigh."""
+
+    outcome: Outcome
+    response: web.StreamResponse | None = None
+    error: ApiError | None = None
+
+
+async def _attempt(
     request: web.Request,
     ctx: NodeContext,
     holder: Holder,
     payload: bytes,
     ex: Exchange,
     extra: dict[str, str],
-) -> web.StreamResponse:
+) -> Attempt:
     headers = _upstream_headers(request, holder, ex)
     path_qs = request.rel_url.path_qs
-    if holder.route is Route.RELAY:
-        upstream = await open_relay(ctx.tunnel, holder, request.method, path_qs, headers, payload)
-    else:
-        upstream = await open_http(ctx.session, holder, request.method, path_qs, headers, payload)
+    try:
+        if holder.route is Route.RELAY:
+            upstream = await open_relay(
+                ctx.tunnel, holder, request.method, path_qs, headers, payload
+            )
+        else:
+            upstream = await open_http(
+                ctx.session, holder, request.method, path_qs, headers, payload
+            )
+    except EngineTimeout as err:
+        return Attempt(Outcome.HEADER_TIMEOUT, error=err)
+    except NoReachableHolder as err:
+        return Attempt(Outcome.REFUSED, error=err)
+    except UpstreamFailed as err:
+        return Attempt(
+            Outcome.RESET if holder.route is Route.RELAY else Outcome.BAD_RESPONSE, error=err
+        )
     try:
         if upstream.status >= 400:
-            raise await _engine_error(upstream, holder)
+            return Attempt(
+                outcome_of_status(upstream.status), error=await _engine_error(upstream, holder)
+            )
         out = _response_headers(upstream.headers, ctx, holder, ex, extra)
         ctype = upstream.headers.get("Content-Type", "")
         if ctype.startswith("application/json"):
@@ -226,6 +312,7 @@ def _response_headers(
     headers.setdefault("X-Quorum-Node", holder.node_name)
     headers["X-Quorum-Route"] = holder.route.value
     headers["X-Request-Id"] = ex.id
+    headers["X-Quorum-Attempts"] = str(ex.attempts)
     headers.update(extra)
     return headers
 
@@ -235,18 +322,27 @@ async def _json_answer(
     holder: Holder,
     headers: CIMultiDict[str],
     ex: Exchange,
-) -> web.Response:
-    raw = await upstream.read(MAX_JSON_ANSWER)
+) -> Attempt:
+    """A JSON answer is read whole and checked: nothing reached the client yet, so a
+    broken one can still go to another holder."""
     try:
+        raw = await upstream.read(MAX_JSON_ANSWER)
         json.loads(raw)
+    except UpstreamFailed as err:
+        return Attempt(Outcome.RESET, error=err)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise UpstreamFailed(
-            f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
-            f"JSON body ({type(exc).__name__})."
-        ) from None
+        return Attempt(
+            Outcome.BAD_RESPONSE,
+            error=UpstreamFailed(
+                f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
+                f"JSON body ({type(exc).__name__})."
+            ),
+        )
     ex.first_byte = time.perf_counter()
     ex.status = upstream.status
-    return web.Response(body=raw, status=upstream.status, headers=headers)
+    return Attempt(
+        Outcome.ANSWERED, web.Response(body=raw, status=upstream.status, headers=headers)
+    )
 
 
 async def _stream_answer(
@@ -256,20 +352,27 @@ async def _stream_answer(
     headers: CIMultiDict[str],
     ex: Exchange,
     ctype: str,
-) -> web.StreamResponse:
+) -> Attempt:
     sse = ctype.startswith("text/event-stream")
     if sse:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
+    chunks = upstream.chunks()
+    # Nothing is sent before the first byte of the answer: until then, a failure can
+    # still be retried on another holder, and the client never sees it.
+    try:
+        first = await anext(chunks, b"")
+    except UpstreamFailed as err:
+        return Attempt(Outcome.RESET, error=err)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     if upstream.content_length is not None and not sse:
         response.content_length = upstream.content_length
     await response.prepare(request)
     ex.status = upstream.status
+    ex.first_byte = time.perf_counter()
     try:
-        async for chunk in upstream.chunks():
-            if ex.first_byte is None:
-                ex.first_byte = time.perf_counter()
+        await response.write(first)
+        async for chunk in chunks:
             await response.write(chunk)
     except UpstreamFailed as exc:
         ex.error = "engine_stream_broken"
@@ -285,9 +388,9 @@ async def _stream_answer(
         # Close without the terminating chunk: the client sees a truncated body, not an end.
         if request.transport is not None:
             request.transport.close()
-        return response
+        return Attempt(Outcome.BROKEN_MID_ANSWER, response)
     await response.write_eof()
-    return response
+    return Attempt(Outcome.ANSWERED, response)
 
 
 async def _engine_error(upstream: Upstream, holder: Holder) -> ApiError:

@@ -14,7 +14,7 @@ from typing import Protocol
 import aiohttp
 from multidict import CIMultiDict
 
-from quorum.errors import EngineUnreachable, NoReachableHolder, UpstreamFailed
+from quorum.errors import EngineTimeout, EngineUnreachable, NoReachableHolder, UpstreamFailed
 from quorum.fleet import Holder, Route
 from quorum.http import request_body
 from quorum.tunnel import TunnelClient
@@ -112,7 +112,7 @@ async def open_http(
             f"{_who(holder).capitalize()} did not accept a connection in time."
         ) from None
     except TimeoutError:
-        raise EngineUnreachable(
+        raise EngineTimeout(
             f"{_who(holder).capitalize()} did not answer within {holder.header_timeout_s:g} s."
         ) from None
     except aiohttp.ClientError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from quorum.config import EngineKind
-from quorum.fleet import Route
 from quorum.routing import (
     REPLAY_LIMIT_BYTES,
     Action,
@@ -136,7 +135,7 @@ def test_retry_after_is_whole_seconds_at_least_one() -> None:
 
 def test_estimated_wait_from_limits_and_latency() -> None:
     a = holder(engine=EngineKind.OLLAMA)  # limit 4
-    b = holder(node="b", route=Route.LAN, engine=EngineKind.LMSTUDIO)  # limit 1
+    b = holder(engine=EngineKind.LMSTUDIO, service="studio")  # limit 1
     h = succeed(succeed(Health(), key_of(a), 0.0, latency_s=2.0), key_of(b), 0.0, latency_s=4.0)
     # 10 ahead + this one, over 5 slots, each taking 3 s on average.
     assert estimated_wait_s(h, [a, b], ahead=10, now=1.0) == pytest.approx(11 * 3.0 / 5)

@@ -25,6 +25,7 @@ from quorum.routing import (
     set_limits,
     started,
 )
+from quorum.routing.health import REMOTE_LIMIT, limit_of
 from tests.routing.helpers import fail, holder, succeed
 
 KEY: HolderKey = ("id-a", "svc", Route.LOCAL)
@@ -225,3 +226,10 @@ class ProbeMachine(RuleBasedStateMachine):
 
 
 TestProbeMachine = ProbeMachine.TestCase
+
+
+def test_a_peers_holder_is_limited_by_the_peer_not_here() -> None:
+    local = holder(engine=EngineKind.LMSTUDIO)
+    remote = holder(node="b", route=Route.RELAY, engine=EngineKind.LMSTUDIO)
+    assert limit_of(Health(), local) == 1
+    assert limit_of(Health(), remote) == REMOTE_LIMIT
