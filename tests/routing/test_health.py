@@ -25,7 +25,7 @@ from quorum.routing import (
     set_limits,
     started,
 )
-from quorum.routing.health import REMOTE_LIMIT, limit_of
+from quorum.routing.health import REMOTE_LIMIT
 from tests.routing.helpers import fail, holder, succeed
 
 KEY: HolderKey = ("id-a", "svc", Route.LOCAL)
