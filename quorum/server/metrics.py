@@ -50,5 +50,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.cooling = Gauge(
+            "quorum_holder_cooldown_until_seconds",
+            "Holders skipped after repeated failures: when they are tried again (unix time).",
+            ("node", "service", "route"),
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

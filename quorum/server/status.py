@@ -11,6 +11,7 @@ from aiohttp import web
 from quorum import __version__
 from quorum.errors import ModelNotFound
 from quorum.fleet import Holder
+from quorum.routing import listed, resolve_alias
 from quorum.server.context import CONTEXT, NodeContext
 
 
@@ -43,10 +44,13 @@ def _model_json(name: str, holders: tuple[Holder, ...], created: int) -> dict[st
 
 def models_json(ctx: NodeContext) -> list[dict[str, Any]]:
     created = int(ctx.started_at)
-    return [
-        _model_json(name, holders, created)
-        for name, holders in sorted(ctx.snapshot.by_model.items())
-    ]
+    by_model = ctx.snapshot.by_model
+    models = [_model_json(name, holders, created) for name, holders in sorted(by_model.items())]
+    for alias, target in listed(ctx.scheduler.aliases, by_model):
+        entry = _model_json(alias, by_model[target], created)
+        entry["quorum"]["alias_of"] = target
+        models.append(entry)
+    return models
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -57,7 +61,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     name = request.match_info["model"]
-    holders = ctx.snapshot.by_model.get(name)
+    holders = ctx.snapshot.by_model.get(resolve_alias(ctx.scheduler.aliases, name))
     if not holders:
         raise ModelNotFound(f"The model '{name}' does not exist on any node of this cluster.")
     return web.json_response(_model_json(name, holders, int(ctx.started_at)))
@@ -110,6 +114,7 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
         ],
         "models": models_json(ctx),
         "peers": [asdict(p) for p in ctx.peers()],
+        "cooling": cooling_json(ctx),
         "recent": [asdict(r) for r in list(ctx.recent)[-20:]],
     }
 
@@ -131,6 +136,24 @@ def local_json(ctx: NodeContext) -> dict[str, Any]:
             if h.online
         ],
     }
+
+
+def cooling_json(ctx: NodeContext) -> list[dict[str, Any]]:
+    """Holders skipped after repeated failures, and when they are tried again (wall clock)."""
+    now_wall, now = time.time(), ctx.scheduler.clock()
+    names = {h.node_id: h.node_name for h in ctx.snapshot.holders}
+    return [
+        {
+            "node": names.get(c.node_id, c.node_id),
+            "node_id": c.node_id,
+            "service": c.service,
+            "route": c.route.value,
+            "state": c.circuit.value,
+            "until": None if c.until is None else now_wall + (c.until - now),
+            "consecutive_failures": c.consecutive_failures,
+        }
+        for c in ctx.scheduler.cooling()
+    ]
 
 
 async def local(request: web.Request) -> web.Response:
@@ -156,6 +179,9 @@ async def metrics(request: web.Request) -> web.Response:
         counts[h.route.value] = counts.get(h.route.value, 0) + 1
     for route in ("local", "lan", "relay"):
         ctx.metrics.models.labels(route).set(counts.get(route, 0))
+    ctx.metrics.cooling.clear()
+    for c in cooling_json(ctx):
+        ctx.metrics.cooling.labels(c["node"], c["service"], c["route"]).set(c["until"] or 0)
     return web.Response(
         body=ctx.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
     )
