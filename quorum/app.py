@@ -36,6 +36,7 @@ from quorum.engines.embedded import EmbeddedEngine
 from quorum.engines.manager import EngineManager
 from quorum.errors import DiscoveryError, EmbeddedEngineError, Forbidden, QuorumError
 from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
+from quorum.http import socket_factory
 from quorum.protocol import ModelInfo
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
@@ -157,7 +158,9 @@ class Node:
         cfg = self.config
         nid = node_id(self.data_dir)
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(
+                limit=0, ttl_dns_cache=300, socket_factory=socket_factory
+            ),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
