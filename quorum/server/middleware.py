@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -54,6 +55,7 @@ def _too_large_message(exc: web.HTTPRequestEntityTooLarge) -> str:
     return f"The request body is too large ({exc.text or 'over the limit'})."
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(remote: str | None) -> bool:
     if not remote:
         return False

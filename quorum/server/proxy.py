@@ -431,10 +431,7 @@ def _finish(ctx: NodeContext, ex: Exchange) -> None:
     ttfb = None if ex.first_byte is None else ex.first_byte - ex.started
     label = ex.endpoint.label
     m = ctx.metrics
-    m.requests.labels(label, ex.model, ex.route, str(ex.status)).inc()
-    m.latency.labels(label, ex.model, ex.route).observe(duration)
-    if ttfb is not None:
-        m.ttfb.labels(label, ex.model, ex.route).observe(ttfb)
+    m.observe(label, ex.model, ex.route, ex.status, duration, ttfb)
     if ex.error is not None or ex.status >= 400:
         m.errors.labels(label, ex.model, ex.route, ex.error or str(ex.status)).inc()
     ctx.recent.append(
