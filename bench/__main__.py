@@ -18,14 +18,16 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
-from bench import node
+from bench import lan, node, relay
 from bench.procs import BenchError
 
-SUITES = ("node", "lan", "relay", "all")
-NOT_YET = {"lan": "a node forwarding to a LAN peer", "relay": "a node reaching a peer by relay"}
+# Each suite module has Settings (with rounds, duration_s, node_log_level), FULL, QUICK and
+# run(settings, progress) -> report.
+MODULES: dict[str, ModuleType] = {"node": node, "relay": relay, "lan": lan}
+SUITES = (*MODULES, "all")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "suite",
         choices=SUITES,
-        help="node: one node against its engine alone (or 'profile': sample the node under load)",
+        help="node: one node against its engine alone; relay: a peer reached by relay against "
+        "the local route; lan: a LAN peer over veth against the local route (needs root); "
+        "all: every suite (or 'profile': sample the node under load)",
     )
     p.add_argument("--json", metavar="FILE", type=Path, help="also write the report here")
     p.add_argument("--quick", action="store_true", help="a smoke run (well under a minute)")
@@ -51,8 +55,8 @@ def _progress(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _settings(args: argparse.Namespace) -> node.Settings:
-    settings = node.QUICK if args.quick else node.FULL
+def _settings(args: argparse.Namespace, module: ModuleType) -> Any:
+    settings = module.QUICK if args.quick else module.FULL
     if args.rounds is not None:
         settings = replace(settings, rounds=max(1, args.rounds))
     if args.duration is not None:
@@ -75,27 +79,24 @@ def main(argv: list[str] | None = None) -> int:
 
         return profile.main(argv[1:])
     args = parser().parse_args(argv)
-    if args.suite in NOT_YET:
-        print(
-            f"bench: the {args.suite} suite ({NOT_YET[args.suite]}) is not written yet",
-            file=sys.stderr,
-        )
-        return 2
+    names = list(MODULES) if args.suite == "all" else [args.suite]
     status = 0
-    try:
-        result: dict[str, Any] = node.run(_settings(args), _progress)
-        if result["request_errors"]:
-            _progress(f"{result['request_errors']} request(s) failed: the numbers are suspect")
+    results: dict[str, Any] = {}
+    for name in names:
+        try:
+            result: dict[str, Any] = MODULES[name].run(_settings(args, MODULES[name]), _progress)
+            if result["request_errors"]:
+                _progress(f"{result['request_errors']} request(s) failed: the numbers are suspect")
+                status = 1
+        except BenchError as exc:
+            _progress(f"{name}: could not run: {exc}")
+            result = {"bench": name, "error": str(exc)}
             status = 1
-    except BenchError as exc:
-        _progress(f"could not run: {exc}")
-        result = {"bench": "node", "error": str(exc)}
-        status = 1
-    except KeyboardInterrupt:
-        _progress("interrupted; every child process was stopped")
-        return 130
-    if args.suite == "all":
-        result = {"bench": "all", "suites": {"node": result}}
+        except KeyboardInterrupt:
+            _progress("interrupted; every child process was stopped")
+            return 130
+        results[name] = result
+    result = {"bench": "all", "suites": results} if args.suite == "all" else results[args.suite]
     text = json.dumps(result, indent=2)
     print(text)
     if args.json is not None:

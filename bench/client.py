@@ -150,7 +150,7 @@ class Connection(asyncio.Protocol):
                 if not buf:
                     return
                 take = min(self._remaining, len(buf))
-                self._body(bytes(buf[:take]), now)
+                self._body(buf, take, now)
                 del buf[:take]
                 self._remaining -= take
                 if self._remaining:
@@ -168,7 +168,7 @@ class Connection(asyncio.Protocol):
                 if not buf:
                     return
                 take = min(self._remaining, len(buf))
-                self._body(bytes(buf[:take]), now)
+                self._body(buf, take, now)
                 del buf[:take]
                 self._remaining -= take
                 if self._remaining:
@@ -215,12 +215,14 @@ class Connection(asyncio.Protocol):
             self._state = State.HEAD
             self._done(time.perf_counter())
 
-    def _body(self, data: bytes, now: float) -> None:
+    def _body(self, buf: bytearray, take: int, now: float) -> None:
+        """Count the first ``take`` bytes of ``buf`` (copied only when events are counted)."""
         exchange = self._exchange
         assert exchange is not None
-        exchange.body_bytes += len(data)
-        if not self._count_events or not data:
+        exchange.body_bytes += take
+        if not self._count_events or not take:
             return
+        data = bytes(buf[:take])
         n = (self._tail + data).count(b"\n\n")
         self._tail = data[-1:]
         if n:

@@ -9,8 +9,16 @@
   chunked transfer encoding. ``--chunk-delay-ms`` waits between chunks; at 0
   each chunk is still its own write, one event-loop turn apart, as a real
   engine emits tokens.
+- ``POST /v1/audio/speech``: ``bench_bytes`` bytes of ``audio/mpeg`` (a JSON
+  field of the request; default 16 MiB), with ``Content-Length``, written in
+  1 MiB slices as the socket drains: a large binary answer for throughput.
+- ``POST /v1/audio/transcriptions``: reads the whole (multipart) body, up to
+  64 MiB, and answers ``{"text": ...}``: a large upload for throughput.
 - anything else: 404 (so the node's engine probes find no Ollama, LM Studio
   or llama.cpp and call it a generic OpenAI-compatible server).
+
+The model name of a request is never checked: one engine serves as the
+``llm``, ``tts`` and ``stt`` service of a node at once.
 
 It is a bare ``asyncio.Protocol`` with every response pre-encoded, on uvloop
 when installed, so the benchmark measures Quorum rather than this fake. On
@@ -28,15 +36,19 @@ import contextlib
 import json
 import signal
 import sys
-from typing import cast
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from bench import aio
 
 MODEL = "bench-model"
 MAX_HEAD = 64 * 1024
-MAX_BODY = 16 * 1024 * 1024
+MAX_BODY = 64 * 1024 * 1024
 MAX_STREAM_CHUNKS = 1_000_000
 DEFAULT_STREAM_CHUNKS = 16
+DEFAULT_SPEECH_BYTES = 16 * 1024 * 1024
+MAX_SPEECH_BYTES = 4 * 1024 * 1024 * 1024
+SPEECH_SLICE = 1024 * 1024
 
 
 def _json(value: object) -> bytes:
@@ -97,6 +109,10 @@ BAD_REQUEST = _fixed("400 Bad Request", _json({"error": {"message": "bad request
 TOO_LARGE = _fixed("413 Payload Too Large", _json({"error": {"message": "too large"}}))
 NOT_IMPLEMENTED = _fixed("501 Not Implemented", _json({"error": {"message": "chunked body"}}))
 
+TRANSCRIPTION = _fixed("200 OK", _json({"text": "Hello from the bench engine."}))
+# Not silence: bytes no link along the way could compress.
+AUDIO_SLICE = bytes(range(256)) * (SPEECH_SLICE // 256)
+
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
@@ -129,6 +145,18 @@ def stream_chunks(body: bytes) -> int | None:
     if not isinstance(n, int) or n < 1:
         return DEFAULT_STREAM_CHUNKS
     return min(n, MAX_STREAM_CHUNKS)
+
+
+def speech_bytes(body: bytes) -> int:
+    """How many audio bytes a speech request asks for (``bench_bytes``), within bounds."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return DEFAULT_SPEECH_BYTES
+    n = data.get("bench_bytes") if isinstance(data, dict) else None
+    if not isinstance(n, int) or n < 0:
+        return DEFAULT_SPEECH_BYTES
+    return min(n, MAX_SPEECH_BYTES)
 
 
 class EngineProtocol(asyncio.Protocol):
@@ -205,9 +233,15 @@ class EngineProtocol(asyncio.Protocol):
             start = end + 4
             if len(self._buf) < start + length:
                 return
-            body = bytes(self._buf[start : start + length])
+            path = target.split(b"?", 1)[0]
+            # An upload's body is counted, never copied: only a JSON body is read.
+            body = (
+                b""
+                if path == b"/v1/audio/transcriptions"
+                else bytes(self._buf[start : start + length])
+            )
             del self._buf[: start + length]
-            if not self._answer(method, target.split(b"?", 1)[0], body, close):
+            if not self._answer(method, path, body, close):
                 return
 
     def _answer(self, method: bytes, path: bytes, body: bytes, close: bool) -> bool:
@@ -217,11 +251,14 @@ class EngineProtocol(asyncio.Protocol):
         if method == b"POST" and path == b"/v1/chat/completions":
             chunks = stream_chunks(body)
             if chunks is not None:
-                self._streaming = asyncio.get_running_loop().create_task(
-                    self._stream(chunks, close)
-                )
+                self._start(self._stream(chunks, close))
                 return False
             transport.write(COMPLETION)
+        elif method == b"POST" and path == b"/v1/audio/speech":
+            self._start(self._speech(speech_bytes(body), close))
+            return False
+        elif method == b"POST" and path == b"/v1/audio/transcriptions":
+            transport.write(TRANSCRIPTION)
         elif method == b"GET" and path == b"/v1/models":
             transport.write(MODELS)
         else:
@@ -230,6 +267,37 @@ class EngineProtocol(asyncio.Protocol):
             transport.close()
             return False
         return True
+
+    def _start(self, answer: Coroutine[Any, Any, None]) -> None:
+        """Write a long answer in its own task; requests behind it wait for its end."""
+        self._streaming = asyncio.get_running_loop().create_task(answer)
+
+    def _answered(self, close: bool) -> None:
+        """A long answer is complete: close, or go on with the requests behind it."""
+        self._streaming = None
+        if close:
+            if self._transport is not None:
+                self._transport.close()
+        elif self._buf:
+            self._process()
+
+    async def _speech(self, size: int, close: bool) -> None:
+        transport = self._transport
+        assert transport is not None
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: {size}\r\n\r\n"
+        transport.write(head.encode())
+        left = size
+        while left:
+            if self._writable is not None:
+                await self._writable
+            if transport.is_closing():
+                return
+            n = min(left, SPEECH_SLICE)
+            transport.write(AUDIO_SLICE if n == SPEECH_SLICE else AUDIO_SLICE[:n])
+            left -= n
+            if left:
+                await asyncio.sleep(0)  # let a pause_writing() land before the next slice
+        self._answered(close)
 
     async def _stream(self, chunks: int, close: bool) -> None:
         transport = self._transport
@@ -244,11 +312,7 @@ class EngineProtocol(asyncio.Protocol):
                 return
             transport.write(TOKEN)
         transport.write(STREAM_END)
-        self._streaming = None
-        if close:
-            transport.close()
-        elif self._buf:
-            self._process()
+        self._answered(close)
 
 
 async def serve(host: str, port: int, chunk_delay_s: float, uvloop_used: bool) -> None:

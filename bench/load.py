@@ -11,6 +11,16 @@ the deadline is finished and counted):
   for each stream the time to its first SSE event and its events per second
   (from request to last byte), and over all workers the events that arrived
   before the deadline, per second of the job.
+- ``speech``: ``POST /v1/audio/speech`` asking for ``body_bytes`` of audio
+  (the fake engine's ``bench_bytes``): a large binary answer; MB/s per
+  request (answer bytes over request written to last byte), 1 MB = 10**6 bytes.
+- ``upload``: ``POST /v1/audio/transcriptions`` with a ``body_bytes`` file
+  in a multipart body: a large upload; MB/s per request (request bytes over
+  request written to last byte of the answer).
+
+``model`` defaults to the fake engine's one (``bench-model``); ``token``
+replaces the SDK's ``Authorization: Bearer unused`` with the cluster token,
+for a node reached from another address.
 
 Requests carry the headers an OpenAI SDK sends, so the node copies as many
 headers as it would in real use.
@@ -25,7 +35,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -51,17 +63,24 @@ SDK_HEADERS = (
     "X-Stainless-Retry-Count: 0",
 )
 MAX_ERRORS = 50
+KINDS = ("chat", "stream", "speech", "upload")
+MB = 1_000_000
+MAX_BODY_BYTES = 1 << 32
+UPLOAD_BOUNDARY = "bench-boundary-7c2f0d9a5e"
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
     target: str
-    kind: str = "chat"  # chat | stream
+    kind: str = "chat"  # chat | stream | speech | upload
     concurrency: int = 1
     duration_s: float = 1.0
     max_tokens: int = 16
     max_requests: int = 500_000
     timeout_s: float = 30.0
+    model: str = MODEL
+    body_bytes: int = 0  # speech: answer size; upload: file size
+    token: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -70,14 +89,35 @@ class Job:
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")
         job = cls(**data)
-        if job.kind not in ("chat", "stream") or job.concurrency < 1 or job.duration_s <= 0:
+        if (
+            job.kind not in KINDS
+            or job.concurrency < 1
+            or job.duration_s <= 0
+            or not 0 <= job.body_bytes <= MAX_BODY_BYTES
+        ):
             raise ValueError(f"bad job: {job}")
         return job
 
 
-def chat_request(host: str, *, stream: bool, max_tokens: int) -> bytes:
+def _head(path: str, host: str, ctype: str, length: int, token: str | None) -> bytes:
+    headers = [h for h in SDK_HEADERS if not h.startswith("Content-Type:")]
+    if token is not None:
+        headers = [
+            f"Authorization: Bearer {token}" if h.startswith("Authorization:") else h
+            for h in headers
+        ]
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+        + "".join(h + "\r\n" for h in headers)
+        + f"Content-Type: {ctype}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def chat_request(
+    host: str, *, stream: bool, max_tokens: int, model: str = MODEL, token: str | None = None
+) -> bytes:
     body: dict[str, Any] = {
-        "model": MODEL,
+        "model": model,
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Say hello in one short sentence."},
@@ -87,11 +127,60 @@ def chat_request(host: str, *, stream: bool, max_tokens: int) -> bytes:
     if stream:
         body["stream"] = True
     encoded = json.dumps(body, separators=(",", ":")).encode()
-    return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
-        + "".join(h + "\r\n" for h in SDK_HEADERS)
-        + f"Content-Length: {len(encoded)}\r\n\r\n"
-    ).encode() + encoded
+    return _head("/v1/chat/completions", host, "application/json", len(encoded), token) + encoded
+
+
+def speech_request(host: str, *, model: str, size: int, token: str | None = None) -> bytes:
+    body = {
+        "model": model,
+        "input": "Hello from the benchmark.",
+        "voice": "alloy",
+        "response_format": "mp3",
+        "bench_bytes": size,
+    }
+    encoded = json.dumps(body, separators=(",", ":")).encode()
+    return _head("/v1/audio/speech", host, "application/json", len(encoded), token) + encoded
+
+
+@functools.cache
+def _audio(size: int) -> bytes:
+    # Random, so that nothing on the way could compress it; seeded, so runs send the same.
+    return random.Random(size).randbytes(size)
+
+
+def upload_request(host: str, *, model: str, size: int, token: str | None = None) -> bytes:
+    """A transcription request as the SDK sends it: model first, then the file."""
+    b = UPLOAD_BOUNDARY
+    fields = "".join(
+        f'--{b}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in (("model", model), ("response_format", "json"))
+    )
+    body = b"".join(
+        (
+            fields.encode(),
+            f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="bench.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n".encode(),
+            _audio(size),
+            f"\r\n--{b}--\r\n".encode(),
+        )
+    )
+    ctype = f"multipart/form-data; boundary={b}"
+    return _head("/v1/audio/transcriptions", host, ctype, len(body), token) + body
+
+
+def job_request(job: Job) -> bytes:
+    host = urlsplit(job.target).netloc
+    if job.kind == "speech":
+        return speech_request(host, model=job.model, size=job.body_bytes, token=job.token)
+    if job.kind == "upload":
+        return upload_request(host, model=job.model, size=job.body_bytes, token=job.token)
+    return chat_request(
+        host,
+        stream=job.kind == "stream",
+        max_tokens=job.max_tokens,
+        model=job.model,
+        token=job.token,
+    )
 
 
 class Pool:
@@ -149,9 +238,8 @@ async def _worker(
 
 
 async def run_job(pool: Pool, job: Job) -> dict[str, Any]:
-    split = urlsplit(job.target)
     stream = job.kind == "stream"
-    request = chat_request(split.netloc, stream=stream, max_tokens=job.max_tokens)
+    request = job_request(job)
     done: list[Exchange] = []
     errors: list[str] = []
     start = time.perf_counter()
@@ -175,6 +263,9 @@ async def run_job(pool: Pool, job: Job) -> dict[str, Any]:
     if stream:
         assert window is not None
         result.update(_stream_summary(done, window, job.duration_s))
+    elif job.kind in ("speech", "upload"):
+        sent = len(request) if job.kind == "upload" else None
+        result.update(_transfer_summary(done, sent, elapsed))
     else:
         latencies = sorted((e.end - e.sent) * 1000 for e in done)
         result.update(
@@ -202,6 +293,25 @@ def _stream_summary(done: list[Exchange], window: Window, duration_s: float) -> 
         "ttfb_p99_ms": rounded(percentile(ttfb, 99)),
         "stream_chunks_per_s": rounded(median(rates), 1),
         "aggregate_chunks_per_s": rounded(window.events / duration_s, 1),
+    }
+
+
+def _transfer_summary(done: list[Exchange], sent: int | None, elapsed: float) -> dict[str, Any]:
+    """MB/s per request: the bytes that crossed (``sent``, else the answer's) over its time."""
+    sizes = [sent if sent is not None else e.body_bytes for e in done]
+    rates = sorted(
+        n / (e.end - e.sent) / MB for n, e in zip(sizes, done, strict=True) if e.end > e.sent
+    )
+    latencies = sorted((e.end - e.sent) * 1000 for e in done)
+    return {
+        "transfers": len(done),
+        "bytes_per_request": int(median(sizes) or 0),
+        "mb_total": sum(sizes) / MB,
+        "mb_per_s": rounded(median(rates), 1),
+        "mb_per_s_min": rounded(rates[0], 1) if rates else None,
+        "mb_per_s_max": rounded(rates[-1], 1) if rates else None,
+        "p50_ms": rounded(percentile(latencies, 50)),
+        "aggregate_mb_per_s": rounded(sum(sizes) / elapsed / MB, 1),
     }
 
 
@@ -236,17 +346,27 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.load", description=__doc__.split("\n")[0])
     p.add_argument("--serve", action="store_true", help="take jobs as JSON lines on stdin")
     p.add_argument("--target", help="base URL, e.g. http://127.0.0.1:32768")
-    p.add_argument("--kind", choices=["chat", "stream"], default="chat")
+    p.add_argument("--kind", choices=KINDS, default="chat")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--duration", type=float, default=5.0, help="seconds")
     p.add_argument("--max-tokens", type=int, default=256, help="chunks per stream")
+    p.add_argument("--model", default=MODEL)
+    p.add_argument("--bytes", type=int, default=16 * MB, help="speech/upload size")
     args = p.parse_args(argv)
     if args.serve:
         aio.run(serve)
         return 0
     if not args.target:
         p.error("--target is needed without --serve")
-    job = Job(args.target, args.kind, args.concurrency, args.duration, args.max_tokens)
+    job = Job(
+        args.target,
+        args.kind,
+        args.concurrency,
+        args.duration,
+        args.max_tokens,
+        model=args.model,
+        body_bytes=args.bytes,
+    )
     aio.run(lambda uvloop_used: once(job, uvloop_used))
     return 0
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -99,9 +99,8 @@ def _cpu_model() -> str | None:
     return None
 
 
-def machine_info(
-    node_uvloop: bool | None, engine_uvloop: bool, load_uvloop: bool
-) -> dict[str, Any]:
+def machine_info(uvloop: Mapping[str, bool | None]) -> dict[str, Any]:
+    """The machine and software a report was measured on; ``uvloop``: which process runs it."""
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -110,20 +109,17 @@ def machine_info(
         "python": platform.python_version(),
         "aiohttp": _version("aiohttp"),
         "uvloop_version": _version("uvloop"),
-        "uvloop": {
-            # Seen in the node's memory map: quorum.cli runs on uvloop when it is importable.
-            "node": node_uvloop,
-            "engine": engine_uvloop,
-            "load": load_uvloop,
-        },
+        "uvloop": dict(uvloop),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def start_engine(kids: Children, tmp: Path) -> tuple[Child, int, bool]:
-    engine = kids.start(
-        "engine", [sys.executable, "-m", "bench.engine", "--port", "0"], log=tmp / "engine.log"
-    )
+def start_engine(
+    kids: Children, tmp: Path, wrap: Sequence[str] = (), name: str = "engine"
+) -> tuple[Child, int, bool]:
+    """The fake engine on a free port (``wrap``: a command prefix, e.g. ``ip netns exec NS``)."""
+    args = [*wrap, sys.executable, "-m", "bench.engine", "--port", "0"]
+    engine = kids.start(name, args, log=tmp / f"{name}.log")
     hello = json.loads(engine.read_line(15))
     return engine, int(hello["port"]), bool(hello["uvloop"])
 
@@ -171,6 +167,18 @@ def run_job(load: Child, job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def measure(
+    load: Child, pids: Mapping[str, int], job: dict[str, Any], warmup_s: float, duration_s: float
+) -> dict[str, Any]:
+    """``job`` for ``warmup_s`` (dropped), then for ``duration_s`` with each process's CPU time."""
+    run_job(load, {**job, "duration_s": warmup_s})  # same connections, results dropped
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run_job(load, {**job, "duration_s": duration_s})
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result["cpu_s"] = {name: difference(after[name], before[name]) for name in pids}
+    return result
+
+
 def _measure(
     load: Child, pids: dict[str, int], target: str, scenario: Scenario, settings: Settings
 ) -> dict[str, Any]:
@@ -178,28 +186,25 @@ def _measure(
         "target": target,
         "kind": scenario.kind,
         "concurrency": scenario.concurrency,
-        "duration_s": settings.warmup_s,
         "max_tokens": settings.stream_tokens if scenario.kind == "stream" else 16,
         "timeout_s": 30.0,
     }
-    run_job(load, job)  # warm-up: same connections, results dropped
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    result = run_job(load, {**job, "duration_s": settings.duration_s})
-    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    result["cpu_s"] = {name: difference(after[name], before[name]) for name in pids}
-    return result
+    return measure(load, pids, job, settings.warmup_s, settings.duration_s)
 
 
-def _progress_line(round_no: int, scenario: Scenario, side: str, r: dict[str, Any]) -> str:
-    if scenario.kind == "chat":
+def progress_line(round_no: int, name: str, kind: str, side: str, r: dict[str, Any]) -> str:
+    """One measured job, for stderr."""
+    if kind == "chat":
         detail = f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  {r['rps']} req/s"
-    else:
+    elif kind == "stream":
         detail = (
             f"ttfb p50 {r['ttfb_p50_ms']} ms  {r['stream_chunks_per_s']} chunks/s per stream  "
             f"{r['aggregate_chunks_per_s']} chunks/s total"
         )
+    else:
+        detail = f"{r['mb_per_s']} MB/s per request  p50 {r['p50_ms']} ms  x{r['requests']}"
     errors = f"  ERRORS {r['errors']}" if r["errors"] else ""
-    return f"round {round_no} {scenario.name:<9} {side:<6} {detail}{errors}"
+    return f"round {round_no} {name:<9} {side:<12} {detail}{errors}"
 
 
 def run(settings: Settings, progress: Progress) -> dict[str, Any]:
@@ -230,7 +235,7 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
                 for side in order:
                     result = _measure(load, pids, urls[side], scenario, settings)
                     raw[scenario.name][side].append(result)
-                    progress(_progress_line(round_no, scenario, side, result))
+                    progress(progress_line(round_no, scenario.name, scenario.kind, side, result))
         node_info = {
             "startup_to_healthy_ms": rounded(startup_s * 1000, 1),
             "idle_rss_mib": rounded(idle_rss, 1),
@@ -253,7 +258,10 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         "started_at": started_at,
         "elapsed_s": rounded(time.perf_counter() - began, 1),
         "settings": asdict(settings),
-        "machine": machine_info(node_uvloop, engine_uvloop, load_uvloop),
+        # The node's is seen in its memory map: quorum.cli runs on uvloop when importable.
+        "machine": machine_info(
+            {"node": node_uvloop, "engine": engine_uvloop, "load": load_uvloop}
+        ),
         "node": node_info,
         "scenarios": scenarios,
         "targets": report.targets(scenarios),

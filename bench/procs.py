@@ -22,13 +22,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 BENCH_ROOT = Path(__file__).resolve().parent.parent  # the directory holding bench/
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -138,11 +140,20 @@ class Children:
         self._children.append(child)
         return child
 
+    def stop(self, child: Child, grace_s: float | None = None) -> None:
+        """Stop one child now: SIGTERM, then SIGKILL after ``grace_s`` (0: SIGKILL at once)."""
+        if child in self._children:
+            self._children.remove(child)
+            self._stop([child], self._grace if grace_s is None else grace_s)
+
     def stop_all(self) -> None:
         children, self._children = self._children, []
+        self._stop(children, self._grace)
+
+    def _stop(self, children: list[Child], grace_s: float) -> None:
         for child in children:
-            _signal_group(child.proc, signal.SIGTERM)
-        deadline = time.monotonic() + self._grace
+            _signal_group(child.proc, signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
+        deadline = time.monotonic() + grace_s
         for child in children:
             try:
                 child.proc.wait(max(0.0, deadline - time.monotonic()))
@@ -182,13 +193,56 @@ def http_status(url: str, timeout_s: float = 1.0) -> int | None:
         return None
 
 
-def wait_http_ok(child: Child, url: str, timeout_s: float, poll_s: float = 0.01) -> float:
-    """Seconds from the child's start until ``GET url`` answers 200."""
+def fetch(
+    url: str,
+    body: bytes | None = None,
+    timeout_s: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of ``GET url`` (``POST`` of JSON ``body``); ``BenchError``
+    when nothing answers."""
+    sent = {"Content-Type": "application/json"} if body is not None else {}
+    sent.update(headers or {})
+    request = urllib.request.Request(url, data=body, headers=sent)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return int(resp.status), dict(resp.headers.items()), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), dict(exc.headers.items()), exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise BenchError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def poll(what: str, check: Callable[[], T | None], timeout_s: float, poll_s: float = 0.1) -> T:
+    """``check()`` until it returns something other than ``None``; ``BenchError`` after
+    ``timeout_s``. A ``BenchError`` from ``check`` counts as ``None`` until the end."""
+    deadline = time.monotonic() + timeout_s
+    last: str = ""
+    while True:
+        try:
+            value = check()
+        except BenchError as exc:
+            value, last = None, f": {exc}"
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"no {what} after {timeout_s:g} s{last}")
+        time.sleep(poll_s)
+
+
+def wait_http_ok(
+    child: Child,
+    url: str,
+    timeout_s: float,
+    poll_s: float = 0.01,
+    status: Callable[[str, float], int | None] = http_status,
+) -> float:
+    """Seconds from the child's start until ``GET url`` answers 200 (``status`` asks it)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:
             raise BenchError(f"{child.name} exited ({child.proc.returncode}){child.log_tail()}")
-        if http_status(url, timeout_s=poll_s * 50) == 200:
+        if status(url, poll_s * 50) == 200:
             return time.perf_counter() - child.started
         time.sleep(poll_s)
     raise BenchError(f"{child.name}: {url} not healthy after {timeout_s:g} s{child.log_tail()}")

@@ -8,7 +8,7 @@ median over rounds is reported. Absolute values are medians over rounds too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench.stats import difference, median, ratio, rounded
@@ -21,6 +21,13 @@ ADDED_P50_C16_LIMIT_MS = 1.0
 STREAM_RATIO_FLOOR = 0.90
 
 
+CHAT_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "rps")
+STREAM_KEYS = ("ttfb_p50_ms", "ttfb_p99_ms", "stream_chunks_per_s", "aggregate_chunks_per_s")
+TRANSFER_KEYS = ("mb_per_s", "mb_per_s_min", "mb_per_s_max", "p50_ms", "aggregate_mb_per_s")
+# What CPU time is divided by, per kind: requests, SSE events, or megabytes moved.
+CPU_PER = {"chat": "requests", "stream": "events_total", "transfer": "mb_total"}
+
+
 def _values(results: Sequence[Result], key: str) -> list[float | None]:
     return [r.get(key) for r in results]
 
@@ -31,8 +38,14 @@ def _paired(
     return median(op(q.get(key), d.get(key)) for d, q in zip(direct, quorum, strict=True))
 
 
+def _by_round(
+    base: Sequence[Result], other: Sequence[Result], key: str, op: Callable[..., float | None]
+) -> list[float | None]:
+    return [rounded(op(o.get(key), b.get(key))) for b, o in zip(base, other, strict=True)]
+
+
 def _cpu_us(results: Sequence[Result], process: str, per: str) -> float | None:
-    """Median over rounds of a process's CPU microseconds per request (or per chunk)."""
+    """Median over rounds of a process's CPU microseconds per request (or per chunk, per MB)."""
     values = []
     for r in results:
         cpu, count = r.get("cpu_s", {}).get(process), r.get(per)
@@ -40,33 +53,103 @@ def _cpu_us(results: Sequence[Result], process: str, per: str) -> float | None:
     return rounded(median(values), 1)
 
 
-def _side(results: Sequence[Result], keys: Sequence[str]) -> Result:
-    side: Result = {k: rounded(median(_values(results, k))) for k in keys}
-    side["requests"] = sum(r.get("requests", 0) for r in results)
-    side["errors"] = sum(r.get("errors", 0) for r in results)
+def side(results: Sequence[Result], keys: Sequence[str]) -> Result:
+    """One target's medians over rounds, with request and error totals."""
+    out: Result = {k: rounded(median(_values(results, k))) for k in keys}
+    out["requests"] = sum(r.get("requests", 0) for r in results)
+    out["errors"] = sum(r.get("errors", 0) for r in results)
     samples = sorted({s for r in results for s in r.get("error_samples", [])})
     if samples:
-        side["error_samples"] = samples[:5]
-    return side
+        out["error_samples"] = samples[:5]
+    return out
+
+
+def chat_pair(base: Sequence[Result], other: Sequence[Result]) -> Result:
+    """``other`` against ``base`` for chat jobs: differences and ratios paired within rounds."""
+    return {
+        "added_p50_ms": rounded(_paired(base, other, "p50_ms", difference)),
+        "added_p99_ms": rounded(_paired(base, other, "p99_ms", difference)),
+        "ratio_p50": rounded(_paired(base, other, "p50_ms", ratio)),
+        "ratio_p99": rounded(_paired(base, other, "p99_ms", ratio)),
+        "ratio_rps": rounded(_paired(base, other, "rps", ratio)),
+        "added_p50_ms_by_round": _by_round(base, other, "p50_ms", difference),
+    }
+
+
+def stream_pair(base: Sequence[Result], other: Sequence[Result]) -> Result:
+    """``other`` against ``base`` for SSE jobs."""
+    return {
+        "added_ttfb_p50_ms": rounded(_paired(base, other, "ttfb_p50_ms", difference)),
+        "ratio_stream_chunks_per_s": rounded(_paired(base, other, "stream_chunks_per_s", ratio)),
+        "ratio_aggregate_chunks_per_s": rounded(
+            _paired(base, other, "aggregate_chunks_per_s", ratio)
+        ),
+        "ratio_aggregate_chunks_per_s_by_round": _by_round(
+            base, other, "aggregate_chunks_per_s", ratio
+        ),
+    }
+
+
+def transfer_pair(base: Sequence[Result], other: Sequence[Result]) -> Result:
+    """``other`` against ``base`` for large bodies (speech answers, uploads)."""
+    return {
+        "added_p50_ms": rounded(_paired(base, other, "p50_ms", difference)),
+        "ratio_mb_per_s": rounded(_paired(base, other, "mb_per_s", ratio)),
+        "ratio_mb_per_s_by_round": _by_round(base, other, "mb_per_s", ratio),
+    }
+
+
+Pair = Callable[[Sequence[Result], Sequence[Result]], Result]
+_PAIRS: dict[str, tuple[tuple[str, ...], Pair]] = {
+    "chat": (CHAT_KEYS, chat_pair),
+    "stream": (STREAM_KEYS, stream_pair),
+    "transfer": (TRANSFER_KEYS, transfer_pair),
+}
+
+
+def cpu_by_side(sides: Mapping[str, Sequence[Result]], per: str) -> Result:
+    """Each process's CPU µs per unit of work, for each target measured."""
+    out: Result = {}
+    for name, results in sides.items():
+        processes = sorted({p for r in results for p in r.get("cpu_s", {})})
+        out[name] = {p: _cpu_us(results, p, per) for p in processes}
+    return out
+
+
+def compare(
+    kind: str,
+    sides: Mapping[str, Sequence[Result]],
+    base: str,
+    other: str,
+    *,
+    also: Sequence[tuple[str, str]] = (),
+    info: Result | None = None,
+) -> Result:
+    """A scenario measured on several targets: each side's medians, ``other`` against
+    ``base`` at the top level, every pair of ``also`` under ``"<other>_vs_<base>"``, and
+    each process's CPU per unit of work (``kind``: chat, stream or transfer)."""
+    keys, pair = _PAIRS[kind]
+    out: Result = {"kind": kind, **(info or {}), "rounds": len(sides[base])}
+    for name, results in sides.items():
+        out[name] = side(results, keys)
+    out.update(pair(sides[base], sides[other]))
+    for b, o in also:
+        out[f"{o}_vs_{b}"] = pair(sides[b], sides[o])
+    per = CPU_PER[kind]
+    out["cpu_us_per_" + {"requests": "request", "events_total": "chunk"}.get(per, "mb")] = (
+        cpu_by_side(sides, per)
+    )
+    return out
 
 
 def chat_scenario(concurrency: int, direct: Sequence[Result], quorum: Sequence[Result]) -> Result:
-    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "rps")
     return {
         "kind": "chat",
         "concurrency": concurrency,
         "rounds": len(direct),
-        "direct": _side(direct, keys),
-        "quorum": _side(quorum, keys),
-        "added_p50_ms": rounded(_paired(direct, quorum, "p50_ms", difference)),
-        "added_p99_ms": rounded(_paired(direct, quorum, "p99_ms", difference)),
-        "ratio_p50": rounded(_paired(direct, quorum, "p50_ms", ratio)),
-        "ratio_p99": rounded(_paired(direct, quorum, "p99_ms", ratio)),
-        "ratio_rps": rounded(_paired(direct, quorum, "rps", ratio)),
-        "added_p50_ms_by_round": [
-            rounded(difference(q.get("p50_ms"), d.get("p50_ms")))
-            for d, q in zip(direct, quorum, strict=True)
-        ],
+        "direct": side(direct, CHAT_KEYS),
+        "quorum": side(quorum, CHAT_KEYS),
+        **chat_pair(direct, quorum),
         "cpu_us_per_request": {
             "node": _cpu_us(quorum, "node", "requests"),
             "engine": _cpu_us(direct, "engine", "requests"),
@@ -79,23 +162,14 @@ def chat_scenario(concurrency: int, direct: Sequence[Result], quorum: Sequence[R
 def stream_scenario(
     concurrency: int, tokens: int, direct: Sequence[Result], quorum: Sequence[Result]
 ) -> Result:
-    keys = ("ttfb_p50_ms", "ttfb_p99_ms", "stream_chunks_per_s", "aggregate_chunks_per_s")
     return {
         "kind": "stream",
         "concurrency": concurrency,
         "chunks_per_stream": tokens,
         "rounds": len(direct),
-        "direct": _side(direct, keys),
-        "quorum": _side(quorum, keys),
-        "added_ttfb_p50_ms": rounded(_paired(direct, quorum, "ttfb_p50_ms", difference)),
-        "ratio_stream_chunks_per_s": rounded(_paired(direct, quorum, "stream_chunks_per_s", ratio)),
-        "ratio_aggregate_chunks_per_s": rounded(
-            _paired(direct, quorum, "aggregate_chunks_per_s", ratio)
-        ),
-        "ratio_aggregate_chunks_per_s_by_round": [
-            rounded(ratio(q.get("aggregate_chunks_per_s"), d.get("aggregate_chunks_per_s")))
-            for d, q in zip(direct, quorum, strict=True)
-        ],
+        "direct": side(direct, STREAM_KEYS),
+        "quorum": side(quorum, STREAM_KEYS),
+        **stream_pair(direct, quorum),
         "cpu_us_per_chunk": {
             "node": _cpu_us(quorum, "node", "events_total"),
             "engine": _cpu_us(direct, "engine", "events_total"),
@@ -116,6 +190,24 @@ def _target(
         "pass": ok,
         "missed_by": None if ok else missed,
     }
+
+
+def below(name: str, goal: str, value: float | None, limit: float, unit: str) -> Result:
+    """A target met when ``value < limit``; missed by how much (and how many times) if not."""
+    ok = None if value is None else value < limit
+    missed = None if value is None else f"{value - limit:.3f} {unit} over ({value / limit:.1f}x)"
+    return _target(name, goal, value, unit, ok, missed)
+
+
+def above(name: str, goal: str, value: float | None, floor: float, unit: str) -> Result:
+    """A target met when ``value > floor``; missed by how much (and what share) if not."""
+    ok = None if value is None else value > floor
+    missed = (
+        None
+        if value is None
+        else f"{floor - value:.1f} {unit} short ({value / floor * 100:.0f} % of the goal)"
+    )
+    return _target(name, goal, value, unit, ok, missed)
 
 
 def targets(scenarios: dict[str, Result]) -> list[Result]:
