@@ -63,6 +63,7 @@ from quorum.protocol import (
 )
 from quorum.tunnel.streams import (
     END,
+    SEND_SLICE,
     InStream,
     OutStream,
     StreamBroken,
@@ -507,7 +508,7 @@ class TunnelClient:
         while view:
             if inc.reset:
                 raise LocalProtocolError("stream reset")
-            n = conn.send_data(inc.sid, bytes(view))
+            n = conn.send_data(inc.sid, bytes(view[:SEND_SLICE]))
             self._flush()
             view = view[n:]
             if view:

@@ -17,6 +17,8 @@ from multidict import CIMultiDict
 from quorum.errors import LocalProtocolError, NoReachableHolder, UpstreamFailed
 from quorum.protocol import Connection, ResetCode
 
+SEND_SLICE = 256 * 1024
+
 
 class StreamRefused(NoReachableHolder):
     """The relay or the target refused the stream before processing it: safe to retry."""
@@ -47,7 +49,8 @@ class OutStream:
         """Send ``data`` as the request body, waiting for credit as needed."""
         view = memoryview(data)
         while view:
-            n = self.conn.send_data(self.sid, bytes(view))
+            # Offer at most one window at a time: the rest would only be copied for nothing.
+            n = self.conn.send_data(self.sid, bytes(view[:SEND_SLICE]))
             self.flush()
             view = view[n:]
             if view:
