@@ -508,10 +508,11 @@ class TunnelClient:
         while view:
             if inc.reset:
                 raise LocalProtocolError("stream reset")
-            n = conn.send_data(inc.sid, bytes(view[:SEND_SLICE]))
+            offered = bytes(view[:SEND_SLICE])
+            n = conn.send_data(inc.sid, offered)
             self._flush()
             view = view[n:]
-            if view:
+            if n < len(offered):  # out of credit: StreamWritable will say when to go on
                 inc.writable.clear()
                 await inc.writable.wait()
 

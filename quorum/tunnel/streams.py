@@ -50,10 +50,11 @@ class OutStream:
         view = memoryview(data)
         while view:
             # Offer at most one window at a time: the rest would only be copied for nothing.
-            n = self.conn.send_data(self.sid, bytes(view[:SEND_SLICE]))
+            offered = bytes(view[:SEND_SLICE])
+            n = self.conn.send_data(self.sid, offered)
             self.flush()
             view = view[n:]
-            if view:
+            if n < len(offered):  # out of credit: StreamWritable will say when to go on
                 self.writable.clear()
                 await self.writable.wait()
 
