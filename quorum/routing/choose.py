@@ -176,12 +176,16 @@ def _rank(
     for group, score, last_seq, h in scored:
         # frexp's exponent e of ratio >= 1 is floor(log2(ratio)) + 1, exactly.
         tier = math.frexp(score / best_score[group])[1] - 1
-        keyed.append(((group, tier, last_seq, h.node_name, h.node_id, h.service, h.type), h))
+        # Identity last, so the order never depends on the snapshot's order.
+        loaded = 0 if h.loaded is None else 1 if h.loaded else 2
+        keyed.append(
+            ((group, tier, last_seq, h.node_name, h.node_id, h.service, h.type, loaded), h)
+        )
     keyed.sort(key=_sort_key)
     return tuple(h for _, h in keyed)
 
 
-_Key = tuple[int, int, int, str, str, str, ServiceType]
+_Key = tuple[int, int, int, str, str, str, ServiceType, int]
 
 
 def _sort_key(item: tuple[_Key, Holder]) -> _Key:
