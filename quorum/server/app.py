@@ -7,7 +7,7 @@ import importlib.resources
 from aiohttp import web
 
 from quorum.routing import ENDPOINTS
-from quorum.server import proxy, status
+from quorum.server import events, proxy, status
 from quorum.server.context import CONTEXT, NodeContext
 from quorum.server.middleware import auth, errors
 
@@ -29,6 +29,7 @@ def build_app(ctx: NodeContext) -> web.Application:
     app.router.add_get("/healthz", status.healthz)
     app.router.add_get("/metrics", status.metrics)
     app.router.add_get("/", dashboard)
+    events.setup(app)
     return app
 
 
