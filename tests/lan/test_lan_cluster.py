@@ -381,7 +381,8 @@ def test_sigkill_a_is_dropped_within_the_presence_window(cluster: Cluster) -> No
         answer = e.call("chat", base_url=base_url(b), api_key=cluster.token, model=MODEL_A)
         stale_answers.append(answer)
         assert answer["status"] == 503, answer
-        assert error_of(answer)["code"] == "engine_unreachable", answer
+        # Refused at first; after repeated failures the holder cools down and is skipped.
+        assert error_of(answer)["code"] in ("engine_unreachable", "no_reachable_holder"), answer
         assert answer["elapsed_s"] < ANSWER_S, answer
         return False
 
