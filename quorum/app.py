@@ -41,6 +41,7 @@ from quorum.protocol import ModelInfo
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
+from quorum.server.proxy import HOP_HEADER
 from quorum.tunnel import TunnelClient
 
 log = logging.getLogger("quorum.node")
@@ -117,12 +118,17 @@ class Node:
         """Stop sharing this machine with the cluster; local use keeps working. Idempotent.
 
         The mDNS advert is withdrawn (peers get a goodbye and stop routing here)
-        and every HTTP request that does not come from loopback is refused with
-        403 ``sharing_paused``, whatever credential it carries. This node still
+        and every request a peer forwards (from another address, or through the
+        relay tunnel with the hop header) is refused with 403 ``sharing_paused``,
+        whatever credential it carries. This node still
         sees its peers and still routes its own clients to them. May be called
         before :meth:`start`: the node then starts paused.
         """
         self._sharing_paused = True
+        if self._ctx is not None:
+            self._ctx.sharing_paused = True
+            if self._ctx.tunnel is not None:
+                self._ctx.tunnel.models_changed()  # the relay stops offering our models
         if self._discovery is not None:
             await self._discovery.pause()
         log.info("sharing paused: only this machine may use the node")
@@ -130,14 +136,23 @@ class Node:
     async def resume_sharing(self) -> None:
         """Undo :meth:`pause_sharing`: advertise again and answer peers. Idempotent."""
         self._sharing_paused = False
+        if self._ctx is not None:
+            self._ctx.sharing_paused = False
+            if self._ctx.tunnel is not None:
+                self._ctx.tunnel.models_changed()
         if self._discovery is not None:
             await self._discovery.resume()
         log.info("sharing resumed")
 
     @web.middleware
     async def _sharing_gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """While sharing is paused, only loopback clients are served."""
-        if self._sharing_paused and not is_loopback(request.remote):
+        """While sharing is paused, only this machine's own clients are served.
+
+        A request forwarded by a peer is refused whether it comes over the LAN (not
+        loopback) or through the relay tunnel (loopback, but marked as a hop).
+        """
+        forwarded = not is_loopback(request.remote) or HOP_HEADER in request.headers
+        if self._sharing_paused and forwarded:
             raise Forbidden(
                 "This node has paused sharing; only its own machine may use it now.",
                 code="sharing_paused",
@@ -170,6 +185,7 @@ class Node:
             node_id=nid,
             session=session,
             snapshot=FleetSnapshot(node_id=nid, node_name=cfg.node.name),
+            sharing_paused=self._sharing_paused,
         )
         try:
             await self._serve(ctx)
@@ -286,6 +302,8 @@ class Node:
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
 
     def _model_infos(self) -> list[ModelInfo]:
+        if self._sharing_paused:
+            return []  # paused: nothing is offered to the cluster
         return [
             ModelInfo(h.model, h.type.value, h.service, tuple(sorted(h.features)))
             for h in self.ctx.snapshot.local()

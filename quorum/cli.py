@@ -1,10 +1,16 @@
-"""``quorum`` commands: ``up`` runs a node; ``status``, ``models``, ``peers`` ask it."""
+"""``quorum`` commands: ``up`` runs a node; ``status``, ``models``, ``peers`` ask it.
+
+``tray`` runs the node with a tray icon (:mod:`quorum.tray`), ``autostart`` starts
+the tray at login (:mod:`quorum.autostart`), ``doctor`` checks this machine
+(:mod:`quorum.doctor`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -72,30 +78,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"quorum {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run a node in the foreground")
-    up.add_argument("--config", help="config file (default: the user config dir)")
-    up.add_argument("--port", type=int, help=f"port to serve on (default {DEFAULT_PORT})")
-    up.add_argument(
-        "--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 with a cluster token)"
-    )
-    up.add_argument("--name", help="this node's name (default: the host name)")
-    up.add_argument("--relay", help="relay URL, wss://host/tunnel")
-    up.add_argument("--token", help="cluster join token")
-    up.add_argument("--no-mdns", action="store_true", help="do not use LAN discovery")
-    up.add_argument(
-        "--service",
-        action="append",
-        type=_service_flag,
-        metavar="NAME=URL",
-        help="an engine to front (repeatable); replaces the config's services",
-    )
-    up.add_argument("--embedded", choices=["auto", "on", "off"], help="embedded engine mode")
-    up.add_argument("--data-dir", help="where the node keeps its id and the embedded model")
-    up.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    for name, text in (
+        ("up", "run a node in the foreground"),
+        ("tray", "run a node with a tray icon (needs a desktop: pip install 'quorum[tray]')"),
+    ):
+        node_cmd = sub.add_parser(name, help=text)
+        node_cmd.add_argument("--config", help="config file (default: the user config dir)")
+        node_cmd.add_argument("--port", type=int, help=f"port to serve on (default {DEFAULT_PORT})")
+        node_cmd.add_argument(
+            "--bind", help="address to listen on (default 127.0.0.1; 0.0.0.0 with a cluster token)"
+        )
+        node_cmd.add_argument("--name", help="this node's name (default: the host name)")
+        node_cmd.add_argument("--relay", help="relay URL, wss://host/tunnel")
+        node_cmd.add_argument("--token", help="cluster join token")
+        node_cmd.add_argument("--no-mdns", action="store_true", help="do not use LAN discovery")
+        node_cmd.add_argument(
+            "--service",
+            action="append",
+            type=_service_flag,
+            metavar="NAME=URL",
+            help="an engine to front (repeatable); replaces the config's services",
+        )
+        node_cmd.add_argument(
+            "--embedded", choices=["auto", "on", "off"], help="embedded engine mode"
+        )
+        node_cmd.add_argument(
+            "--data-dir", help="where the node keeps its id and the embedded model"
+        )
+        node_cmd.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
     token = sub.add_parser("token", help="cluster tokens")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     token_sub.add_parser("new", help="print a new cluster join token")
+
+    autostart = sub.add_parser("autostart", help="start the tray at login: on, off or status")
+    autostart.add_argument("action", choices=["on", "off", "status"])
+    autostart.add_argument("--config", help="config file the tray should use")
+
+    doctor = sub.add_parser("doctor", help="check engines, LAN discovery, port, relay and clock")
+    doctor.add_argument("--config", help="config file (default: the user config dir)")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
 
     for name, text in (
         ("status", "show the running node's status"),
@@ -125,6 +147,8 @@ def run_node(config: Config) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await node.start()
+        # Everything allocated so far lives as long as the node: keep the collector off it.
+        gc.freeze()
         try:
             await stop.wait()
             log.info("stopping")
@@ -211,10 +235,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             print(new_token())
             return 0
-        if args.command == "up":
+        if args.command in ("up", "tray"):
             config = load_config(args.config, overrides=flag_overrides(args))
             setup_logging(os.environ.get("QUORUM_LOG_LEVEL") or config.log_level)
+            if args.command == "tray":
+                from quorum.tray.ui import TrayApp  # imported here: it needs pystray
+
+                return TrayApp(config).run()
             return run_node(config)
+        if args.command == "autostart":
+            from quorum.autostart import cli as autostart
+
+            return autostart(args.action, config=args.config)
+        if args.command == "doctor":
+            from quorum.doctor import cli as doctor
+
+            return doctor(load_config(args.config), as_json=args.json)
         data = fetch_status(_port(args))
         if args.command == "models":
             data = {"models": data["models"]} if args.json else data

@@ -55,6 +55,7 @@ class NodeContext:
     fingerprint: str | None = None
     peers: Callable[[], Sequence[PeerView]] = lambda: ()
     tunnel: TunnelClient | None = None
+    sharing_paused: bool = False
     scheduler: Scheduler = field(init=False)
 
     def __post_init__(self) -> None:

@@ -95,6 +95,7 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
             "ready": ctx.ready,
         },
         "cluster": {"joined": cfg.cluster.token is not None, "fingerprint": ctx.fingerprint},
+        "sharing": {"paused": ctx.sharing_paused},
         "relay": _relay_json(ctx),
         "services": [
             {
