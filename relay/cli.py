@@ -1,26 +1,66 @@
-"""``quorum-relay``: run the relay, and manage its clusters."""
+"""``quorum-relay``: run the relay, and manage its clusters, API keys, nodes and usage.
+
+Management commands work directly on the store (``--data DIR``, safe while
+the relay runs: SQLite WAL) or against a running relay (``--relay URL``, with
+the admin token from ``$QUORUM_RELAY_ADMIN_TOKEN`` or ``--admin-token-file``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import datetime
+import json
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from quorum.errors import QuorumError
+from quorum.errors import ApiError, QuorumError
 from relay import systemd
+from relay.admin import ADMIN_TOKEN_ENV, AdminOps, load_admin_token
+from relay.admin_http import HttpAdmin
 from relay.hub import Hub
+from relay.keys import parse_models
 from relay.server import build_app, ssl_context
-from relay.store import Store
+from relay.store import open_store
 
 log = logging.getLogger("relay")
 
 DEFAULT_DATA = Path("/var/lib/quorum-relay")
+JSON = dict[str, Any]
+
+
+class Ops(Protocol):
+    def clusters(self) -> list[JSON]: ...
+    def create_cluster(self, name: str, token: str | None = None) -> JSON: ...
+    def keys(self, cluster: str | None = None, include_revoked: bool = False) -> list[JSON]: ...
+    def create_key(
+        self,
+        cluster: str | None,
+        name: str = "",
+        models: tuple[str, ...] | None = None,
+        expires: object = None,
+    ) -> JSON: ...
+    def revoke_key(self, ref: str) -> JSON: ...
+    def rotate_key(self, ref: str, expires: object = "keep") -> JSON: ...
+    def nodes(self, cluster: str | None = None) -> list[JSON]: ...
+    def usage(
+        self, cluster: str | None, by: str, since: str | None = None, until: str | None = None
+    ) -> JSON: ...
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the relay's state directory")
+    p.add_argument("--relay", metavar="URL", help="manage a running relay over its /api instead")
+    p.add_argument("--admin-token-file", type=Path, help=f"(with --relay) else ${ADMIN_TOKEN_ENV}")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +74,18 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--drain-timeout", type=float, default=30.0)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help=f"file holding the /api admin token (default: ${ADMIN_TOKEN_ENV}, else "
+        "DATA/admin_token, created on first start)",
+    )
+    serve.add_argument(
+        "--trust-forwarded",
+        action="store_true",
+        help="behind a reverse proxy: rate-limit by the address it appends to X-Forwarded-For",
+    )
+    serve.add_argument("--max-body-mb", type=float, default=100.0, help="largest /v1 request body")
 
     cluster = sub.add_parser("cluster", help="clusters and their join tokens")
     csub = cluster.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -42,16 +94,58 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--token", help="adopt the token a LAN cluster already uses (from 'quorum token new')"
     )
-    create.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    listing = csub.add_parser("list", help="list clusters")
-    listing.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    _target(create)
+    _target(csub.add_parser("list", help="list clusters"))
+
+    key = sub.add_parser("key", help="API keys for apps outside the cluster")
+    ksub = key.add_subparsers(dest="action", metavar="ACTION", required=True)
+    kcreate = ksub.add_parser("create", help="create a key; prints it once")
+    kcreate.add_argument("--cluster", required=True)
+    kcreate.add_argument("--name", default="", help="a label, e.g. who uses the key")
+    kcreate.add_argument("--models", help="comma-separated models the key may use (default: all)")
+    kcreate.add_argument("--expires", help="lifetime, e.g. 30d, 12h (default: never)")
+    _target(kcreate)
+    klist = ksub.add_parser("list", help="list keys (prefix, never the key)")
+    klist.add_argument("--cluster")
+    klist.add_argument("--all", action="store_true", help="include revoked keys")
+    _target(klist)
+    krevoke = ksub.add_parser("revoke", help="revoke a key (by id or prefix qk_xxxxxxxx)")
+    krevoke.add_argument("key")
+    _target(krevoke)
+    krotate = ksub.add_parser("rotate", help="replace a key: revoke it, print its successor once")
+    krotate.add_argument("key")
+    krotate.add_argument("--expires", help="lifetime of the new key (default: the old expiry)")
+    _target(krotate)
+
+    node = sub.add_parser("node", help="nodes and their presence")
+    nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
+    nlist = nsub.add_parser("list", help="nodes with last heartbeat and online state")
+    nlist.add_argument("--cluster")
+    _target(nlist)
+
+    usage = sub.add_parser("usage", help="usage of a cluster, summed by model, node, key or day")
+    usage.add_argument("--cluster", required=True)
+    usage.add_argument("--by", default="model", choices=["model", "node", "key", "day"])
+    usage.add_argument("--since", help="e.g. 7d, or epoch milliseconds")
+    usage.add_argument("--until")
+    _target(usage)
+
+    token = sub.add_parser("admin-token", help="print the admin token (created if absent)")
+    token.add_argument("--data", type=Path, default=DEFAULT_DATA)
     return p
 
 
 async def serve(args: argparse.Namespace) -> None:
-    store = Store(args.data)
+    admin_token = load_admin_token(args.data, file=args.admin_token_file, create=True)
+    store = open_store(args.data)
     hub = Hub()
-    app = build_app(store, hub)
+    app = build_app(
+        store,
+        hub,
+        admin_token=admin_token,
+        trust_forwarded=args.trust_forwarded,
+        max_body=int(args.max_body_mb * 1024 * 1024),
+    )
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(
@@ -61,6 +155,7 @@ async def serve(args: argparse.Namespace) -> None:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        store.close()
         raise QuorumError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     port = runner.addresses[0][1]
     stop = asyncio.Event()
@@ -83,6 +178,105 @@ async def serve(args: argparse.Namespace) -> None:
         store.close()
 
 
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _print_key(k: JSON, out: list[str]) -> None:
+    models = "all" if k["models"] is None else ", ".join(k["models"])
+    if "key" in k:
+        out.append(f"key      {k['key']}")
+    out += [
+        f"id       {k['id']}",
+        f"prefix   {k['prefix']}",
+        f"cluster  {k['cluster']}",
+        f"name     {k['name'] or '-'}",
+        f"models   {models}",
+        f"expires  {_when(k['expires_at'])}",
+    ]
+    if "key" in k:
+        out.append("         (shown once: the relay keeps only a hash of it)")
+
+
+def _ops(args: argparse.Namespace) -> tuple[Ops, Any]:
+    if args.relay:
+        token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+        if args.admin_token_file is not None:
+            token = load_admin_token(args.data, env={}, file=args.admin_token_file) or ""
+        if not token:
+            raise QuorumError(f"--relay needs the admin token: set ${ADMIN_TOKEN_ENV}")
+        return HttpAdmin(args.relay, token), None
+    store = open_store(args.data)
+    return AdminOps(store, time.time), store
+
+
+def manage(args: argparse.Namespace) -> list[str]:
+    """Run one management command; the lines to print."""
+    ops, store = _ops(args)
+    try:
+        result: Any
+        out: list[str] = []
+        match args.command, args.action:
+            case "cluster", "create":
+                result = ops.create_cluster(args.name, args.token)
+                out += [f"cluster  {result['name']}", f"id       {result['id']}"]
+                if result["token"] is None:
+                    out.append("token    (adopted: the token the nodes already use)")
+                else:
+                    out.append(f"token    {result['token']}")
+                    out.append("         (shown once: give it to each node as cluster.token)")
+            case "cluster", "list":
+                result = ops.clusters()
+                out += [f"{c['name']}\t{c['id']}" for c in result]
+            case "key", "create":
+                result = ops.create_key(
+                    args.cluster, args.name, parse_models(args.models), args.expires
+                )
+                _print_key(result, out)
+            case "key", "list":
+                result = ops.keys(args.cluster, args.all)
+                for k in result:
+                    models = "all" if k["models"] is None else ",".join(k["models"])
+                    out.append(
+                        f"{k['prefix']}\t{k['state']}\t{k['cluster']}\t{k['name'] or '-'}\t"
+                        f"models={models}\texpires={_when(k['expires_at'])}\t"
+                        f"last_used={_when(k['last_used_at'])}\t{k['id']}"
+                    )
+            case "key", "revoke":
+                result = ops.revoke_key(args.key)
+                out.append(f"revoked  {result['prefix']} ({result['cluster']}, {result['id']})")
+            case "key", "rotate":
+                result = ops.rotate_key(args.key, args.expires or "keep")
+                out.append(f"replaces {result['replaces']} (revoked)")
+                _print_key(result, out)
+            case "node", "list":
+                result = ops.nodes(args.cluster)
+                for n in result:
+                    state = "online" if n["online"] else "offline"
+                    models = ",".join(m["id"] for m in n["models"]) or "-"
+                    out.append(
+                        f"{n['name'] or '-'}\t{state}\t{n['cluster']}\t"
+                        f"seen {n['seen_s_ago']:.0f}s ago\t{models}\t{n['node_id']}"
+                    )
+            case "usage", _:
+                result = ops.usage(args.cluster, args.by, args.since, args.until)
+                out.append(f"{args.by}\trequests\terrors\tprompt\tcompletion")
+                for row in result["data"]:
+                    label = row.get("prefix") or row[args.by] or "-"
+                    out.append(
+                        f"{label}\t{row['requests']}\t{row['errors']}\t"
+                        f"{row['prompt_tokens']}\t{row['completion_tokens']}"
+                    )
+            case _:
+                raise QuorumError(f"unknown command {args.command} {args.action}")
+        return [json.dumps(result, indent=2)] if args.json else out
+    finally:
+        if store is not None:
+            store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command is None:
@@ -96,23 +290,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             asyncio.run(serve(args))
             return 0
-        store = Store(args.data)
-        try:
-            if args.action == "create":
-                cluster, token = store.create_cluster(args.name, args.token)
-                print(f"cluster  {cluster.name}")
-                print(f"id       {cluster.id}")
-                if args.token:
-                    print("token    (adopted: the token the nodes already use)")
-                else:
-                    print(f"token    {token}")
-                    print("         (shown once: give it to each node as cluster.token)")
-            else:
-                for c in store.clusters():
-                    print(f"{c.name}\t{c.id}")
-        finally:
-            store.close()
+        if args.command == "admin-token":
+            print(load_admin_token(args.data, create=True))
+            return 0
+        if not hasattr(args, "action"):
+            args.action = None
+        for line in manage(args):
+            print(line)
         return 0
+    except ApiError as exc:
+        print(f"quorum-relay: {exc.message}", file=sys.stderr)
+        return 1
     except (QuorumError, ValueError) as exc:
         print(f"quorum-relay: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,10 @@ on the target node (a ``Pipe``). Rules:
   without slowing any other stream.
 - Presence: each node's model list is forwarded to every other node of its
   cluster, the known ones are replayed to a newcomer, and a departure is
-  announced with ``online=False``.
+  announced with ``online=False``. Each heartbeat is stamped ``last_seen``
+  (the injected wall clock) and handed to ``on_presence`` for the store.
+- The relay opens streams of its own on a link (``open_local``, even ids) to
+  serve its public ``/v1``; their events go to a ``LocalStream``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from quorum.protocol import (
     PongReceived,
     Presence,
     PresenceReceived,
+    RequestHead,
     ResetCode,
     ResponseReceived,
     Role,
@@ -51,11 +55,13 @@ from quorum.protocol import (
     StreamReset,
     StreamWritable,
 )
+from relay.local import LocalStream, LocalStreams, StreamRefused
 
 log = logging.getLogger("relay.hub")
 
 Send = Callable[[bytes], Awaitable[None]]
 Close = Callable[[], Awaitable[None]]
+Clock = Callable[[], float]
 
 
 @dataclass(eq=False)
@@ -70,6 +76,8 @@ class Link:
     node_id: str | None = None
     name: str = ""
     presence: Presence | None = None
+    last_seen: float | None = None
+    """Wall-clock time of the last heartbeat (PRESENCE), by the hub's clock."""
     connected_at: float = field(default_factory=time.time)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     draining: bool = False
@@ -97,7 +105,14 @@ class Pipe:
 
 
 class Hub:
-    def __init__(self, limits: Limits | None = None, ping_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        ping_interval: float = 10.0,
+        *,
+        clock: Clock = time.time,
+        on_presence: Callable[[Link], None] | None = None,
+    ) -> None:
         # Per node connection: generous, since one node may carry a whole office's traffic.
         self.limits = limits or Limits(max_streams=512, max_opens_per_second=1000.0)
         self.ping_interval = ping_interval
@@ -106,7 +121,11 @@ class Hub:
         self._all: set[Link] = set()
         self._halves: dict[tuple[int, int], Half] = {}  # (id(link), sid) -> half *from* it
         self._pipes: dict[tuple[int, int], Pipe] = {}
+        self._local = LocalStreams()
+        self.clock = clock
+        self.on_presence = on_presence
         self.streams_piped = 0
+        self.streams_served = 0
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()  # set whenever no stream is piped
@@ -126,9 +145,12 @@ class Hub:
             if cluster_id is None or cid == cluster_id
         ]
 
+    def link(self, cluster_id: str, node_id: str) -> Link | None:
+        return self._links.get((cluster_id, node_id))
+
     @property
     def open_streams(self) -> int:
-        return len(self._pipes) // 2
+        return len(self._pipes) // 2 + len(self._local)
 
     @property
     def connections(self) -> int:
@@ -182,8 +204,9 @@ class Hub:
                 self._handle(link, events)
         finally:
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            # The writer may have died on its own (a write to a closing socket): whatever
+            # it ended with, the link is gone and must be cleaned up.
+            await asyncio.gather(writer, return_exceptions=True)
             self._lost(link)
 
     async def _writer(self, link: Link) -> None:
@@ -215,6 +238,9 @@ class Hub:
             other.flush()
 
     def _event(self, link: Link, event: Event, touched: set[Link]) -> None:
+        if self._local and self._local.dispatch(id(link), event):
+            self._check_idle()
+            return
         match event:
             case HelloReceived(hello):
                 self._register(link, hello.node_id, touched)
@@ -260,6 +286,24 @@ class Hub:
             case PongReceived():
                 pass
 
+    def _check_idle(self) -> None:
+        if not self._pipes and not self._local:
+            self._idle.set()
+
+    def open_local(self, link: Link, head: RequestHead, *, end_stream: bool) -> LocalStream:
+        """Open a stream of the relay's own on ``link`` (raises ``StreamRefused``)."""
+        if self.draining or link.draining or not link.conn.can_open_stream():
+            raise StreamRefused(f"node {link.name or link.node_id} takes no new requests now.")
+        if self._links.get((link.cluster_id, link.node_id or "")) is not link:
+            raise StreamRefused(f"node {link.name or link.node_id} is not connected.")
+        sid = link.conn.open_stream(head, end_stream=end_stream)
+        stream = LocalStream(link.conn, sid, link.flush, link.name or link.node_id or "?")
+        self._local.add(id(link), stream)
+        self._idle.clear()
+        self.streams_served += 1
+        link.flush()
+        return stream
+
     def _register(self, link: Link, node_id: str, touched: set[Link]) -> None:
         key = (link.cluster_id, node_id)
         old = self._links.get(key)
@@ -282,6 +326,9 @@ class Hub:
         link.name = presence.name or link.name
         # A node speaks only for itself, whatever id it put in the frame.
         link.presence = Presence(link.node_id, presence.models, True, 0, presence.name)
+        link.last_seen = self.clock()
+        if self.on_presence is not None:
+            self.on_presence(link)
         for other in self.nodes(link.cluster_id):
             if other is not link:
                 other.conn.send_presence(link.presence)
@@ -351,14 +398,15 @@ class Hub:
         for half in (pipe.up, pipe.down):
             self._halves.pop((id(half.src), half.src_sid), None)
             self._pipes.pop((id(half.src), half.src_sid), None)
-        if not self._pipes:
-            self._idle.set()
+        self._check_idle()
 
     def _lost(self, link: Link) -> None:
         """The socket is gone: fail its streams on the other side, announce the departure."""
         self._all.discard(link)
         touched: set[Link] = set()
         for event in link.conn.connection_lost():
+            if isinstance(event, StreamReset) and self._local.dispatch(id(link), event):
+                continue
             if isinstance(event, StreamReset):
                 pipe = self._pipes.get((id(link), event.stream_id))
                 if pipe is not None:
@@ -371,11 +419,13 @@ class Hub:
                     self._forget(pipe)
         if link.node_id is not None and self._links.get((link.cluster_id, link.node_id)) is link:
             del self._links[(link.cluster_id, link.node_id)]
-            gone = Presence(link.node_id, (), False, 0, link.name)
-            for other in self.nodes(link.cluster_id):
-                other.conn.send_presence(gone)
-                touched.add(other)
+            if link.presence is not None:  # only a node others learned of needs a goodbye
+                gone = Presence(link.node_id, (), False, 0, link.name)
+                for other in self.nodes(link.cluster_id):
+                    other.conn.send_presence(gone)
+                    touched.add(other)
             log.info("node %s disconnected", link.name or link.node_id)
+        self._check_idle()
         for other in touched:
             other.flush()
 

@@ -1,16 +1,19 @@
-"""The relay's aiohttp application: ``/tunnel`` for nodes, ``/healthz``, ``/metrics``.
+"""The relay's aiohttp application: ``/tunnel``, ``/v1``, ``/api``, ``/healthz``, ``/metrics``.
 
 The node's cluster token is checked from the upgrade request's
 ``Authorization`` header *before* the WebSocket upgrade: a wrong token gets a
-plain 401 and never a socket. Tokens are never logged.
+plain 401 and never a socket, and counts as a failed attempt of its address
+(``context``). Tokens are never logged. The public ``/v1`` is ``public``, the
+control plane ``api``; the ``Recorder`` task started here writes heartbeats
+and the relay's own usage records to the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -18,14 +21,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from quorum.protocol import MAX_FRAME_SIZE
-from relay.hub import Hub
-from relay.store import Store
+from relay import api, public
+from relay.context import STATE, Counters, RelayState, errors, require_cluster
+from relay.hub import Hub, Link
+from relay.ratelimit import FailureLimiter
+from relay.recorder import Recorder
+from relay.store import NodeSeen, Store
 
 log = logging.getLogger("relay.server")
 
-HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
-STORE: web.AppKey[Store] = web.AppKey("store", Store)
 METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
+CLOSE_TIMEOUT_S = 10.0
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -35,21 +41,10 @@ def _error(status: int, message: str, code: str) -> web.Response:
     )
 
 
-def bearer(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
-
-
 async def tunnel(request: web.Request) -> web.StreamResponse:
-    hub, store = request.app[HUB], request.app[STORE]
-    token = bearer(request)
-    cluster = await asyncio.to_thread(store.cluster_for_token, token) if token else None
-    if cluster is None:
-        # Constant work either way; the token itself is never echoed or logged.
-        hmac.compare_digest(b"x", b"y")
-        return _error(
-            401, "A valid cluster token is required (Authorization: Bearer ...).", "invalid_token"
-        )
+    hub = request.app[STATE].hub
+    # A wrong token is a 401 (raised, and shaped by the errors middleware) before any upgrade.
+    cluster = await require_cluster(request)
     if hub.draining:
         return _error(503, "The relay is shutting down.", "draining")
     # aiohttp refuses a message whose size *equals* max_msg_size, hence the + 1.
@@ -84,7 +79,7 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
+    hub = request.app[STATE].hub
     return web.json_response(
         {"status": "draining" if hub.draining else "ok", "nodes": len(hub.nodes())},
         status=503 if hub.draining else 200,
@@ -99,7 +94,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
+    hub = request.app[STATE].hub
     return web.Response(
         text=f"Quorum relay: {len(hub.nodes())} node(s) connected.\n", content_type="text/plain"
     )
@@ -127,16 +122,69 @@ def _gauges(hub: Hub) -> CollectorRegistry:
     return registry
 
 
-def build_app(store: Store, hub: Hub) -> web.Application:
-    app = web.Application()
-    app[STORE] = store
-    app[HUB] = hub
-    app[METRICS] = _gauges(hub)
+def build_app(
+    store: Store,
+    hub: Hub,
+    *,
+    admin_token: str | None = None,
+    limiter: FailureLimiter | None = None,
+    trust_forwarded: bool = False,
+    max_body: int = 100 * 1024 * 1024,
+    header_timeout_s: float = 300.0,
+) -> web.Application:
+    """The relay's app. The store stays the caller's to close; the hub's clock is the app's."""
+    app = web.Application(middlewares=[errors], client_max_size=max_body)
+    registry = _gauges(hub)
+    recorder = Recorder(store)
+    state = RelayState(
+        store=store,
+        hub=hub,
+        recorder=recorder,
+        admin_token=admin_token,
+        counters=Counters(registry),
+        trust_forwarded=trust_forwarded,
+        max_body=max_body,
+        header_timeout_s=header_timeout_s,
+    )
+    if limiter is not None:
+        state.limiter = limiter
+
+    def on_presence(link: Link) -> None:
+        if link.node_id is not None and link.presence is not None and link.last_seen is not None:
+            recorder.presence(
+                NodeSeen(
+                    link.cluster_id,
+                    link.node_id,
+                    link.name,
+                    link.presence.models,
+                    link.last_seen,
+                )
+            )
+
+    hub.on_presence = on_presence
+    app[STATE] = state
+    app[METRICS] = registry
+    app.cleanup_ctx.append(_run_recorder)
     app.router.add_get("/tunnel", tunnel)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
+    api.add_routes(app)
+    public.add_routes(app)
     return app
+
+
+async def _run_recorder(app: web.Application) -> AsyncIterator[None]:
+    recorder = app[STATE].recorder
+    task = asyncio.create_task(recorder.run(), name="relay-recorder")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await recorder.close()
+    except Exception:
+        log.exception("could not write the last records to the store")
 
 
 def ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

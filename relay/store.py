@@ -1,40 +1,37 @@
-"""The relay's store: clusters and their join tokens, in SQLite (WAL), behind one small class.
+"""The control plane's store: one small interface, and the values that cross it.
 
-Tokens are stored only as SHA-256 hashes: a join token carries 256 random
-bits, so a fast hash is enough to make the stored value useless to a thief,
-and a lookup by hash is an index hit (the final comparison is constant-time).
-The SQL is plain enough to port to PostgreSQL; schema changes are numbered
-migrations applied in order at open.
+Everything the relay must remember lives behind ``Store``: clusters (with
+their join tokens' hashes), API keys (hash and visible prefix only), the last
+heartbeat of every node, and usage records. What the relay keeps in memory
+(open tunnels, the models each one announced) is rebuilt by reconnecting
+nodes, so a restarted relay, or a second one sharing the same store, loses
+nothing. ``open_store`` gives the SQLite implementation (``sqlite_store``),
+the default; a PostgreSQL one can implement the same methods with the same
+portable SQL.
+
+Rules every implementation keeps:
+- Secrets (join tokens, API keys) are stored only as SHA-256 hashes; a
+  lookup hashes the presented secret and compares digests in constant time.
+- Usage is exactly-once per (cluster, request id): ``add_usage`` ignores a
+  record it already holds and returns only after the batch is committed.
+- A cluster's data is only ever reached through that cluster's id.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
-import sqlite3
-import threading
-import time
-import uuid
+import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from quorum.errors import QuorumError
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE clusters (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        token_hash TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL
-    );
-    """,
-)
+from quorum.protocol import ModelInfo, RequestUsage
+from relay.keys import KeyState, display_prefix, key_state
 
 
 class StoreError(QuorumError):
-    """The store refused an operation (a duplicate name, an unknown cluster)."""
+    """The store refused an operation (a duplicate name, an unknown cluster or key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,79 +41,140 @@ class Cluster:
     created_at: float
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never the key itself."""
+
+    id: str
+    cluster_id: str
+    name: str
+    prefix: str
+    models: tuple[str, ...] | None
+    """The only models this key may use; None: every model."""
+    expires_at: float | None
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+    def state(self, now: float) -> KeyState:
+        return key_state(self.revoked_at, self.expires_at, now)
+
+    @property
+    def shown(self) -> str:
+        """What a listing shows of the key: ``qk_1a2b3c4d``."""
+        return display_prefix(self.prefix)
 
 
-def new_token() -> str:
-    """The same shape as ``quorum token new``: a token made on a LAN works here too."""
-    return "qc_" + secrets.token_urlsafe(32)
+@dataclass(frozen=True, slots=True)
+class NodeSeen:
+    """A node's last heartbeat as the store remembers it."""
+
+    cluster_id: str
+    node_id: str
+    name: str
+    models: tuple[ModelInfo, ...]
+    last_seen: float
 
 
-class Store:
-    """A connection to the store; safe to share between threads (one lock)."""
+class UsageBy(enum.StrEnum):
+    MODEL = "model"
+    NODE = "node"
+    KEY = "key"
+    DAY = "day"
 
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "relay.sqlite3"
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
 
-    def _migrate(self) -> None:
-        with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-            row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            current = row[0] or 0
-            for version, sql in enumerate(MIGRATIONS[current:], start=current + 1):
-                self._db.execute("BEGIN")
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute("INSERT INTO schema_version VALUES (?)", (version,))
-                self._db.execute("COMMIT")
+@dataclass(frozen=True, slots=True)
+class UsageGroup:
+    """Usage summed over one value of the grouping (a model, a node, a key id, a UTC day)."""
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    group: str | None
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    avg_duration_ms: float | None
+    avg_ttfb_ms: float | None
 
-    def create_cluster(self, name: str, token: str | None = None) -> tuple[Cluster, str]:
-        """A new cluster and its token (returned once). ``token`` adopts an existing one."""
-        if not name.strip():
-            raise StoreError("a cluster needs a name")
-        token = token or new_token()
-        if len(token) < 16:
-            raise StoreError("a join token has at least 16 characters")
-        cluster = Cluster(uuid.uuid4().hex, name.strip(), time.time())
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO clusters (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                    (cluster.id, cluster.name, token_hash(token), cluster.created_at),
-                )
-            except sqlite3.IntegrityError as exc:
-                what = "name" if "name" in str(exc) else "token"
-                raise StoreError(f"a cluster with this {what} exists already") from None
-        return cluster, token
 
-    def clusters(self) -> list[Cluster]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, name, created_at FROM clusters ORDER BY name"
-            ).fetchall()
-        return [Cluster(*row) for row in rows]
+class Store(Protocol):
+    def close(self) -> None: ...
 
-    def cluster_for_token(self, token: str) -> Cluster | None:
-        """The cluster this token joins, or None."""
-        digest = token_hash(token)
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, name, created_at, token_hash FROM clusters WHERE token_hash = ?",
-                (digest,),
-            ).fetchone()
-        if row is None or not hmac.compare_digest(row[3], digest):
-            return None
-        return Cluster(row[0], row[1], row[2])
+    # -- clusters --
+    def create_cluster(
+        self, name: str, token: str | None = None, *, now: float
+    ) -> tuple[Cluster, str]:
+        """A new cluster and its join token (returned once). ``token`` adopts an existing one."""
+        ...
+
+    def clusters(self) -> list[Cluster]: ...
+
+    def cluster(self, ref: str) -> Cluster | None:
+        """The cluster with this id or name."""
+        ...
+
+    def cluster_for_token(self, token: str) -> Cluster | None: ...
+
+    # -- API keys --
+    def create_key(
+        self,
+        cluster_id: str,
+        *,
+        name: str,
+        models: tuple[str, ...] | None,
+        expires_at: float | None,
+        now: float,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret form (returned once, never stored)."""
+        ...
+
+    def keys(self, cluster_id: str | None = None) -> list[ApiKey]: ...
+
+    def key(self, ref: str) -> ApiKey | None:
+        """The key with this id or visible prefix (``1a2b3c4d`` or ``qk_1a2b3c4d``)."""
+        ...
+
+    def key_for_secret(self, key: str) -> ApiKey | None:
+        """The stored key this secret is, whatever its state, or None."""
+        ...
+
+    def revoke_key(self, key_id: str, *, now: float) -> ApiKey: ...
+
+    def rotate_key(
+        self, key_id: str, *, now: float, expires_at: float | None
+    ) -> tuple[ApiKey, str]:
+        """Revoke ``key_id`` and create its replacement (same cluster, name and models)."""
+        ...
+
+    def touch_key(self, key_id: str, *, now: float) -> None:
+        """Note a use of the key (written at most once a minute per key)."""
+        ...
+
+    # -- presence --
+    def record_presence(self, seen: Sequence[NodeSeen]) -> None: ...
+
+    def nodes(self, cluster_id: str | None = None) -> list[NodeSeen]: ...
+
+    # -- usage --
+    def add_usage(self, cluster_id: str, records: Sequence[RequestUsage]) -> tuple[int, int]:
+        """Store what is new; ``(accepted, duplicates)`` once committed."""
+        ...
+
+    def usage(
+        self,
+        cluster_id: str,
+        by: UsageBy,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> list[UsageGroup]: ...
+
+    def usage_records(self, cluster_id: str, *, limit: int = 100) -> list[RequestUsage]:
+        """The newest records, newest first."""
+        ...
+
+
+def open_store(data_dir: Path) -> Store:
+    """The default store: SQLite in WAL mode at ``data_dir/relay.sqlite3``."""
+    from relay.sqlite_store import SqliteStore
+
+    return SqliteStore(data_dir)

@@ -19,14 +19,32 @@ def imports(package: Path) -> set[str]:
     return found
 
 
+# Small pure helpers the relay shares with the node (stdlib only, checked below).
+SHARED_PURE = ("quorum.usage.extract",)
+
+
 def test_relay_imports_only_the_protocol_from_quorum() -> None:
-    allowed = ("quorum.protocol", "quorum.errors", "quorum.__init__")
+    allowed = ("quorum.protocol", "quorum.errors", "quorum.__init__", *SHARED_PURE)
     bad = {
         m
         for m in imports(ROOT / "relay")
         if (m == "quorum" or m.startswith("quorum.")) and not m.startswith(allowed)
     }
     assert not bad, f"relay/ may import only quorum.protocol (and errors): {sorted(bad)}"
+
+
+def test_shared_helpers_are_stdlib_only() -> None:
+    stdlib = {"__future__", "json", "dataclasses", "re", "enum", "typing", "collections"}
+    for module in SHARED_PURE:
+        path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        tree = ast.parse(path.read_text())
+        used = {
+            (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Import | ast.ImportFrom)
+            for a in n.names
+        }
+        assert {m.split(".")[0] for m in used} <= stdlib, f"{module} imports {sorted(used)}"
 
 
 def test_pure_layers_do_no_io() -> None:

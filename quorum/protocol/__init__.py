@@ -184,12 +184,14 @@ from .messages import (
     Usage,
     UsageRecord,
 )
+from .records import MAX_USAGE_BATCH, RequestUsage, UsageBatch
 from .streams import StreamState
 
 __all__ = [
     "CONNECTION_WINDOW_BASE",
     "MAX_DATA",
     "MAX_FRAME_SIZE",
+    "MAX_USAGE_BATCH",
     "STREAM_WINDOW_BASE",
     "VERSION",
     "Connection",
@@ -214,6 +216,7 @@ __all__ = [
     "PresenceReceived",
     "Reconnect",
     "RequestHead",
+    "RequestUsage",
     "ResetCode",
     "ResponseHead",
     "ResponseReceived",
@@ -225,6 +228,7 @@ __all__ = [
     "StreamState",
     "StreamWritable",
     "Usage",
+    "UsageBatch",
     "UsageReceived",
     "UsageRecord",
     "backoff",

@@ -1,5 +1,8 @@
 """Payloads carried as compact JSON: HELLO, PRESENCE, USAGE, GOAWAY and the two heads.
 
+``records.py`` holds two more messages built the same way (``RequestUsage``,
+``UsageBatch``), which travel over HTTP to the relay's control plane.
+
 Each message is a frozen dataclass that validates itself on construction, so
 one set of checks guards both directions: building a bad value locally raises
 ``LocalProtocolError`` (our bug never reaches the wire); ``decode`` turns the

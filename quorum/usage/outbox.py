@@ -1,0 +1,267 @@
+"""The node's durable usage outbox: records survive a crash and reach the relay exactly once.
+
+Contract:
+- ``await outbox.append(record)`` returns once the record is committed to
+  SQLite (WAL) in the node's data directory, so a process crash after it
+  cannot lose the record. A request id already in the outbox is ignored.
+- ``run()`` (a task the node owns) ships what is pending in batches of at
+  most ``batch_size``, oldest first, and deletes a batch only after the
+  relay acknowledged it, which the relay does only after committing it. A
+  crash between the relay's commit and our delete makes us ship the batch
+  again; the relay keeps one record per request id, so it is counted once.
+- A failed shipment (relay down, 5xx, timeout) is retried with full-jitter
+  backoff (1 s doubling to ``max_backoff_s``); records wait meanwhile. A
+  batch the relay rejects as malformed (400) can never succeed: it is moved
+  to the ``rejected`` table (kept for inspection, logged) instead of blocking
+  the queue. A refused cluster token (401/403) is retried at the slowest pace.
+- Cancelling ``run()`` is safe at any point: unacknowledged records stay.
+
+Durability is against process crashes (WAL, ``synchronous=NORMAL``); power
+loss may take the last moments of appends with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+
+from quorum.errors import QuorumError, RemoteProtocolError
+from quorum.protocol import MAX_USAGE_BATCH, UsageBatch, backoff
+from quorum.protocol import RequestUsage as UsageRecord
+
+log = logging.getLogger("quorum.usage")
+
+OUTBOX_FILE = "usage-outbox.sqlite3"
+
+
+class ShipFailed(QuorumError):
+    """The batch did not reach the relay, or the relay did not confirm it: try again later."""
+
+
+class ShipRejected(QuorumError):
+    """The relay refused the batch as malformed: sending it again cannot help."""
+
+
+class ShipRefused(ShipFailed):
+    """The relay refused the cluster token (401/403)."""
+
+
+Ship = Callable[[Sequence[UsageRecord]], Awaitable[None]]
+"""Delivers a batch; returns only once the relay committed it, else raises ``ShipFailed``."""
+
+
+class HttpShipper:
+    """``POST {relay}/api/v1/usage`` with the cluster token; 200 means committed."""
+
+    def __init__(
+        self,
+        relay_http_base: str,
+        cluster_token: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._url = relay_http_base.rstrip("/") + "/api/v1/usage"
+        self._token = cluster_token
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def __call__(self, records: Sequence[UsageRecord]) -> None:
+        body = UsageBatch(tuple(records)).encode()
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        try:
+            async with self._session.post(
+                self._url, data=body, headers=headers, timeout=self._timeout
+            ) as resp:
+                text = await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ShipFailed(f"the relay is unreachable: {type(exc).__name__}") from None
+        if resp.status == 200:
+            return
+        if resp.status in (401, 403):
+            raise ShipRefused(f"the relay refused the cluster token ({resp.status})")
+        if resp.status == 400:
+            raise ShipRejected(f"the relay rejected the batch: {text[:300]}")
+        raise ShipFailed(f"the relay answered {resp.status}")
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        ship: Ship,
+        *,
+        batch_size: int = 500,
+        linger_s: float = 0.5,
+        max_backoff_s: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 1 <= batch_size <= MAX_USAGE_BATCH:
+            raise ValueError(f"batch_size must be within 1..{MAX_USAGE_BATCH}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._ship = ship
+        self._batch = batch_size
+        self._linger = linger_s
+        self._max_backoff = max_backoff_s
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "request_id TEXT NOT NULL UNIQUE, record TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS rejected (request_id TEXT PRIMARY KEY, "
+            "record TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL)"
+        )
+        self._wake = asyncio.Event()
+        self._empty = asyncio.Event()
+        self.shipped = 0
+        self.failures = 0
+
+    # -- producers --------------------------------------------------------------
+
+    async def append(self, record: UsageRecord) -> None:
+        """Commit ``record`` to the outbox (idempotent by request id), then wake the shipper."""
+        await asyncio.to_thread(self._insert, [record])
+        self._empty.clear()
+        self._wake.set()
+
+    async def extend(self, records: Sequence[UsageRecord]) -> None:
+        await asyncio.to_thread(self._insert, records)
+        self._empty.clear()
+        self._wake.set()
+
+    def _insert(self, records: Sequence[UsageRecord]) -> None:
+        rows = [(r.request_id, r.encode().decode(), time.time()) for r in records]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO outbox (request_id, record, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- inspection ----------------------------------------------------------------
+
+    def pending(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def rejected(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- the shipper -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Ship forever (until cancelled): wait for records, batch, ship, forget what was acked."""
+        attempt = 0
+        while True:
+            if attempt:
+                delay = backoff(attempt, self._rng, first=1.0, base=1.0, cap=self._max_backoff)
+                await asyncio.sleep(delay)
+            elif not await asyncio.to_thread(self.pending):
+                self._wake.clear()
+                if not await asyncio.to_thread(self.pending):  # an append may have raced us
+                    self._empty.set()
+                    await self._wake.wait()
+                if self._linger > 0:
+                    await asyncio.sleep(self._linger)  # let a batch gather
+            try:
+                sent = await self.ship_once()
+            except ShipFailed as exc:
+                attempt += 1
+                self.failures += 1
+                level = logging.WARNING if attempt in (1, 10) else logging.DEBUG
+                log.log(level, "usage records not shipped (try %d): %s", attempt, exc)
+                if isinstance(exc, ShipRefused):
+                    attempt = max(attempt, 16)
+                continue
+            if attempt:
+                log.info("usage records reach the relay again")
+            attempt = 0
+            if sent == self._batch:
+                self._wake.set()  # more may be waiting: no linger
+
+    async def ship_once(self) -> int:
+        """Ship one batch of what is pending; the number of records the relay confirmed."""
+        batch = await asyncio.to_thread(self._take)
+        if not batch:
+            return 0
+        seqs = [seq for seq, _ in batch]
+        records = [record for _, record in batch]
+        try:
+            await self._ship(records)
+        except ShipRejected as exc:
+            log.error("the relay rejected %d usage records: %s; set aside", len(records), exc)
+            await asyncio.to_thread(self._set_aside, seqs, str(exc))
+            return 0
+        await asyncio.to_thread(self._delete, seqs)
+        self.shipped += len(seqs)
+        return len(seqs)
+
+    async def wait_empty(self) -> None:
+        """Until ``run()`` has shipped everything appended so far."""
+        if await asyncio.to_thread(self.pending):
+            await self._empty.wait()
+
+    async def drain(self) -> None:
+        """Ship everything now (raising ``ShipFailed`` on the first failure). For shutdown."""
+        while await self.ship_once():
+            pass
+
+    def _take(self) -> list[tuple[int, UsageRecord]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, record FROM outbox ORDER BY seq LIMIT ?", (self._batch,)
+            ).fetchall()
+        out: list[tuple[int, UsageRecord]] = []
+        bad: list[int] = []
+        for seq, text in rows:
+            try:
+                out.append((seq, UsageRecord.decode(text.encode())))
+            except RemoteProtocolError:
+                bad.append(seq)  # written by another version: cannot be shipped
+        if bad:
+            self._set_aside(bad, "unreadable record")
+        return out
+
+    def _delete(self, seqs: Sequence[int]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self._db.execute("COMMIT")
+
+    def _set_aside(self, seqs: Sequence[int], reason: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            for seq in seqs:
+                self._db.execute(
+                    "INSERT INTO rejected (request_id, record, reason, at) "
+                    "SELECT request_id, record, ?, ? FROM outbox WHERE seq = ? "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    (reason, time.time(), seq),
+                )
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._db.execute("COMMIT")

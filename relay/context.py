@@ -1,0 +1,239 @@
+"""What the relay's HTTP handlers share: state, error shape, and the three credentials.
+
+Credentials, each only in ``Authorization: Bearer ...`` and never logged:
+
+- the **admin token** (relay config) for ``/api/*``;
+- a **cluster token** (a node's join token) for ``/tunnel`` and for the two
+  endpoints nodes call: key verification and usage ingestion;
+- an **API key** for the public ``/v1``.
+
+Every check compares hashes in constant time. A failed attempt takes a token
+from the client address's bucket (``ratelimit``); an address with none left
+gets 429 before its credential is looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from quorum.errors import (
+    ApiError,
+    BodyTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+)
+from relay.hub import Hub
+from relay.keys import KeyState, same_secret
+from relay.presence import Candidate
+from relay.ratelimit import FailureLimiter, client_address
+from relay.recorder import Recorder
+from relay.store import ApiKey, Cluster, Store
+
+log = logging.getLogger("relay.auth")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RateLimited(ApiError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+@dataclass
+class Counters:
+    registry: CollectorRegistry
+    public: Counter = field(init=False)
+    auth_failures: Counter = field(init=False)
+    usage_ingested: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.public = Counter(
+            "quorum_relay_public_requests",
+            "Requests to the relay's public /v1, by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "quorum_relay_auth_failures",
+            "Refused credentials, by kind (admin, cluster, key) and rate-limited attempts.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.usage_ingested = Counter(
+            "quorum_relay_usage_records",
+            "Usage records received from nodes, by outcome (accepted, duplicate).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+
+@dataclass
+class RelayState:
+    store: Store
+    hub: Hub
+    recorder: Recorder
+    admin_token: str | None
+    counters: Counters
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    verify_limiter: FailureLimiter = field(
+        default_factory=lambda: FailureLimiter(rate=10.0, burst=200.0)
+    )
+    trust_forwarded: bool = False
+    max_body: int = 100 * 1024 * 1024
+    header_timeout_s: float = 300.0
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.hub.clock
+
+    def candidates(self, cluster_id: str) -> list[Candidate]:
+        """Connected nodes of one cluster, as routing sees them."""
+        return [
+            Candidate(
+                node_id=link.node_id or "",
+                name=link.name or (link.node_id or "")[:8],
+                models=link.presence.models if link.presence else (),
+                last_seen=link.last_seen,
+                load=link.conn.active_streams,
+                draining=link.draining,
+            )
+            for link in self.hub.nodes(cluster_id)
+        ]
+
+
+STATE: web.AppKey[RelayState] = web.AppKey("relay_state", RelayState)
+
+
+def error_response(err: ApiError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers=err.headers())
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error a client of ``/v1`` or ``/api`` sees has OpenAI's shape."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(BodyTooLarge(f"The request body is too large ({exc.text})."))
+    except web.HTTPNotFound:
+        return error_response(
+            NotFound(f"Unknown path {request.method} {request.path}.", code="unknown_url")
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use {allowed}.")
+        )
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def address(request: web.Request) -> str:
+    state = request.app[STATE]
+    return client_address(
+        request.remote, request.headers.get("X-Forwarded-For"), state.trust_forwarded
+    )
+
+
+def _gate(request: web.Request) -> str:
+    """The client's address, or 429 if it has failed too often lately."""
+    state = request.app[STATE]
+    addr = address(request)
+    wait = state.limiter.retry_after(addr)
+    if wait is not None:
+        state.counters.auth_failures.labels("rate_limited").inc()
+        raise RateLimited(
+            "Too many failed attempts from this address; try again later.", retry_after_s=wait
+        )
+    return addr
+
+
+_CODES = {"admin": "invalid_admin_token", "cluster": "invalid_token", "key": "invalid_api_key"}
+
+
+def _refuse(request: web.Request, addr: str, kind: str, message: str) -> Unauthorized:
+    state = request.app[STATE]
+    state.limiter.failed(addr)
+    state.counters.auth_failures.labels(kind).inc()
+    log.warning("refused %s credential from %s for %s", kind, addr, request.path)
+    return Unauthorized(message, code=_CODES[kind])
+
+
+def require_admin(request: web.Request) -> None:
+    state = request.app[STATE]
+    addr = _gate(request)
+    presented = bearer(request)
+    if (
+        presented is None
+        or state.admin_token is None
+        or not same_secret(presented, state.admin_token)
+    ):
+        raise _refuse(
+            request,
+            addr,
+            "admin",
+            "The control plane needs the relay's admin token (Authorization: Bearer ...).",
+        )
+
+
+async def require_cluster(request: web.Request) -> Cluster:
+    """The cluster whose join token the caller presented (a node)."""
+    state = request.app[STATE]
+    addr = _gate(request)
+    presented = bearer(request)
+    cluster = (
+        await asyncio.to_thread(state.store.cluster_for_token, presented) if presented else None
+    )
+    if cluster is None:
+        raise _refuse(
+            request,
+            addr,
+            "cluster",
+            "A valid cluster token is required (Authorization: Bearer ...).",
+        )
+    return cluster
+
+
+async def require_key(request: web.Request) -> ApiKey:
+    """The active API key the caller presented (an app)."""
+    state = request.app[STATE]
+    addr = _gate(request)
+    presented = bearer(request)
+    key = await asyncio.to_thread(state.store.key_for_secret, presented) if presented else None
+    if key is None:
+        raise _refuse(
+            request,
+            addr,
+            "key",
+            "A valid API key is required (Authorization: Bearer qk_...)."
+            if presented is None
+            else "Incorrect API key provided.",
+        )
+    now = state.clock()
+    match key.state(now):
+        case KeyState.REVOKED:
+            raise _refuse(request, addr, "key", f"The API key {key.shown} has been revoked.")
+        case KeyState.EXPIRED:
+            raise _refuse(request, addr, "key", f"The API key {key.shown} has expired.")
+    state.recorder.key_used(key.id, now)
+    return key
