@@ -37,12 +37,14 @@ from quorum.engines.manager import EngineManager
 from quorum.errors import DiscoveryError, EmbeddedEngineError, Forbidden, QuorumError
 from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
 from quorum.http import socket_factory
+from quorum.keys import KeyVerifier, relay_http_base
 from quorum.protocol import ModelInfo
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
 from quorum.server.proxy import HOP_HEADER
 from quorum.tunnel import TunnelClient
+from quorum.usage.outbox import OUTBOX_FILE, HttpShipper, Outbox
 
 log = logging.getLogger("quorum.node")
 
@@ -300,6 +302,10 @@ class Node:
             max_body=ctx.max_body_bytes,
         )
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
+        http_base = relay_http_base(url)
+        ctx.keys = KeyVerifier(http_base, token, ctx.session)
+        ctx.outbox = Outbox(self.data_dir / OUTBOX_FILE, HttpShipper(http_base, token, ctx.session))
+        self._spawn(ctx.outbox.run(), "usage-outbox")
 
     def _model_infos(self) -> list[ModelInfo]:
         if self._sharing_paused:
@@ -354,6 +360,8 @@ class Node:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._embedded is not None:
             await self._embedded.stop()
+        if self._ctx is not None and self._ctx.outbox is not None:
+            self._ctx.outbox.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -14,9 +14,11 @@ from quorum.config.models import Config
 from quorum.discovery.peers import PeerView
 from quorum.engines.base import ServiceState
 from quorum.fleet import FleetSnapshot
+from quorum.keys import KeyInfo, KeyVerifier
 from quorum.server.metrics import Metrics
 from quorum.server.scheduler import Scheduler
 from quorum.tunnel import TunnelClient
+from quorum.usage.outbox import Outbox
 
 RECENT_REQUESTS = 100
 
@@ -56,6 +58,8 @@ class NodeContext:
     peers: Callable[[], Sequence[PeerView]] = lambda: ()
     tunnel: TunnelClient | None = None
     sharing_paused: bool = False
+    keys: KeyVerifier | None = None  # API keys are checked against the relay
+    outbox: Outbox | None = None  # usage records waiting to reach the relay
     scheduler: Scheduler = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,4 +76,6 @@ class NodeContext:
 
 CONTEXT: web.AppKey[NodeContext] = web.AppKey("quorum_context", NodeContext)
 ATTEMPTS: web.RequestKey[int] = web.RequestKey("quorum_attempts", int)
+KEY_INFO: web.RequestKey[KeyInfo] = web.RequestKey("quorum_key", KeyInfo)
+"""The API key a non-loopback client presented, once the relay vouched for it."""
 """How many holders a request was tried on (the X-Quorum-Attempts header)."""
