@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from quorum.errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound, Unauthorized
-from quorum.server.context import ATTEMPTS, CONTEXT
+from quorum.keys import looks_like_key
+from quorum.server.context import ATTEMPTS, CONTEXT, KEY_INFO
 
 log = logging.getLogger("quorum.server")
 
@@ -83,6 +84,14 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     presented = bearer(request.headers.get("Authorization"))
     token = ctx.config.cluster.token
     if presented and token and hmac.compare_digest(presented.encode(), token.encode()):
+        return await handler(request)
+    if presented and looks_like_key(presented):
+        if ctx.keys is None:
+            raise Unauthorized(
+                "This node has no relay to check API keys with; use the cluster token."
+            )
+        # Unknown, revoked or expired: 401; relay unreachable and key never seen: 503.
+        request[KEY_INFO] = await ctx.keys.verify(presented)
         return await handler(request)
     raise Unauthorized(
         "This node only answers other machines that present the cluster token or an "
