@@ -12,7 +12,7 @@ from quorum import __version__
 from quorum.errors import ModelNotFound
 from quorum.fleet import Holder
 from quorum.routing import listed, resolve_alias
-from quorum.server.context import CONTEXT, NodeContext
+from quorum.server.context import CONTEXT, KEY_INFO, NodeContext
 
 
 def _holder_json(h: Holder) -> dict[str, Any]:
@@ -55,7 +55,11 @@ def models_json(ctx: NodeContext) -> list[dict[str, Any]]:
 
 async def list_models(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    return web.json_response({"object": "list", "data": models_json(ctx)})
+    models = models_json(ctx)
+    key = request.get(KEY_INFO)
+    if key is not None and key.models is not None:  # a key sees only what it may use
+        models = [m for m in models if m["id"] in key.models]
+    return web.json_response({"object": "list", "data": models})
 
 
 async def get_model(request: web.Request) -> web.Response:
