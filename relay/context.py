@@ -180,20 +180,24 @@ def _refuse(request: web.Request, addr: str, kind: str, message: str) -> Unautho
 
 
 def require_admin(request: web.Request) -> None:
+    check_admin_token(
+        request,
+        bearer(request),
+        "The control plane needs the relay's admin token (Authorization: Bearer ...).",
+    )
+
+
+def check_admin_token(request: web.Request, presented: str | None, message: str) -> None:
+    """Pass if ``presented`` is the admin token; else 401 with ``message``, counted as a failed
+    attempt of the client's address (429 once it has none left, before any comparison)."""
     state = request.app[STATE]
     addr = _gate(request)
-    presented = bearer(request)
     if (
         presented is None
         or state.admin_token is None
         or not same_secret(presented, state.admin_token)
     ):
-        raise _refuse(
-            request,
-            addr,
-            "admin",
-            "The control plane needs the relay's admin token (Authorization: Bearer ...).",
-        )
+        raise _refuse(request, addr, "admin", message)
 
 
 async def require_cluster(request: web.Request) -> Cluster:

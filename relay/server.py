@@ -1,4 +1,5 @@
-"""The relay's aiohttp application: ``/tunnel``, ``/v1``, ``/api``, ``/healthz``, ``/metrics``.
+"""The relay's aiohttp application: ``/tunnel``, ``/v1``, ``/api``, ``/`` (the dashboard),
+``/healthz``, ``/metrics``.
 
 The node's cluster token is checked from the upgrade request's
 ``Authorization`` header *before* the WebSocket upgrade: a wrong token gets a
@@ -21,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from quorum.protocol import MAX_FRAME_SIZE
-from relay import api, public
+from relay import api, dashboard, public
 from relay.context import STATE, Counters, RelayState, errors, require_cluster
 from relay.hub import Hub, Link
 from relay.ratelimit import FailureLimiter
@@ -93,13 +94,6 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-async def index(request: web.Request) -> web.Response:
-    hub = request.app[STATE].hub
-    return web.Response(
-        text=f"Quorum relay: {len(hub.nodes())} node(s) connected.\n", content_type="text/plain"
-    )
-
-
 def _gauges(hub: Hub) -> CollectorRegistry:
     registry = CollectorRegistry()
     Gauge("quorum_relay_connections", "Open node tunnels.", registry=registry).set_function(
@@ -168,7 +162,7 @@ def build_app(
     app.router.add_get("/tunnel", tunnel)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/", index)
+    dashboard.add_routes(app)
     api.add_routes(app)
     public.add_routes(app)
     return app

@@ -23,7 +23,15 @@ from typing import Any
 from quorum.errors import RemoteProtocolError
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import new_key, secret_hash
-from relay.store import ApiKey, Cluster, NodeSeen, StoreError, UsageBy, UsageGroup
+from relay.store import (
+    ApiKey,
+    Cluster,
+    NodeSeen,
+    StoreError,
+    UsageBy,
+    UsageGroup,
+    UsagePoint,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -437,3 +445,17 @@ class SqliteStore:
             (cluster_id, limit),
         )
         return [RequestUsage(*row) for row in rows]
+
+    def usage_series(self, cluster_id: str, *, since_ms: int, bucket_ms: int) -> list[UsagePoint]:
+        if bucket_ms < 1:
+            raise StoreError("a bucket lasts at least one millisecond")
+        rows = self._all(
+            "SELECT (time_ms / ?) * ? AS bucket, model, node, key_id, COUNT(*), "
+            "SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
+            "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+            "COALESCE(SUM(ttfb_ms), 0), COUNT(ttfb_ms) FROM usage_records "
+            "WHERE cluster_id = ? AND time_ms >= ? "
+            "GROUP BY bucket, model, node, key_id ORDER BY bucket, model, node, key_id",
+            (bucket_ms, bucket_ms, cluster_id, since_ms),
+        )
+        return [UsagePoint(*row) for row in rows]

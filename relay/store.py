@@ -96,6 +96,26 @@ class UsageGroup:
     avg_ttfb_ms: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class UsagePoint:
+    """Usage of one (model, node, key) in one time bucket starting at ``bucket_ms``.
+
+    Time to first byte comes as a sum and a count (records without one are left
+    out), so points add up into exact averages over any grouping.
+    """
+
+    bucket_ms: int
+    model: str
+    node: str
+    key_id: str | None
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    ttfb_ms_sum: float
+    ttfb_count: int
+
+
 class Store(Protocol):
     def close(self) -> None: ...
 
@@ -170,6 +190,11 @@ class Store(Protocol):
 
     def usage_records(self, cluster_id: str, *, limit: int = 100) -> list[RequestUsage]:
         """The newest records, newest first."""
+        ...
+
+    def usage_series(self, cluster_id: str, *, since_ms: int, bucket_ms: int) -> list[UsagePoint]:
+        """Usage since ``since_ms`` in buckets of ``bucket_ms`` (aligned to the epoch), one
+        point per bucket and (model, node, key), oldest first."""
         ...
 
 
