@@ -16,7 +16,6 @@ from quorum.app import Node
 from tests.fakes import FakeEngine, LoopThread
 from tests.harness import node_config, start_node, timeout
 
-
 # These machines are shared and noisy: a property test may not fail for being slow.
 settings.register_profile("quorum", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("quorum")
