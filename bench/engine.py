@@ -117,8 +117,16 @@ STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
 )
-TOKEN = _event(
-    {**_CHUNK_BASE, "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]}
+# Sixteen different tokens in turn, all the same size: LiteLLM ends a stream whose last 100
+# chunks have the same content (its guard against a model stuck in a loop).
+TOKENS = tuple(
+    _event(
+        {
+            **_CHUNK_BASE,
+            "choices": [{"index": 0, "delta": {"content": f"t{i:x} "}, "finish_reason": None}],
+        }
+    )
+    for i in range(16)
 )
 STREAM_END = (
     _event(
@@ -304,13 +312,13 @@ class EngineProtocol(asyncio.Protocol):
         assert transport is not None
         delay = self._delay
         transport.write(STREAM_HEAD)
-        for _ in range(chunks):
+        for i in range(chunks):
             await asyncio.sleep(delay)
             if self._writable is not None:
                 await self._writable
             if transport.is_closing():
                 return
-            transport.write(TOKEN)
+            transport.write(TOKENS[i & 15])
         transport.write(STREAM_END)
         self._answered(close)
 

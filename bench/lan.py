@@ -12,7 +12,8 @@ targets, the order rotating between rounds:
 - ``lan``: from B, at node B (B -> veth -> A -> engine);
 - ``local_from_b``: from B, at node A's LAN address with the cluster token
   (veth -> A -> engine): the local route, reached over the same link;
-- ``local_in_a``: from A, at node A on A's loopback (A -> engine).
+- ``local_in_a``: from A, at node A on A's loopback (A -> engine);
+- ``direct_in_a``: from A, at the engine itself on A's loopback.
 
 ``lan`` against ``local_from_b`` is what B's hop adds (both cross the veth
 once, from the same load generator); against ``local_in_a``, what a client
@@ -96,10 +97,11 @@ class Scenario:
 SCENARIOS = (
     Scenario("chat_c1", "chat", 1),
     Scenario("chat_c16", "chat", 16),
+    Scenario("chat_c64", "chat", 64),
     Scenario("stream_1", "stream", 1),
     Scenario("stream_16", "stream", 16),
 )
-SIDES = ("lan", "local_from_b", "local_in_a")
+SIDES = ("lan", "local_from_b", "local_in_a", "direct_in_a")
 
 
 def in_netns(netns: str, fn: Callable[[], T]) -> T:
@@ -292,10 +294,12 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         load_a, load_a_uvloop = start_load(kids, ns_a, "load-a")
         load_b, load_b_uvloop = start_load(kids, ns_b, "load-b")
         loads = {"lan": load_b, "local_from_b": load_b, "local_in_a": load_a}
+        loads["direct_in_a"] = load_a
         urls = {
             "lan": f"http://127.0.0.1:{NODE_PORT}",
             "local_from_b": f"http://{host_a.address}:{NODE_PORT}",
             "local_in_a": f"http://127.0.0.1:{NODE_PORT}",
+            "direct_in_a": f"http://127.0.0.1:{engine_port}",
         }
         pids = {
             "node_a": node_a.pid,
@@ -346,7 +350,12 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             raw[s.name],
             "local_from_b",
             "lan",
-            also=(("local_in_a", "lan"), ("local_in_a", "local_from_b")),
+            also=(
+                ("local_in_a", "lan"),
+                ("local_in_a", "local_from_b"),
+                ("direct_in_a", "lan"),
+                ("direct_in_a", "local_in_a"),
+            ),
             info=info,
         )
     errors = sum(sc[side]["errors"] for sc in scenarios.values() for side in SIDES)
@@ -361,6 +370,7 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "lan": "load in B -> node B -> veth -> node A -> engine",
             "local_from_b": "load in B -> veth -> node A -> engine",
             "local_in_a": "load in A -> node A -> engine",
+            "direct_in_a": "load in A -> engine",
         },
         "link": link,
         "discovery_s": rounded(found_s, 2),

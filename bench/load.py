@@ -10,7 +10,8 @@ the deadline is finished and counted):
 - ``stream``: the same with ``"stream": true`` and ``max_tokens`` chunks;
   for each stream the time to its first SSE event and its events per second
   (from request to last byte), and over all workers the events that arrived
-  before the deadline, per second of the job.
+  before the deadline, per second of the job. A stream with fewer than
+  ``max_tokens + 2`` events (tokens, final chunk, ``[DONE]``) is an error.
 - ``speech``: ``POST /v1/audio/speech`` asking for ``body_bytes`` of audio
   (the fake engine's ``bench_bytes``): a large binary answer; MB/s per
   request (answer bytes over request written to last byte), 1 MB = 10**6 bytes.
@@ -183,18 +184,36 @@ def job_request(job: Job) -> bytes:
     )
 
 
+# A connection idle this long is replaced before its next request: servers close idle
+# keep-alive connections (uvicorn after 5 s), and a request sent as the close crosses it
+# would fail for a reason that is not the server's speed. Idle that long happens only
+# between jobs whose workers finished far apart (16 slow streams), never within a job.
+IDLE_REOPEN_S = 2.0
+
+
 class Pool:
     """Connections by (host, port) and worker index, reopened when one closes."""
 
     def __init__(self) -> None:
         self._conns: dict[tuple[str, int, int], Connection] = {}
+        self._used: dict[tuple[str, int, int], float] = {}
 
     async def get(self, host: str, port: int, index: int) -> Connection:
-        conn = self._conns.get((host, port, index))
+        key = (host, port, index)
+        conn = self._conns.get(key)
+        now = time.monotonic()
+        if conn is not None and now - self._used.get(key, now) > IDLE_REOPEN_S:
+            conn.close()
+            conn = None
         if conn is None or not conn.usable:
             conn = await Connection.open(host, port)
-            self._conns[(host, port, index)] = conn
+            self._conns[key] = conn
+        self._used[key] = now
         return conn
+
+    def done(self, host: str, port: int, index: int) -> None:
+        """The connection's last answer just ended: its idle time starts now."""
+        self._used[(host, port, index)] = time.monotonic()
 
     def drop(self, host: str, port: int, index: int) -> None:
         conn = self._conns.pop((host, port, index), None)
@@ -231,10 +250,15 @@ async def _worker(
             pool.drop(host, port, index)
             await asyncio.sleep(0.01)
             continue
-        if exchange.status == 200:
-            done.append(exchange)
-        else:
+        pool.done(host, port, index)
+        if exchange.status != 200:
             errors.append(f"HTTP {exchange.status}")
+        elif window is not None and exchange.events < job.max_tokens + 2:
+            # Every token chunk, the final chunk and [DONE]: a proxy that cut the stream short
+            # (and said so in an error event, or not at all) must not look fast.
+            errors.append(f"short stream: {exchange.events} of {job.max_tokens + 2} events")
+        else:
+            done.append(exchange)
 
 
 async def run_job(pool: Pool, job: Job) -> dict[str, Any]:

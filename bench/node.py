@@ -1,12 +1,16 @@
-"""``python3 -m bench node``: one node in front of one fake engine, against the engine alone.
+"""``python3 -m bench node``: one node in front of one fake engine, against the engine alone
+and against LiteLLM's proxy in front of the same engine.
 
 Processes, all on 127.0.0.1 and all killed at the end: the fake engine
 (:mod:`bench.engine`), a node (``python3 -m quorum.cli up`` with only that
-engine as a service, no autodetect, no embedded engine, no mDNS) and the load
-generator (:mod:`bench.load`). The node's start-up time (process start to
-``/healthz`` 200) and idle memory are read first, then every scenario runs in
-each round against both targets, the order alternating between rounds, each
-measured job preceded by a short warm-up on the same connections.
+engine as a service, no autodetect, no embedded engine, no mDNS), LiteLLM's
+proxy (:mod:`bench.litellm`, from the bench's own environment, installed on
+first use; reported as unavailable, with the reason, when it cannot be) and
+the load generator (:mod:`bench.load`). The node's start-up time (process
+start to ``/healthz`` 200) and idle memory are read first, then every scenario
+runs in each round against every target (``direct``, ``quorum``, ``litellm``),
+the order rotating between rounds, each measured job preceded by a short
+warm-up on the same connections.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import litellm, report
 from bench.engine import MODEL
 from bench.procs import (
     BenchError,
@@ -53,6 +57,8 @@ class Settings:
     stream_tokens: int = 1024
     node_log_level: str = "info"  # the node's default: one log line per request
     start_timeout_s: float = 60.0
+    litellm: bool = True  # LiteLLM's proxy as a third target (installed on first use)
+    litellm_start_timeout_s: float = 120.0
 
 
 FULL = Settings()
@@ -74,6 +80,13 @@ SCENARIOS = (
     Scenario("stream_16", "stream", 16),
 )
 TARGETS = ("direct", "quorum")
+LITELLM = "litellm"
+
+# The issue's targets for one node (ratios and limits against the direct path, same run).
+ADDED_P99_C16_LIMIT_MS = 3.0
+LITELLM_FACTOR = 10.0
+IDLE_RSS_LIMIT_MIB = 60.0
+STARTUP_LIMIT_MS = 1500.0
 
 
 def free_port() -> int:
@@ -211,13 +224,39 @@ def progress_line(round_no: int, name: str, kind: str, side: str, r: dict[str, A
     return f"round {round_no} {name:<9} {side:<12} {detail}{errors}"
 
 
+def start_litellm(
+    kids: Children, tmp: Path, engine_port: int, settings: Settings, progress: Progress
+) -> tuple[Child | None, int, dict[str, Any]]:
+    """LiteLLM's proxy in front of the engine, or ``None`` and why it is unavailable."""
+    if not settings.litellm:
+        return None, 0, {"available": False, "reason": "not asked for (--no-litellm)"}
+    try:
+        litellm.ensure([litellm.LITELLM], progress)
+        port = free_port()
+        child, ready_s = litellm.start(
+            kids, tmp, engine_port, port, settings.litellm_start_timeout_s
+        )
+    except BenchError as exc:
+        progress(f"LiteLLM unavailable: {exc}")
+        return None, 0, {"available": False, "reason": str(exc)}
+    progress(f"LiteLLM {litellm.version()} healthy after {ready_s * 1000:.0f} ms")
+    return (
+        child,
+        port,
+        {
+            "available": True,
+            "version": litellm.version(),
+            "package": litellm.LITELLM,
+            "workers": 1,
+            "startup_to_healthy_ms": rounded(ready_s * 1000, 1),
+        },
+    )
+
+
 def run(settings: Settings, progress: Progress) -> dict[str, Any]:
     """The whole node benchmark; the report as a JSON-ready dict."""
     began = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    raw: dict[str, dict[str, list[dict[str, Any]]]] = {
-        s.name: {t: [] for t in TARGETS} for s in SCENARIOS
-    }
     with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmpdir, Children() as kids:
         tmp = Path(tmpdir)
         engine, engine_port, engine_uvloop = start_engine(kids, tmp)
@@ -226,6 +265,7 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         time.sleep(0.2)  # let start-up work settle before reading idle memory
         idle_rss = rss_mib(node.pid)
         node_uvloop = loads_library(node.pid, "/uvloop/loop.")
+        proxy, proxy_port, litellm_info = start_litellm(kids, tmp, engine_port, settings, progress)
         load = kids.start("load", [sys.executable, "-m", "bench.load", "--serve"])
         load_uvloop = bool(json.loads(load.read_line(15))["uvloop"])
         urls = {
@@ -233,8 +273,22 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "quorum": f"http://127.0.0.1:{node_port}",
         }
         pids = {"node": node.pid, "engine": engine.pid, "load": load.pid}
+        uvloop = {"node": node_uvloop, "engine": engine_uvloop, "load": load_uvloop}
+        sides: tuple[str, ...] = TARGETS
+        if proxy is not None:
+            time.sleep(0.2)
+            litellm_info["idle_rss_mib"] = rounded(rss_mib(proxy.pid), 1)
+            urls[LITELLM] = f"http://127.0.0.1:{proxy_port}"
+            pids[LITELLM] = proxy.pid
+            uvloop[LITELLM] = loads_library(proxy.pid, "/uvloop/loop.")
+            sides = (*TARGETS, LITELLM)
+        raw: dict[str, dict[str, list[dict[str, Any]]]] = {
+            s.name: {t: [] for t in sides} for s in SCENARIOS
+        }
         for round_no in range(1, settings.rounds + 1):
-            order = TARGETS if round_no % 2 else TARGETS[::-1]
+            # Every target in every position: direct first in round 1, then rotated.
+            shift = (round_no - 1) % len(sides)
+            order = sides[shift:] + sides[:shift]
             for scenario in SCENARIOS:
                 for side in order:
                     result = _measure(load, pids, urls[side], scenario, settings)
@@ -247,6 +301,9 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "peak_rss_mib": rounded(rss_mib(node.pid, "VmHWM"), 1),
             "log_level": settings.node_log_level,
         }
+        if proxy is not None:
+            litellm_info["rss_after_load_mib"] = rounded(rss_mib(proxy.pid), 1)
+            litellm_info["peak_rss_mib"] = rounded(rss_mib(proxy.pid, "VmHWM"), 1)
     scenarios: dict[str, Any] = {}
     for s in SCENARIOS:
         direct, quorum = raw[s.name]["direct"], raw[s.name]["quorum"]
@@ -255,7 +312,13 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             if s.kind == "chat"
             else report.stream_scenario(s.concurrency, settings.stream_tokens, direct, quorum)
         )
-    errors = sum(sc[side]["errors"] for sc in scenarios.values() for side in TARGETS)
+        if LITELLM in raw[s.name]:
+            extra = report.with_litellm(s.kind, direct, quorum, raw[s.name][LITELLM])
+            cpu_key = "cpu_us_per_request" if s.kind == "chat" else "cpu_us_per_chunk"
+            scenarios[s.name][cpu_key]["litellm"] = extra.pop("cpu_us_litellm")
+            scenarios[s.name][cpu_key]["load_litellm"] = extra.pop("cpu_us_load_litellm")
+            scenarios[s.name].update(extra)
+    errors = sum(sc[side]["errors"] for sc in scenarios.values() for side in sides if side in sc)
     return {
         "bench": "node",
         "schema": 1,
@@ -263,11 +326,55 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         "elapsed_s": rounded(time.perf_counter() - began, 1),
         "settings": asdict(settings),
         # The node's is seen in its memory map: quorum.cli runs on uvloop when importable.
-        "machine": machine_info(
-            {"node": node_uvloop, "engine": engine_uvloop, "load": load_uvloop}
-        ),
+        "machine": machine_info(uvloop),
         "node": node_info,
+        "litellm": litellm_info,
         "scenarios": scenarios,
-        "targets": report.targets(scenarios),
+        "targets": [*report.targets(scenarios), *node_targets(scenarios, node_info)],
         "request_errors": errors,
     }
+
+
+def node_targets(scenarios: dict[str, Any], node_info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's other targets for one node: p99 at 16 clients, against LiteLLM, memory,
+    start-up."""
+    c16 = scenarios.get("chat_c16", {})
+    out = [
+        report.below(
+            "added_p99_c16",
+            f"added p99 latency at concurrency 16 < {ADDED_P99_C16_LIMIT_MS:g} ms",
+            c16.get("added_p99_ms"),
+            ADDED_P99_C16_LIMIT_MS,
+            "ms",
+        )
+    ]
+    for name in ("chat_c1", "chat_c16", "chat_c64"):
+        factor = scenarios.get(name, {}).get("litellm_vs_quorum", {}).get("added_p50_factor")
+        out.append(
+            report.at_least(
+                f"litellm_factor_{name.split('_')[1]}",
+                f"{name}: LiteLLM adds >= {LITELLM_FACTOR:g}x the p50 latency Quorum adds",
+                factor,
+                LITELLM_FACTOR,
+                "x",
+            )
+        )
+    out.append(
+        report.below(
+            "idle_rss",
+            f"idle node RSS < {IDLE_RSS_LIMIT_MIB:g} MiB",
+            node_info.get("idle_rss_mib"),
+            IDLE_RSS_LIMIT_MIB,
+            "MiB",
+        )
+    )
+    out.append(
+        report.below(
+            "startup_to_ready",
+            f"node start-up to ready < {STARTUP_LIMIT_MS:g} ms",
+            node_info.get("startup_to_healthy_ms"),
+            STARTUP_LIMIT_MS,
+            "ms",
+        )
+    )
+    return out

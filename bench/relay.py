@@ -6,7 +6,8 @@ node A fronting the engine as an ``llm``, a ``tts`` and an ``stt`` service,
 node B with no engine (both ``--relay ws://.../tunnel --token T --no-mdns``),
 and the load generator. Once B lists A's models with route ``relay``, every
 scenario runs in each round against A (``local``: A -> engine) and against B
-(``relay``: B -> relay -> A -> engine), the order alternating between rounds.
+(``relay``: B -> relay -> A -> engine), and against the engine itself (``direct``),
+the order rotating between rounds.
 
 Then the relay's memory, on a second relay started for it alone (so the
 numbers are not blurred by what the load left in the first one's heap):
@@ -91,12 +92,14 @@ class Scenario:
 SCENARIOS = (
     Scenario("chat_c1", "chat", 1),
     Scenario("chat_c16", "chat", 16),
+    Scenario("chat_c64", "chat", 64),
     Scenario("stream_1", "stream", 1),
     Scenario("stream_16", "stream", 16),
     Scenario("speech_1", "speech", 1),
     Scenario("upload_1", "upload", 1),
 )
-SIDES = ("local", "relay")
+SIDES = ("direct", "local", "relay")
+STREAM_RATIO_FLOOR = 0.70  # the issue: streaming through the relay >= 70 % of direct
 
 
 def start_node(
@@ -206,6 +209,21 @@ def targets(scenarios: dict[str, Any], memory: dict[str, Any]) -> list[dict[str,
                 "MB/s",
             )
         )
+    for name, key in (
+        ("stream_1", "ratio_stream_chunks_per_s"),
+        ("stream_16", "ratio_aggregate_chunks_per_s"),
+    ):
+        value = scenarios[name].get("relay_vs_direct", {}).get(key)
+        pct = None if value is None else round(value * 100, 1)
+        out.append(
+            report.at_least(
+                f"relay_throughput_{name}",
+                f"{name}: chunks/s through the relay >= {STREAM_RATIO_FLOOR * 100:g} % of direct",
+                pct,
+                STREAM_RATIO_FLOOR * 100,
+                "% of direct",
+            )
+        )
     out.append(
         report.below(
             "relay_rss_per_idle_connection",
@@ -246,7 +264,11 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         idle["node_b"] = rss_mib(node_b.pid)
         load = kids.start("load", [sys.executable, "-m", "bench.load", "--serve"])
         load_uvloop = bool(json.loads(load.read_line(15))["uvloop"])
-        urls = {"local": f"http://127.0.0.1:{port_a}", "relay": f"http://127.0.0.1:{port_b}"}
+        urls = {
+            "direct": f"http://127.0.0.1:{engine_port}",
+            "local": f"http://127.0.0.1:{port_a}",
+            "relay": f"http://127.0.0.1:{port_b}",
+        }
         pids = {
             "relay": relay.pid,
             "node_a": node_a.pid,
@@ -255,7 +277,8 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "load": load.pid,
         }
         for round_no in range(1, settings.rounds + 1):
-            order = SIDES if round_no % 2 else SIDES[::-1]
+            shift = (round_no - 1) % len(SIDES)
+            order = SIDES[shift:] + SIDES[:shift]
             for scenario in SCENARIOS:
                 for side in order:
                     job = job_for(urls[side], scenario, settings)
@@ -285,7 +308,12 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         elif s.kind == "upload":
             info["bytes_per_upload"] = settings.upload_bytes
         scenarios[s.name] = report.compare(
-            s.report_kind, raw[s.name], "local", "relay", info={"load": s.kind, **info}
+            s.report_kind,
+            raw[s.name],
+            "local",
+            "relay",
+            also=(("direct", "local"), ("direct", "relay")),
+            info={"load": s.kind, **info},
         )
     errors = sum(sc[side]["errors"] for sc in scenarios.values() for side in SIDES)
     return {
@@ -296,6 +324,7 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         "settings": asdict(settings),
         "machine": machine_info(uvloop),
         "paths": {
+            "direct": "load -> engine",
             "local": "load -> node A -> engine",
             "relay": "load -> node B -> relay -> node A -> engine",
         },

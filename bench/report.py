@@ -179,6 +179,32 @@ def stream_scenario(
     }
 
 
+def with_litellm(
+    kind: str, direct: Sequence[Result], quorum: Sequence[Result], litellm: Sequence[Result]
+) -> Result:
+    """LiteLLM's side of a node scenario: its medians, against direct (paired within rounds)
+    and against Quorum: how many times Quorum's added latency LiteLLM adds (a ratio of the
+    medians over rounds, so one round where Quorum added ~0 cannot blow it up)."""
+    if kind == "chat":
+        out: Result = {"litellm": side(litellm, CHAT_KEYS), "litellm_vs_direct": {}}
+        out["litellm_vs_direct"] = chat_pair(direct, litellm)
+        q_p50 = _paired(direct, quorum, "p50_ms", difference)
+        q_p99 = _paired(direct, quorum, "p99_ms", difference)
+        out["litellm_vs_quorum"] = {
+            "added_p50_factor": rounded(ratio(out["litellm_vs_direct"]["added_p50_ms"], q_p50), 1),
+            "added_p99_factor": rounded(ratio(out["litellm_vs_direct"]["added_p99_ms"], q_p99), 1),
+            "quorum_rps_over_litellm": rounded(_paired(litellm, quorum, "rps", ratio)),
+        }
+        per = "requests"
+    else:
+        out = {"litellm": side(litellm, STREAM_KEYS), "litellm_vs_direct": {}}
+        out["litellm_vs_direct"] = stream_pair(direct, litellm)
+        per = "events_total"
+    out["cpu_us_litellm"] = _cpu_us(litellm, "litellm", per)
+    out["cpu_us_load_litellm"] = _cpu_us(litellm, "load", per)
+    return out
+
+
 def _target(
     name: str, goal: str, value: float | None, unit: str, ok: bool | None, missed: str | None
 ) -> Result:
@@ -207,6 +233,13 @@ def above(name: str, goal: str, value: float | None, floor: float, unit: str) ->
         if value is None
         else f"{floor - value:.1f} {unit} short ({value / floor * 100:.0f} % of the goal)"
     )
+    return _target(name, goal, value, unit, ok, missed)
+
+
+def at_least(name: str, goal: str, value: float | None, floor: float, unit: str) -> Result:
+    """A target met when ``value >= floor``; missed by how much if not."""
+    ok = None if value is None else value >= floor
+    missed = None if value is None else f"{floor - value:.2f} {unit} short ({value:g} {unit})"
     return _target(name, goal, value, unit, ok, missed)
 
 

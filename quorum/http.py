@@ -1,10 +1,38 @@
-"""Small HTTP helpers shared by the proxy and the tunnel."""
+"""Small HTTP helpers shared by the proxy and the tunnel, and a lean client for local engines.
+
+:class:`EnginePool` is an HTTP/1.1 keep-alive client for the engines on this
+machine (loopback only: no TLS, no proxies, no redirects, no cookies). The
+proxy's hot path is one request and one answer per call; aiohttp's client
+costs several times what the bytes do there (a request object, a connector
+lookup, a payload registry, a timeout context per request). Here a request is
+one ``write`` of pre-joined bytes on a pooled connection, and the answer is
+parsed by a small state machine: a ``Content-Length``, chunked or
+read-until-close body, handed over as it arrives.
+
+Rules of a connection:
+
+- One request at a time. It goes back to the pool only when its answer was
+  read to the end and both sides keep it alive; an unfinished answer closes it,
+  which is how an engine learns that nobody waits any more.
+- An idle connection that hears anything (data or EOF) is closed; one idle for
+  ``IDLE_S`` is closed by the pool.
+- Unread body bytes past ``READ_HIGH`` pause reading from the engine: a slow
+  client never grows the node's memory.
+- Errors are plain: ``OSError`` (connect), :class:`ConnectTimeout`,
+  ``TimeoutError`` (no answer head in time), :class:`HttpProtocolError`,
+  :class:`ConnectionLost`. The proxy maps them once, in ``server/upstream.py``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import io
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
+
+from multidict import CIMultiDict
 
 # aiohttp warns (ResourceWarning) when given more than 1 MiB as raw bytes: it
 # would copy them in one go on the event loop. A BytesIO over the same bytes is
@@ -43,3 +71,419 @@ def socket_factory(addr_info: tuple[Any, ...]) -> socket.socket:
     except OSError:
         pass  # a platform without some option: the header timeout still bounds the wait
     return sock
+
+
+# --- the lean client for engines on this machine -------------------------------------------
+
+LEAN_BODY_LIMIT = _RAW_BODY_LIMIT  # larger request bodies go through aiohttp, streamed
+IDLE_S = 15.0  # aiohttp's keep-alive time for an idle pooled connection
+READ_HIGH = 256 * 1024
+HEAD_LIMIT = 64 * 1024
+LINE_LIMIT = 8 * 1024
+
+
+class HttpProtocolError(Exception):
+    """The engine's answer is not HTTP/1.1 this client understands."""
+
+
+class ConnectionLost(Exception):
+    """The connection closed before the answer was complete."""
+
+
+class ConnectTimeout(TimeoutError):
+    """The engine did not accept the connection in time."""
+
+
+class _State(enum.IntEnum):
+    IDLE = 0  # in the pool, or not yet used
+    HEAD = 1
+    LENGTH = 2  # Content-Length body
+    UNTIL_CLOSE = 3
+    CHUNK_SIZE = 4
+    CHUNK_DATA = 5
+    CHUNK_END = 6
+    TRAILER = 7
+    DONE = 8
+
+
+_BODY_STATES = frozenset(
+    (
+        _State.LENGTH,
+        _State.UNTIL_CLOSE,
+        _State.CHUNK_SIZE,
+        _State.CHUNK_DATA,
+        _State.CHUNK_END,
+        _State.TRAILER,
+    )
+)
+
+
+class EngineConnection(asyncio.Protocol):
+    """One keep-alive connection to an engine: one request, then its answer as it comes."""
+
+    def __init__(self, pool: EnginePool, key: tuple[str, int]) -> None:
+        self._pool = pool
+        self.key = key
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._state = _State.IDLE
+        self._pending = b""  # an incomplete head, chunk-size line or chunk end
+        self._left = 0  # bytes still to come in the body or the chunk
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+        self._paused = False
+        self._keep_alive = False
+        self.closed = False
+        self.heard = False  # any byte of the answer to the current request
+        self.idle_since = 0.0
+        self.status = 0
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.content_length: int | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance here.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state is _State.IDLE or self._state is _State.DONE:
+            self.close()  # nobody asked: an idle connection must hear nothing
+            return
+        self.heard = True
+        try:
+            self._feed(self._pending + data if self._pending else data)
+        except HttpProtocolError as exc:
+            self._fail(exc)
+            self.close()
+            return
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost tells the rest
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._transport = None
+        self._pool.forget(self)
+        if self._state is _State.UNTIL_CLOSE and exc is None:
+            self._state = _State.DONE
+        elif self._state is _State.HEAD:
+            self._fail(ConnectionLost("the engine closed the connection before answering"))
+        elif self._state in _BODY_STATES:
+            self._fail(ConnectionLost("the engine closed the connection mid-answer"))
+        self._wake()
+
+    # what the proxy calls
+
+    def send(self, head: bytes, body: bytes) -> None:
+        """Write one request (one ``write`` for a small body)."""
+        transport = self._transport
+        if transport is None or self.closed:
+            raise ConnectionLost("the connection is closed")
+        self._state = _State.HEAD
+        self._error = None
+        self._pending = b""
+        self.heard = False
+        if len(body) <= 16384:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+
+    async def head(self, timeout_s: float) -> None:
+        """Wait for the answer's status and headers; ``TimeoutError`` after ``timeout_s``."""
+        if self._state is _State.HEAD and self._error is None:
+            handle = self._loop.call_later(max(0.0, timeout_s), self._head_timeout)
+            try:
+                while self._state is _State.HEAD and self._error is None:
+                    await self._wait()
+            finally:
+                handle.cancel()
+        if self._state is _State.HEAD:
+            assert self._error is not None
+            raise self._error
+
+    async def next_chunk(self) -> bytes:
+        """What arrived of the body since the last call; ``b""`` at its end."""
+        while not self._body:
+            if self._error is not None:
+                raise self._error
+            if self._state is _State.DONE:
+                return b""
+            await self._wait()
+        body = self._body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+    @property
+    def complete(self) -> bool:
+        return self._state is _State.DONE and not self._body
+
+    def release(self) -> None:
+        """Back to the pool when the answer was read whole and may be followed; else close."""
+        if self._state is _State.DONE and self._keep_alive and not self.closed:
+            self._state = _State.IDLE
+            self._body.clear()
+            self._pool.put(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None and not self.closed:
+            self.closed = True
+            self._transport.close()
+        self._pool.forget(self)
+
+    # internals
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._error is None:
+            self._error = exc
+
+    def _head_timeout(self) -> None:
+        if self._state is _State.HEAD:
+            self._fail(TimeoutError())
+            self.close()
+            self._wake()
+
+    def _push(self, data: bytes) -> None:
+        if data:
+            self._body.append(data)
+            self._buffered += len(data)
+            if self._buffered > READ_HIGH and not self._paused and self._transport is not None:
+                self._paused = True
+                self._transport.pause_reading()
+
+    def _feed(self, data: bytes) -> None:
+        self._pending = b""
+        pos, end = 0, len(data)
+        while pos < end:
+            state = self._state
+            if state is _State.LENGTH:
+                take = min(self._left, end - pos)
+                self._push(data[pos : pos + take] if take < end - pos or pos else data)
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._state = _State.DONE
+            elif state is _State.CHUNK_DATA:
+                take = min(self._left, end - pos)
+                self._push(data[pos : pos + take])
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._state = _State.CHUNK_END
+            elif state is _State.CHUNK_SIZE:
+                pos = self._chunks(data, pos, end)
+            elif state is _State.CHUNK_END:
+                if end - pos < 2:
+                    return self._keep(data, pos, 2, "a chunk end")
+                if data[pos : pos + 2] != b"\r\n":
+                    raise HttpProtocolError("a chunk does not end with CRLF")
+                pos += 2
+                self._state = _State.CHUNK_SIZE
+            elif state is _State.TRAILER:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    return self._keep(data, pos, LINE_LIMIT, "a trailer line")
+                self._state = _State.DONE if eol == pos else _State.TRAILER
+                pos = eol + 2
+            elif state is _State.HEAD:
+                eoh = data.find(b"\r\n\r\n", pos)
+                if eoh < 0:
+                    return self._keep(data, pos, HEAD_LIMIT, "the answer's head")
+                self._head_parsed(data[pos:eoh])
+                pos = eoh + 4
+            elif state is _State.UNTIL_CLOSE:
+                self._push(data[pos:] if pos else data)
+                return
+            else:  # DONE: bytes past the answer; never reuse this connection
+                self._keep_alive = False
+                return
+        return None
+
+    def _chunks(self, data: bytes, pos: int, end: int) -> int:
+        """Whole chunks from ``pos`` in one loop (a stream of small SSE chunks is the hot
+        case); returns where parsing stopped, with the state set for what comes next."""
+        pieces: list[bytes] = []
+        size = -1
+        while True:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            line = data[pos:eol]
+            try:
+                size = int(line, 16)
+            except ValueError:
+                size = _chunk_size(line)  # extensions, or an error
+            if size < 0:
+                raise HttpProtocolError(f"bad chunk size: {line[:20]!r}")
+            start = eol + 2
+            stop = start + size
+            if not size or stop + 2 > end:
+                pos = start
+                break
+            if data[stop : stop + 2] != b"\r\n":
+                raise HttpProtocolError("a chunk does not end with CRLF")
+            pieces.append(data[start:stop])
+            pos = stop + 2
+            size = -1
+        if pieces:
+            self._push(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        if size < 0:  # no whole size line left
+            if eol < 0:
+                self._keep(data, pos, LINE_LIMIT, "a chunk size line")
+                return end
+        elif size == 0:
+            self._state = _State.TRAILER
+        else:  # a chunk that goes on in later data
+            self._left = size
+            self._state = _State.CHUNK_DATA
+        return pos
+
+    def _keep(self, data: bytes, pos: int, limit: int, what: str) -> None:
+        if len(data) - pos > limit:
+            raise HttpProtocolError(f"{what} is over {limit} bytes")
+        self._pending = data[pos:]
+
+    def _head_parsed(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
+            raise HttpProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+        try:
+            status = int(parts[1])
+        except ValueError:
+            raise HttpProtocolError(f"bad status: {parts[1][:10]!r}") from None
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name[-1:] in b" \t" or line[:1] in b" \t":
+                raise HttpProtocolError(f"bad header line: {line[:80]!r}")
+            try:
+                key = name.decode("ascii")
+            except UnicodeDecodeError:
+                raise HttpProtocolError("a header name is not ASCII") from None
+            headers.add(key, value.strip(b" \t").decode("utf-8", "surrogateescape"))
+        if status < 200:
+            return  # 1xx: an interim answer; the real head follows
+        self.status, self.headers = status, headers
+        connection = headers.get("Connection", "").lower()
+        if parts[0] == b"HTTP/1.1":
+            self._keep_alive = "close" not in connection
+        else:
+            self._keep_alive = "keep-alive" in connection
+        encoding = headers.get("Transfer-Encoding")
+        length = headers.get("Content-Length")
+        self.content_length = None
+        if status in (204, 304):
+            self._state = _State.DONE
+        elif encoding is not None:
+            if encoding.lower().rsplit(",", 1)[-1].strip() == "chunked":
+                self._state = _State.CHUNK_SIZE
+            else:
+                self._state, self._keep_alive = _State.UNTIL_CLOSE, False
+        elif length is not None:
+            if not length.isdigit() or not length.isascii():
+                raise HttpProtocolError(f"bad Content-Length: {length[:20]!r}")
+            self._left = self.content_length = int(length)
+            self._state = _State.LENGTH if self._left else _State.DONE
+        else:
+            self._state, self._keep_alive = _State.UNTIL_CLOSE, False
+
+
+def _chunk_size(line: bytes) -> int:
+    size = line.split(b";", 1)[0].strip(b" \t")
+    if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
+        raise HttpProtocolError(f"bad chunk size: {line[:20]!r}")
+    return int(size, 16)
+
+
+class EnginePool:
+    """Idle keep-alive connections by (host, port); most recently used first."""
+
+    def __init__(self, owner_closed: Callable[[], bool] = lambda: False) -> None:
+        self._idle: dict[tuple[str, int], list[EngineConnection]] = {}
+        self._reaper: asyncio.TimerHandle | None = None
+        self._owner_closed = owner_closed  # whoever owns the pool has shut down
+        self.closed = False
+
+    async def connection(
+        self, host: str, port: int, connect_timeout_s: float
+    ) -> tuple[EngineConnection, bool]:
+        """A pooled connection (``True``: reused) or a new one."""
+        key = (host, port)
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn, True
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: EngineConnection(self, key), host, port
+                )
+        except TimeoutError:
+            raise ConnectTimeout() from None
+        return conn, False
+
+    def put(self, conn: EngineConnection) -> None:
+        if self.closed:
+            conn.close()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.setdefault(conn.key, []).append(conn)
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(IDLE_S, self._reap)
+
+    def forget(self, conn: EngineConnection) -> None:
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close(self) -> None:
+        """Close every idle connection; later ones are closed when released."""
+        self.closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for idle in list(self._idle.values()):
+            for conn in list(idle):
+                conn.close()
+        self._idle.clear()
+
+    def _reap(self) -> None:
+        self._reaper = None
+        if self._owner_closed():
+            self.close()
+            return
+        now = asyncio.get_running_loop().time()
+        left = 0
+        for idle in list(self._idle.values()):
+            for conn in list(idle):
+                if now - conn.idle_since >= IDLE_S:
+                    conn.close()
+                else:
+                    left += 1
+        if left:
+            self._reaper = asyncio.get_running_loop().call_later(IDLE_S / 2, self._reap)

@@ -61,6 +61,14 @@ class Metrics:
 
         # labels() costs a lock and a dict lookup each time: keep each series' children.
         self._series: dict[tuple[str, str, str, int], tuple[Any, Any, Any]] = {}
+        self._in_flight: dict[tuple[str, str], Any] = {}
+
+    def in_flight_for(self, model: str, route: str) -> Any:
+        """The ``quorum_in_flight_requests`` gauge of one model and route (cached)."""
+        gauge = self._in_flight.get((model, route))
+        if gauge is None:
+            gauge = self._in_flight[(model, route)] = self.in_flight.labels(model, route)
+        return gauge
 
     def observe(
         self,

@@ -16,6 +16,9 @@ Contract:
   client can never mistake a failure for a complete answer.
 - A client that goes away cancels the handler (``handler_cancellation``),
   which closes the upstream connection, so the engine stops generating.
+- One line per request goes to the ``quorum.access`` logger at INFO (silence
+  it alone with that logger's level); its arguments are formatted only when a
+  handler takes the line.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +60,7 @@ from quorum.server.context import ATTEMPTS, CONTEXT, KEY_INFO, NodeContext, Requ
 from quorum.server.upstream import Upstream, open_http, open_relay
 
 log = logging.getLogger("quorum.proxy")
+access_log = logging.getLogger("quorum.access")
 
 HOP_HEADER = "X-Quorum-Hop"
 _HOP_BY_HOP = frozenset(
@@ -75,6 +79,7 @@ _HOP_BY_HOP = frozenset(
         "Accept-Encoding",
         "Authorization",
         HOP_HEADER,
+        "X-Request-Id",  # set by the node: the client's own, or a new one
     )
 )
 _RESPONSE_DROP = frozenset(
@@ -91,6 +96,14 @@ _RESPONSE_DROP = frozenset(
 )
 MAX_JSON_ANSWER = 64 * 1024 * 1024
 MAX_ERROR_BODY = 1024 * 1024
+
+# Request ids need to be unique, not secret: 128 random bits without uuid4's
+# object and syscall per request.
+_ids = random.Random()
+
+
+def new_request_id() -> str:
+    return f"{_ids.getrandbits(128):032x}"
 
 
 @dataclass(slots=True)
@@ -121,7 +134,7 @@ def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamR
 async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     ex = Exchange(
-        id=request.headers.get("X-Request-Id") or uuid.uuid4().hex,
+        id=request.headers.get("X-Request-Id") or new_request_id(),
         endpoint=endpoint,
         started=time.perf_counter(),
     )
@@ -185,7 +198,7 @@ async def _serve(request: web.Request, ctx: NodeContext, ex: Exchange) -> web.St
         request[ATTEMPTS] = ex.attempts
         ex.route, ex.node = holder.route.value, holder.node_name
         body, extra = _adapt(payload, data, boundary, fields, holder, ex)
-        gauge = ctx.metrics.in_flight.labels(holder.model, ex.route)
+        gauge = ctx.metrics.in_flight_for(holder.model, ex.route)
         gauge.inc()
         seq = sched.start(holder)
         began = time.perf_counter()
@@ -245,15 +258,14 @@ def _adapt(
     return payload, extra
 
 
-def _upstream_headers(request: web.Request, holder: Holder, ex: Exchange) -> CIMultiDict[str]:
-    headers = CIMultiDict(
-        (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
-    )
-    headers["X-Request-Id"] = ex.id
+def _upstream_headers(request: web.Request, holder: Holder, ex: Exchange) -> list[tuple[str, str]]:
+    drop = _HOP_BY_HOP
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+    headers.append(("X-Request-Id", ex.id))
     if holder.api_key:
-        headers["Authorization"] = f"Bearer {holder.api_key}"
+        headers.append(("Authorization", f"Bearer {holder.api_key}"))
     if holder.route is not Route.LOCAL:
-        headers[HOP_HEADER] = "1"
+        headers.append((HOP_HEADER, "1"))
     return headers
 
 
@@ -455,15 +467,38 @@ def _finish(ctx: NodeContext, ex: Exchange) -> None:
             error=ex.error,
         )
     )
-    log.info(
-        "%s %s model=%s route=%s node=%s status=%s ttfb=%s dur=%.1fms%s",
-        ex.id[:12],
-        label,
-        ex.model,
-        ex.route,
-        ex.node,
-        ex.status,
-        "-" if ttfb is None else f"{ttfb * 1000:.1f}ms",
-        duration * 1000,
-        f" error={ex.error}" if ex.error else "",
-    )
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s model=%s route=%s node=%s status=%s ttfb=%s dur=%.1fms%s",
+            ex.id[:12],
+            label,
+            ex.model,
+            ex.route,
+            ex.node,
+            ex.status,
+            _Millis(ttfb),
+            duration * 1000,
+            _ErrorSuffix(ex.error),
+        )
+
+
+class _Millis:
+    """``ttfb=`` of the access line, formatted only if the line is written."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return "-" if self.seconds is None else f"{self.seconds * 1000:.1f}ms"
+
+
+class _ErrorSuffix:
+    __slots__ = ("error",)
+
+    def __init__(self, error: str | None) -> None:
+        self.error = error
+
+    def __str__(self) -> str:
+        return f" error={self.error}" if self.error else ""
