@@ -58,6 +58,8 @@ from quorum.routing import (
 from quorum.server import body as bodies
 from quorum.server.context import ATTEMPTS, CONTEXT, KEY_INFO, NodeContext, RequestRecord
 from quorum.server.upstream import Upstream, open_http, open_relay
+from quorum.usage import SseUsageScanner, Usage, UsageRecord, make_record, usage_from_object
+from quorum.usage import new_request_id as new_usage_id
 
 log = logging.getLogger("quorum.proxy")
 access_log = logging.getLogger("quorum.access")
@@ -120,6 +122,10 @@ class Exchange:
     first_byte: float | None = None
     error: str | None = None
     attempts: int = 0
+    wall_start: float = 0.0
+    scanner: SseUsageScanner | None = None  # set when this node records the request's usage
+    usage: Usage | None = None
+    key_id: str | None = None
 
 
 def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -138,6 +144,10 @@ async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
         endpoint=endpoint,
         started=time.perf_counter(),
     )
+    outbox = ctx.outbox
+    if outbox is not None and HOP_HEADER.lower() not in request.headers:
+        # The node a request entered records it; a node serving a forwarded one does not.
+        ex.scanner, ex.wall_start = SseUsageScanner(), time.time()
     try:
         response = await _serve(request, ctx, ex)
     except ApiError as err:
@@ -148,6 +158,9 @@ async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
         raise
     finally:
         _finish(ctx, ex)
+        if outbox is not None and ex.scanner is not None:
+            # Shielded: a client that went away still gets its request counted.
+            await asyncio.shield(outbox.append(_usage_record(ex)))
     return response
 
 
@@ -177,6 +190,7 @@ async def _serve(request: web.Request, ctx: NodeContext, ex: Exchange) -> web.St
         ex.model = fields["model"]
 
     key = request.get(KEY_INFO)
+    ex.key_id = key.key_id if key is not None else None
     if key is not None and not key.allows(resolve_alias(ctx.scheduler.aliases, ex.model)):
         raise Forbidden(
             f"This API key may not use the model '{ex.model}'.", code="model_not_allowed"
@@ -346,7 +360,7 @@ async def _json_answer(
     broken one can still go to another holder."""
     try:
         raw = await upstream.read(MAX_JSON_ANSWER)
-        json.loads(raw)
+        parsed = json.loads(raw)
     except UpstreamFailed as err:
         return Attempt(Outcome.RESET, error=err)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -359,6 +373,8 @@ async def _json_answer(
         )
     ex.first_byte = time.perf_counter()
     ex.status = upstream.status
+    if ex.scanner is not None:
+        ex.usage = usage_from_object(parsed)
     return Attempt(
         Outcome.ANSWERED, web.Response(body=raw, status=upstream.status, headers=headers)
     )
@@ -390,9 +406,18 @@ async def _stream_answer(
     ex.status = upstream.status
     ex.first_byte = time.perf_counter()
     try:
-        await response.write(first)
-        async for chunk in chunks:
-            await response.write(chunk)
+        scanner = ex.scanner if sse else None
+        if scanner is None:
+            await response.write(first)
+            async for chunk in chunks:
+                await response.write(chunk)
+        else:
+            scanner.feed(first)
+            await response.write(first)
+            async for chunk in chunks:
+                scanner.feed(chunk)
+                await response.write(chunk)
+            ex.usage = scanner.close()
     except UpstreamFailed as exc:
         ex.error = "engine_stream_broken"
         log.warning(
@@ -442,6 +467,24 @@ async def _engine_error(upstream: Upstream, holder: Holder) -> ApiError:
     if upstream.status == 404 and code is None:
         err.code = "model_not_found" if "model" in message.lower() else "not_found"
     return err
+
+
+def _usage_record(ex: Exchange) -> UsageRecord:
+    ttfb = None if ex.first_byte is None else ex.first_byte - ex.started
+    return make_record(
+        request_id=new_usage_id(),  # never the client's X-Request-Id: that may repeat
+        started_at=ex.wall_start,
+        model=ex.model,
+        endpoint=ex.endpoint.label,
+        route=ex.route,
+        node=ex.node,
+        status=ex.status,
+        duration_s=time.perf_counter() - ex.started,
+        ttfb_s=ttfb,
+        usage=ex.usage,
+        key_id=ex.key_id,
+        error=ex.error,
+    )
 
 
 def _finish(ctx: NodeContext, ex: Exchange) -> None:

@@ -1,0 +1,69 @@
+"""Usage at nodes: every request a client made at a node reaches the relay's store once."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import openai
+
+from relay.sqlite_store import SqliteStore
+from tests.fakes import FakeVLLM, LoopThread
+from tests.harness import node_config, start_node, timeout
+from tests.relay.harness import Relay, create_cluster
+
+
+def test_usage_of_node_requests_reaches_the_relay_once(bg: LoopThread, tmp_path: Path) -> None:
+    (tmp_path / "relay").mkdir()
+    token = create_cluster(tmp_path / "relay", "home")
+    relay = Relay(tmp_path / "relay").start()
+    engine = FakeVLLM(chunks=3)
+    url = bg.run(engine.start())
+    config = node_config(
+        tmp_path / "a",
+        cluster={"token": token},
+        relay={"url": relay.url},
+        discovery={"enabled": False},
+        services=[{"name": "vllm", "url": url}],
+    )
+    node = bg.run(start_node(config))
+    try:
+        seen = 0
+        with openai.OpenAI(base_url=node.url + "/v1", api_key="x", max_retries=0) as client:
+            for i in range(4):
+                done = client.chat.completions.create(
+                    model="Qwen/Qwen3-0.6B", messages=[{"role": "user", "content": f"one two {i}"}]
+                )
+                assert done.usage is not None
+                seen += done.usage.completion_tokens
+            stream = client.chat.completions.create(
+                model="Qwen/Qwen3-0.6B",
+                messages=[{"role": "user", "content": "a b c"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            with stream:
+                for chunk in stream:
+                    if chunk.usage:
+                        seen += chunk.usage.completion_tokens
+        assert node.ctx.outbox is not None
+        deadline = time.monotonic() + timeout(15)
+        while node.ctx.outbox.pending():
+            assert time.monotonic() < deadline, "the outbox never emptied"
+            time.sleep(0.05)
+    finally:
+        bg.run(node.stop())
+        bg.run(engine.stop())
+        relay.stop()
+    store = SqliteStore(tmp_path / "relay")
+    try:
+        (cluster,) = store.clusters()
+        records = store.usage_records(cluster.id, limit=100)
+    finally:
+        store.close()
+    assert len(records) == 5
+    assert len({r.request_id for r in records}) == 5
+    assert sum(r.completion_tokens or 0 for r in records) == seen
+    assert {(r.route, r.node, r.status) for r in records} == {("local", "node-a", 200)}
+    assert json.dumps([r.model for r in records]).count("Qwen/Qwen3-0.6B") == 5
