@@ -126,6 +126,7 @@ class Exchange:
     scanner: SseUsageScanner | None = None  # set when this node records the request's usage
     usage: Usage | None = None
     key_id: str | None = None
+    recorded: bool = False
 
 
 def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -158,7 +159,7 @@ async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
         raise
     finally:
         _finish(ctx, ex)
-        if outbox is not None and ex.scanner is not None:
+        if outbox is not None and ex.scanner is not None and not ex.recorded:
             # Shielded: a client that went away still gets its request counted.
             await asyncio.shield(outbox.append(_usage_record(ex)))
     return response
@@ -418,6 +419,13 @@ async def _stream_answer(
                 scanner.feed(chunk)
                 await response.write(chunk)
             ex.usage = scanner.close()
+            # Committed before the stream's end goes out: an answer the client got
+            # always has its record, even if this node dies right after.
+            ctx_outbox = request.app[CONTEXT].outbox
+            if ctx_outbox is not None:
+                ex.status = upstream.status
+                ex.recorded = True  # before the await: a cancel here must not count it twice
+                await asyncio.shield(ctx_outbox.append(_usage_record(ex)))
     except UpstreamFailed as exc:
         ex.error = "engine_stream_broken"
         log.warning(
