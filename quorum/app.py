@@ -43,6 +43,7 @@ from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
 from quorum.server.proxy import HOP_HEADER
+from quorum.server.upstream import close_pool
 from quorum.tunnel import TunnelClient
 from quorum.usage.outbox import OUTBOX_FILE, HttpShipper, Outbox
 
@@ -366,4 +367,5 @@ class Node:
             await self._runner.cleanup()
             self._runner = None
         if self._ctx is not None:
+            close_pool(self._ctx.session)
             await self._ctx.session.close()

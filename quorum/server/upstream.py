@@ -189,6 +189,13 @@ def _pool(session: aiohttp.ClientSession) -> EnginePool:
     return pool
 
 
+def close_pool(session: aiohttp.ClientSession) -> None:
+    """Close the lean client's idle connections of ``session`` (the node is stopping)."""
+    pool = _pools.pop(session, None)
+    if pool is not None:
+        pool.close()
+
+
 def _request_head(
     method: str, target: LeanTarget, path_qs: str, headers: Headers, length: int
 ) -> bytes:
