@@ -39,10 +39,10 @@ from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged,
 from quorum.http import socket_factory
 from quorum.keys import KeyVerifier, relay_http_base
 from quorum.protocol import ModelInfo
+from quorum.protocol.headers import HOP_HEADER
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
-from quorum.server.proxy import HOP_HEADER
 from quorum.server.upstream import close_pool
 from quorum.tunnel import TunnelClient
 from quorum.usage.outbox import OUTBOX_FILE, HttpShipper, Outbox

@@ -47,6 +47,7 @@ from quorum.errors import (
     UpstreamFailed,
 )
 from quorum.protocol import RequestHead, RequestUsage, ResponseHead
+from quorum.protocol.headers import HOP_HEADER, RESPONSE_DROP
 from quorum.usage.extract import ResponseUsageScanner
 from relay.body import ENDPOINTS, Endpoint, model_of
 from relay.context import STATE, RelayState, require_key
@@ -57,7 +58,6 @@ from relay.store import ApiKey
 
 log = logging.getLogger("relay.public")
 
-HOP_HEADER = "X-Quorum-Hop"
 _REQUEST_DROP = frozenset(
     h.lower()
     for h in (
@@ -76,18 +76,7 @@ _REQUEST_DROP = frozenset(
         HOP_HEADER,
     )
 )
-_RESPONSE_DROP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Transfer-Encoding",
-        "Content-Length",
-        "Content-Encoding",
-        "Server",
-        "Date",
-    )
-)
+_RESPONSE_DROP = RESPONSE_DROP
 _ERROR_BODY = 64 * 1024
 
 

@@ -44,6 +44,7 @@ from quorum.errors import (
     UpstreamFailed,
 )
 from quorum.fleet import Holder, Route
+from quorum.protocol.headers import HOP_HEADER, RESPONSE_DROP
 from quorum.routing import (
     Action,
     BodyKind,
@@ -64,7 +65,6 @@ from quorum.usage import new_request_id as new_usage_id
 log = logging.getLogger("quorum.proxy")
 access_log = logging.getLogger("quorum.access")
 
-HOP_HEADER = "X-Quorum-Hop"
 _HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
@@ -84,18 +84,7 @@ _HOP_BY_HOP = frozenset(
         "X-Request-Id",  # set by the node: the client's own, or a new one
     )
 )
-_RESPONSE_DROP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Transfer-Encoding",
-        "Content-Length",
-        "Content-Encoding",
-        "Server",
-        "Date",
-    )
-)
+_RESPONSE_DROP = RESPONSE_DROP
 MAX_JSON_ANSWER = 64 * 1024 * 1024
 MAX_ERROR_BODY = 1024 * 1024
 

@@ -61,6 +61,7 @@ from quorum.protocol import (
     StreamReset,
     StreamWritable,
 )
+from quorum.protocol.headers import HOP_HEADER
 from quorum.tunnel.streams import (
     END,
     SEND_SLICE,
@@ -77,7 +78,6 @@ PRESENCE_INTERVAL_S = 30.0
 REFUSED_RETRIES = 4
 # What this node lets the relay open towards it.
 NODE_LIMITS = Limits(max_streams=256, max_opens_per_second=1000.0)
-HOP_HEADER = "X-Quorum-Hop"
 _SKIP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _NOT_REACHED = {ResetCode.NO_ROUTE, ResetCode.REFUSED, ResetCode.PEER_GONE}
 
