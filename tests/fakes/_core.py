@@ -3,13 +3,22 @@
 Thread model: a fake runs in whichever event loop calls :meth:`FakeEngine.start` (the
 test's own loop, or a background thread's, see :class:`tests.fakes.net.LoopThread`).
 Everything a test reads or flips while it runs -- ``requests``, ``cancelled``,
-``cancelled_count``, ``mode``, the model list, ``loaded`` -- is safe to use from any
-thread: lists are guarded by a lock and copied on read, events are ``threading.Event``.
+``cancelled_count``, ``mode``, ``gen_delay``, the model list, ``loaded``,
+``processing``, ``waiting`` -- is safe to use from any thread: lists are guarded by a lock
+and copied on read, events are ``threading.Event``, and every change of state is announced
+on one condition, so :meth:`FakeEngine.wait_until` / :meth:`FakeEngine.until` wait for a
+state instead of sleeping.
+
+Concurrency: a generation (chat, completion, embedding) takes a slot from the engine's
+:class:`~tests.fakes._slots.SlotPool` and holds it for ``gen_delay`` seconds (non-streamed)
+or while its chunks go out, ``chunk_delay`` apart (streamed). Each engine sizes its pools
+like the real one (see its module docstring); the base class never makes anyone wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,6 +31,8 @@ from typing import Any, ClassVar, Final, Literal, Self, get_args
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._slots import SlotPool
 
 Mode = Literal[
     "ok",
@@ -112,6 +123,7 @@ class FakeEngine:
         delay: float = 0.5,
         chunks: int = 4,
         chunk_delay: float = 0.0,
+        gen_delay: float = 0.0,
         die_after: int | None = None,
         reply: Callable[[str], str] = echo_reply,
         embedding_dims: int = 8,
@@ -127,7 +139,8 @@ class FakeEngine:
         self.chunks = chunks
         """How many content-bearing SSE events a streamed generation has."""
         self.chunk_delay = chunk_delay
-        """Seconds between SSE events."""
+        """Seconds between SSE events (a streamed generation holds its slot meanwhile)."""
+        self._gen_delay = gen_delay
         self.die_after = die_after
         """SSE events sent before die/stall_midstream strikes (None: half of them)."""
         self.reply = reply
@@ -135,16 +148,18 @@ class FakeEngine:
         self.handler_cancellation = handler_cancellation
         self.shutdown_timeout = shutdown_timeout
 
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        """Notified on every change a test may wait for (requests, slots, streams)."""
         self._models: dict[str, ModelSpec] = {}
         for model in self.default_models if models is None else models:
             self._put_model(as_spec(model))
         self._loaded: set[str] = {self.normalize_model_id(m) for m in loaded}
         self._requests: list[RecordedRequest] = []
-        self._request_added = threading.Condition(self._lock)
         self._cancelled_count = 0
         self._streams_started = 0
         self._streams_completed = 0
+        self._streams_cut_short = 0
         self.cancelled = threading.Event()
         """Set when a client goes away while a generation (POST) is still in progress.
 
@@ -160,6 +175,8 @@ class FakeEngine:
         self._port: int | None = None
         self._stopping = False
         self._release: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._gen_wakeup = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -176,6 +193,8 @@ class FakeEngine:
             raise RuntimeError(f"{type(self).__name__} already started at {self.url}")
         self._stopping = False
         self._release = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._gen_wakeup = asyncio.Event()
         runner = web.AppRunner(
             self.build_app(),
             handler_cancellation=self.handler_cancellation,
@@ -312,8 +331,8 @@ class FakeEngine:
         def matching() -> list[RecordedRequest]:
             return [r for r in self._requests if path is None or r.path == path]
 
-        with self._request_added:
-            if not self._request_added.wait_for(lambda: len(matching()) >= count, timeout):
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(matching()) >= count, timeout):
                 raise TimeoutError(f"{len(matching())} of {count} requests after {timeout}s")
             return matching()
 
@@ -332,14 +351,97 @@ class FakeEngine:
         with self._lock:
             return self._streams_completed
 
+    @property
+    def streams_cut_short(self) -> int:
+        """Streams the engine ended early on purpose (llama-cpp-python's interrupt)."""
+        with self._lock:
+            return self._streams_cut_short
+
     def reset(self) -> None:
         """Forget recorded requests and counters; clear the events; mode back to ok."""
         with self._lock:
             self._requests.clear()
             self._cancelled_count = self._streams_started = self._streams_completed = 0
+            self._streams_cut_short = 0
         self.cancelled.clear()
         self.stream_started.clear()
         self.mode = "ok"
+
+    # -- capacity -----------------------------------------------------------------------
+
+    def new_pool(self, size: int | None) -> SlotPool:
+        """A slot pool whose changes wake :meth:`wait_until`."""
+        return SlotPool(size, self._changed)
+
+    def slot_pools(self) -> list[SlotPool]:
+        """Every pool a request may hold a slot of (none: nobody ever waits)."""
+        return []
+
+    @property
+    def processing(self) -> int:
+        """Requests the engine is working on now (holding a slot)."""
+        with self._lock:
+            return sum(pool.running for pool in self.slot_pools())
+
+    @property
+    def waiting(self) -> int:
+        """Requests accepted but waiting for a slot (llama.cpp's "deferred")."""
+        with self._lock:
+            return sum(pool.waiting for pool in self.slot_pools())
+
+    @property
+    def gen_delay(self) -> float:
+        """Seconds a non-streamed generation holds its slot.
+
+        Settable at runtime from any thread, and the change reaches generations already
+        under way: set it high to keep slots busy while a test looks, then to 0 to let
+        every running generation finish at once.
+        """
+        return self._gen_delay
+
+    @gen_delay.setter
+    def gen_delay(self, seconds: float) -> None:
+        self._gen_delay = seconds
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_generations)
+
+    def _wake_generations(self) -> None:
+        wakeup, self._gen_wakeup = self._gen_wakeup, asyncio.Event()
+        wakeup.set()
+
+    async def hold_generation(self) -> None:
+        """Take ``gen_delay`` seconds (re-read whenever it changes), like a real generation."""
+        started = asyncio.get_running_loop().time()
+        while True:
+            remaining = started + self._gen_delay - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            wakeup = self._gen_wakeup
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await wakeup.wait()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Block the calling thread until ``predicate()`` holds; raise TimeoutError after
+        ``timeout`` seconds. The predicate may read any of the fake's properties.
+
+        Use it from a thread other than the fake's loop (or through :meth:`until`).
+        """
+        with self._changed:
+            if not self._changed.wait_for(predicate, timeout):
+                raise TimeoutError(f"{type(self).__name__}: condition not met after {timeout}s")
+
+    async def until(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+        """:meth:`wait_until` for a coroutine (it waits in a worker thread, so the fake
+        may run on the caller's own loop)."""
+        await asyncio.to_thread(self.wait_until, predicate, within)
+
+    @staticmethod
+    def client_gone(request: web.Request) -> bool:
+        """Whether the client closed its connection (noticed without writing to it)."""
+        transport = request.transport
+        return transport is None or transport.is_closing()
 
     def _record(self, request: web.Request, body: bytes) -> None:
         entry = RecordedRequest(
@@ -350,13 +452,14 @@ class FakeEngine:
             body=body,
             received_at=time.time(),
         )
-        with self._request_added:
+        with self._changed:
             self._requests.append(entry)
-            self._request_added.notify_all()
+            self._changed.notify_all()
 
     def _note_cancel(self) -> None:
-        with self._lock:
+        with self._changed:
             self._cancelled_count += 1
+            self._changed.notify_all()
         self.cancelled.set()
 
     # -- request pipeline ---------------------------------------------------------------
@@ -471,12 +574,37 @@ class FakeEngine:
         ``handler_cancellation=True``, by this coroutine being cancelled; both count
         as a cancelled generation.
         """
+        response = await self.open_sse(request, headers)
+        if await self.write_sse(request, response, frames):
+            await self.end_sse(response)
+        return response
+
+    async def open_sse(
+        self, request: web.Request, headers: Mapping[str, str] | None = None
+    ) -> web.StreamResponse:
+        """Send the status line and headers of an SSE answer."""
         response = web.StreamResponse(status=200)
         response.headers.update(headers or {"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        with self._lock:
+        with self._changed:
             self._streams_started += 1
+            self._changed.notify_all()
         self.stream_started.set()
+        return response
+
+    async def write_sse(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        frames: Sequence[bytes],
+        *,
+        cut_short: Callable[[], Sequence[bytes] | None] | None = None,
+    ) -> bool:
+        """Write ``frames`` ``chunk_delay`` apart; True when the stream may now end cleanly.
+
+        After each frame but the last, ``cut_short()`` may return the frames that end the
+        stream early instead (they are written, then the stream ends cleanly).
+        """
         mode = self.mode_for(request.path)
         cut = None
         if mode in ("die_midstream", "stall_midstream"):
@@ -487,18 +615,35 @@ class FakeEngine:
                     if mode == "stall_midstream":
                         await self._wait_for_release()
                     self._abort(request)
-                    return response
+                    return False
                 await response.write(frame)
+                ending = cut_short() if cut_short and index < len(frames) - 1 else None
+                if ending is not None:
+                    for last in ending:
+                        await response.write(last)
+                    with self._changed:
+                        self._streams_cut_short += 1
+                        self._changed.notify_all()
+                    return True
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
+        except ConnectionError:
+            if not self._stopping:
+                self._note_cancel()
+            return False
+        return True
+
+    async def end_sse(self, response: web.StreamResponse) -> None:
+        """Finish an SSE answer whose frames all went out."""
+        try:
             await response.write_eof()
         except ConnectionError:
             if not self._stopping:
                 self._note_cancel()
-            return response
-        with self._lock:
+            return
+        with self._changed:
             self._streams_completed += 1
-        return response
+            self._changed.notify_all()
 
     async def send_chunked(
         self,

@@ -9,11 +9,17 @@ extra fields, how the first/last SSE events look, the error body, model matching
 Generation is deterministic: the reply is ``engine.reply(last user message)``
 (``"You said: ..."`` by default), cut into ``engine.chunks`` content events when
 streamed; token counts are whitespace-separated words.
+
+Every chat, completion and embedding takes a slot from ``engine.pool_for(model)`` (the
+generic server: an unlimited pool) and holds it ``gen_delay`` seconds, or, streamed,
+while its chunks go out; :meth:`OpenAICompatEngine.refuse` may turn a request away
+instead of queueing it (Ollama's full queue).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -21,13 +27,15 @@ import secrets
 import struct
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
 from ._core import FakeEngine, compact_json
 from ._media import FormPart, inspect_audio, parse_multipart, transcript_for
+from ._slots import SlotPool
 
 JSONDict = dict[str, Any]
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -159,6 +167,67 @@ class OpenAICompatEngine(FakeEngine):
     """OpenAI reference shapes plus the shared handlers; engines override the details."""
 
     owned_by = "openai"
+    headers_before_slot: ClassVar[bool] = False
+    """Whether a streamed answer sends its status and headers before it has a slot (vLLM
+    and llama-cpp-python return the streaming response at once) or only once it runs."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._any_pool = self.new_pool(None)
+
+    # -- capacity -----------------------------------------------------------------------
+
+    def pool_for(self, model: str) -> SlotPool:
+        """The pool a generation of ``model`` takes its slot from."""
+        return self._any_pool
+
+    def slot_pools(self) -> list[SlotPool]:
+        return [self._any_pool]
+
+    def refuse(self, request: web.Request, model: str) -> web.Response | None:
+        """The answer to a request the engine will not even queue; None: it queues."""
+        return None
+
+    @contextlib.asynccontextmanager
+    async def generation_slot(self, request: web.Request, model: str) -> AsyncIterator[bool]:
+        """Hold a slot for a generation; yields False if the client left while it waited
+        (the engine then drops the request, as the real ones do)."""
+        async with self.pool_for(model).slot():
+            gone = self.client_gone(request)
+            if gone and not self._stopping:
+                self._note_cancel()
+            yield not gone
+
+    async def run_whole(
+        self, request: web.Request, model: str, answer: Callable[[], web.StreamResponse]
+    ) -> web.StreamResponse:
+        """A non-streamed generation: wait for a slot, hold it ``gen_delay``, answer."""
+        refusal = self.refuse(request, model)
+        if refusal is not None:
+            return refusal
+        async with self.generation_slot(request, model) as present:
+            if not present:
+                return web.Response(status=499)  # nobody is there to read it
+            await self.hold_generation()
+            return answer()
+
+    async def run_stream(
+        self, request: web.Request, model: str, frames: Sequence[bytes]
+    ) -> web.StreamResponse:
+        """A streamed generation: holds its slot while its frames go out."""
+        refusal = self.refuse(request, model)
+        if refusal is not None:
+            return refusal
+        early = (
+            await self.open_sse(request, self.sse_headers()) if self.headers_before_slot else None
+        )
+        async with self.generation_slot(request, model) as present:
+            if not present:
+                return early or web.Response(status=499)
+            response = early or await self.open_sse(request, self.sse_headers())
+            if await self.write_sse(request, response, frames):
+                await self.end_sse(response)
+            return response
 
     # -- ids and encoding ---------------------------------------------------------------
 
@@ -329,8 +398,8 @@ class OpenAICompatEngine(FakeEngine):
             chunks, whole = self.completion_chunks, self.completion_response
         if g.stream:
             frames = [self.sse_frame(c) for c in chunks(g, cid)] + [DONE_FRAME]
-            return await self.send_sse(request, frames, self.sse_headers())
-        return self.json_body(whole(g, cid))
+            return await self.run_stream(request, model, frames)
+        return await self.run_whole(request, model, lambda: self.json_body(whole(g, cid)))
 
     async def handle_chat(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, chat=True)
@@ -360,7 +429,9 @@ class OpenAICompatEngine(FakeEngine):
             encoded = [floats_to_base64(v) for v in vectors]
         self.on_generation(model)
         tokens = sum(count_words(t) for t in inputs)
-        return self.json_body(self.embeddings_response(model, encoded, tokens))
+        return await self.run_whole(
+            request, model, lambda: self.json_body(self.embeddings_response(model, encoded, tokens))
+        )
 
     def add_openai_routes(
         self,
