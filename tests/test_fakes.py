@@ -383,7 +383,7 @@ async def test_llamacpp_model_id_is_the_file_path() -> None:
             assert [m["name"] for m in listing["models"]] == [path]
         async with s.get(fake.url + "/props") as resp:
             props = await resp.json()
-        assert props["model_path"] == path and props["total_slots"] == 1
+        assert props["model_path"] == path and props["total_slots"] == 4  # -np -1: auto, 4
         assert props["default_generation_settings"]["n_ctx"] == 4096
         async with s.get(fake.url + "/health") as resp:
             assert await resp.json() == {"status": "ok"}

@@ -14,6 +14,14 @@ Shapes follow ggml-org/llama.cpp ``tools/server`` (server.cpp / server-context.c
   while loading, every route answers 503 ``Loading model``;
 - ``/health`` ``{"status": "ok"}``; ``/props`` default_generation_settings, total_slots,
   model_alias, model_path, modalities, chat_template, build_info;
+- capacity: ``--parallel`` slots (``total_slots``; ``-np -1``, the default of recent
+  builds, makes 4). A completion, chat or embedding task takes a free slot; the rest are
+  *deferred* and start in arrival order as slots free up, never refused. A streamed
+  answer sends its headers only once its task runs (the server waits for the first
+  result). ``/slots`` (on by default, ``--no-slots``: 501) lists each slot's
+  ``is_processing``; ``/slots?fail_on_no_slot=1`` is 503 when none is idle; ``/metrics``
+  (only with ``--metrics``, else 501) has the ``llamacpp:requests_processing`` and
+  ``llamacpp:requests_deferred`` gauges;
 - chat stream: first chunk ``delta {"role": "assistant", "content": null}``, content
   chunks, a finish chunk ``delta {}`` carrying ``timings``, then (include_usage) a usage
   chunk with ``choices: []``; ids are ``chatcmpl-`` + 32 random alphanumerics and
@@ -29,6 +37,7 @@ from aiohttp import web
 
 from ._core import Handler, ModelSpec
 from ._openai import MIXED_ALNUM, Generation, JSONDict, OpenAICompatEngine, random_alnum
+from ._slots import SlotPool
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -51,7 +60,9 @@ class FakeLlamaCpp(OpenAICompatEngine):
         model_path: str = "/models/gemma-3-270m-Q4_K_M.gguf",
         alias: str | None = None,
         n_ctx: int = 4096,
-        total_slots: int = 1,
+        total_slots: int = 4,
+        slots_endpoint: bool = True,
+        metrics: bool = False,
         build: str = "b6000-1a2b3c4d",
         multimodal: bool = False,
         loading: bool = False,
@@ -60,13 +71,26 @@ class FakeLlamaCpp(OpenAICompatEngine):
         self.model_path = model_path
         self.alias = alias
         self.n_ctx = n_ctx
-        self.total_slots = total_slots
+        self.slots_endpoint = slots_endpoint
+        self.metrics = metrics
         self.build = build
         self.multimodal = multimodal
         self.loading = loading
         """While True every route answers 503 ``Loading model`` (settable at runtime)."""
         kwargs.setdefault("models", [ModelSpec(id=alias or model_path, family="gemma3")])
         super().__init__(**kwargs)
+        self._slots = self.new_pool(total_slots)
+
+    @property
+    def total_slots(self) -> int:
+        """``--parallel``: tasks processed at once; the rest are deferred."""
+        return self._slots.size or 0
+
+    def pool_for(self, model: str) -> SlotPool:
+        return self._slots
+
+    def slot_pools(self) -> list[SlotPool]:
+        return [self._slots]
 
     @property
     def model_name(self) -> str:
@@ -77,6 +101,8 @@ class FakeLlamaCpp(OpenAICompatEngine):
         app = self.new_app()
         app.router.add_get("/health", self.handle_health)
         app.router.add_get("/props", self.handle_props)
+        app.router.add_get("/slots", self.handle_slots)
+        app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/models", self.handle_models)
         for prefix in ("/v1", ""):
             app.router.add_post(f"{prefix}/chat/completions", self.handle_chat)
@@ -115,7 +141,7 @@ class FakeLlamaCpp(OpenAICompatEngine):
                     "id_task": -1,
                     "n_ctx": self.n_ctx,
                     "speculative": False,
-                    "is_processing": False,
+                    "is_processing": self.processing > 0,
                     "params": params,
                 },
                 "total_slots": self.total_slots,
@@ -128,6 +154,43 @@ class FakeLlamaCpp(OpenAICompatEngine):
                 "eos_token": "<eos>",
                 "build_info": self.build,
             }
+        )
+
+    async def handle_slots(self, request: web.Request) -> web.StreamResponse:
+        if not self.slots_endpoint:
+            message = "This server does not support slots endpoint. Start it with `--slots`"
+            return self.error_response(request, 501, message)
+        busy = self.processing
+        if request.query.get("fail_on_no_slot") and busy >= self.total_slots:
+            return self.error_response(request, 503, "no slot available")
+        slots = [
+            {
+                "id": index,
+                "id_task": index if index < busy else -1,
+                "n_ctx": self.n_ctx,
+                "speculative": False,
+                "is_processing": index < busy,
+            }
+            for index in range(self.total_slots)
+        ]
+        return self.json_body(slots)
+
+    async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
+        if not self.metrics:
+            message = "This server does not support metrics endpoint. Start it with `--metrics`"
+            return self.error_response(request, 501, message)
+        gauges = (
+            ("requests_processing", "Number of requests processing.", self.processing),
+            ("requests_deferred", "Number of requests deferred.", self.waiting),
+        )
+        text = "".join(
+            f"# HELP llamacpp:{name} {help_text}\n"
+            f"# TYPE llamacpp:{name} gauge\n"
+            f"llamacpp:{name} {value}\n"
+            for name, help_text, value in gauges
+        )
+        return web.Response(
+            body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
 
     def json_body(self, data: Any, status: int = 200) -> web.Response:

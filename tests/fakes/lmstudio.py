@@ -18,6 +18,11 @@ Shapes follow LM Studio's docs (lmstudio.ai/docs, REST API v0 "endpoints" page, 
   ``single_loaded_quirk=False`` turns that off;
 - unknown endpoint: **200** ``{"error": "Unexpected endpoint or method. (GET /x)"}`` (Express,
   issue #618). Bodies for other errors (500) are not documented; OpenAI's shape is used.
+
+Capacity: a loaded model makes one prediction at a time and queues the others in arrival
+order, never refusing them (LM Studio 0.3.x; 0.4 added "Max Concurrent Predictions", 4 by
+default for llama.cpp models -- ``max_concurrent_predictions``). Embeddings queue on their
+embedding model the same way. Listing routes never wait.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from ._openai import Generation, JSONDict, OpenAICompatEngine, random_alnum
+from ._slots import SlotPool
 
 EXPRESS_JSON = "application/json; charset=utf-8"
 
@@ -37,10 +43,31 @@ class FakeLMStudio(OpenAICompatEngine):
     default_models: ClassVar[tuple[str, ...]] = ("qwen2.5-0.5b-instruct",)
     owned_by = "organization_owner"
 
-    def __init__(self, *, jit: bool = True, single_loaded_quirk: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        jit: bool = True,
+        single_loaded_quirk: bool = True,
+        max_concurrent_predictions: int = 1,
+        **kwargs: Any,
+    ) -> None:
         self.jit = jit
         self.single_loaded_quirk = single_loaded_quirk
+        self.max_concurrent_predictions = max_concurrent_predictions
+        """Predictions each loaded model makes at once; the rest wait."""
+        self._pools: dict[str, SlotPool] = {}
         super().__init__(**kwargs)
+
+    def pool_for(self, model: str) -> SlotPool:
+        with self._lock:
+            pool = self._pools.get(model)
+            if pool is None:
+                pool = self._pools[model] = self.new_pool(self.max_concurrent_predictions)
+            return pool
+
+    def slot_pools(self) -> list[SlotPool]:
+        with self._lock:
+            return list(self._pools.values())
 
     def build_app(self) -> web.Application:
         app = self.new_app()

@@ -14,6 +14,12 @@ Shapes follow ml-explore/mlx-lm ``mlx_lm/server.py`` (APIHandler):
   has ``"object": "chat.completion"`` (sic) and ``choices: []``; JSON uses Python's default
   separators (``", "``, ``": "``);
 - failures while loading/generating: 500 ``{"error": "<message>"}``. No embeddings endpoint.
+
+Capacity: one generation at a time, the others wait in arrival order (``concurrency``).
+That is mlx_lm >= 0.29 with a model it cannot batch or ``--decode-concurrency 1``; with
+a batchable model those versions decode up to 32 at once. mlx_lm <= 0.28 ran a
+single-threaded ``http.server.HTTPServer``: it answered one *request* at a time, so even
+``/v1/models`` and ``/health`` waited for a running generation -- ``single_threaded=True``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from ._core import Handler
 from ._openai import Generation, JSONDict, OpenAICompatEngine
+from ._slots import SlotPool
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -43,11 +51,35 @@ class FakeMLX(OpenAICompatEngine):
         self,
         *,
         system_fingerprint: str = "0.28.0-0.29.1-macOS-15.6-arm64-arm-64bit-applegpu_g15s",
+        concurrency: int = 1,
+        single_threaded: bool = False,
         **kwargs: Any,
     ) -> None:
         self.system_fingerprint = system_fingerprint
         self.created = int(time.time())
         super().__init__(**kwargs)
+        self._generations = self.new_pool(concurrency)
+        self.single_threaded = single_threaded
+        """Answer one request of any kind at a time (mlx_lm <= 0.28's HTTPServer)."""
+        self._server = self.new_pool(1)
+
+    def pool_for(self, model: str) -> SlotPool:
+        return self._generations
+
+    def slot_pools(self) -> list[SlotPool]:
+        return [self._generations]
+
+    async def _apply_mode(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.single_threaded:
+            return await super()._apply_mode(request, handler)
+        async with self._server.slot():
+            return await super()._apply_mode(request, handler)
+
+    @property
+    def waiting(self) -> int:
+        """Generations waiting for their turn, plus (single-threaded) requests waiting for
+        the server to take them."""
+        return super().waiting + self._server.waiting
 
     def build_app(self) -> web.Application:
         app = self.new_app()

@@ -14,6 +14,18 @@ Shapes follow ollama/ollama:
   ``{"error": {"message", "type": "api_error", "param": null, "code": null}}`` (as reported
   by users of Ollama 0.3-0.11; newer builds say ``"type": "not_found_error"``).
 Unknown paths get gin's ``404 page not found`` (text/plain).
+
+Capacity (``server/sched.go``, ``envconfig``, docs/faq.md "How does Ollama handle
+concurrent requests?"): each loaded model works on ``OLLAMA_NUM_PARALLEL`` requests at once
+(``num_parallel``; 1 by default in current builds -- older ones picked 4 or 1 by free
+memory), the rest of the requests, for any model, queue in arrival order up to
+``OLLAMA_MAX_QUEUE`` (``max_queue``, 512); one more is refused at once with 503
+``server busy, please try again.  maximum pending requests exceeded`` (``ErrMaxQueue``,
+two spaces; ``{"error": "..."}`` natively, wrapped in the OpenAI shape on ``/v1``).
+Embeddings wait for a slot like generations. A streamed answer sends its headers with its
+first chunk, so a queued stream has not answered yet. (In the real scheduler the bound
+applies to requests the scheduler has not handed a runner yet; with the model loaded those
+are few, so the fake counts every waiting request -- what the FAQ describes.)
 """
 
 from __future__ import annotations
@@ -27,8 +39,10 @@ from aiohttp import web
 
 from ._core import ModelSpec, iso_now
 from ._openai import Generation, JSONDict, OpenAICompatEngine
+from ._slots import SlotPool
 
 GIN_JSON = "application/json; charset=utf-8"
+SERVER_BUSY = "server busy, please try again.  maximum pending requests exceeded"
 
 
 def ollama_namespace(name: str) -> str:
@@ -42,10 +56,45 @@ class FakeOllama(OpenAICompatEngine):
     default_port: ClassVar[int] = 11434
     default_models: ClassVar[tuple[str, ...]] = ("llama3.2:1b",)
 
-    def __init__(self, *, version: str = "0.9.6", keep_alive: float = 300.0, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        version: str = "0.9.6",
+        keep_alive: float = 300.0,
+        num_parallel: int = 1,
+        max_queue: int = 512,
+        **kwargs: Any,
+    ) -> None:
         self.version = version
         self.keep_alive = keep_alive
+        self.num_parallel = num_parallel
+        """``OLLAMA_NUM_PARALLEL``: requests each model works on at once."""
+        self.max_queue = max_queue
+        """``OLLAMA_MAX_QUEUE``: requests that may wait; one more is refused with 503."""
+        self._pools: dict[str, SlotPool] = {}
         super().__init__(**kwargs)
+
+    # -- capacity -----------------------------------------------------------------------
+
+    def pool_for(self, model: str) -> SlotPool:
+        key = self.normalize_model_id(model)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = self.new_pool(self.num_parallel)
+            return pool
+
+    def slot_pools(self) -> list[SlotPool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    def processing_for(self, model: str) -> int:
+        return self.pool_for(model).running
+
+    def refuse(self, request: web.Request, model: str) -> web.Response | None:
+        if self.pool_for(model).free or self.waiting < self.max_queue:
+            return None
+        return self.error_response(request, 503, SERVER_BUSY)
 
     def normalize_model_id(self, model_id: str) -> str:
         """``llama3.2`` -> ``llama3.2:latest`` (Ollama's default tag)."""

@@ -18,6 +18,12 @@ Shapes follow vllm-project/vllm ``vllm/entrypoints/openai``:
 ``/health`` answers 200 with an empty body, ``/version`` ``{"version"}``; unknown paths get
 FastAPI's ``{"detail": "Not Found"}``. A model serves one task family (``tasks``):
 ``generate`` (chat, completions), ``embed`` (embeddings) or ``transcription`` (audio).
+
+Capacity: the scheduler runs up to ``--max-num-seqs`` requests at once (``max_num_seqs``,
+256 -- the V1 default for ``vllm serve``; some large GPUs get more); the rest wait in its
+waiting queue, first come first served, never refused. A streamed answer is returned at
+once, so a queued stream already has its 200 and headers, and its first chunk comes when
+it is scheduled.
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ from ._openai import (
     Generation,
     JSONDict,
     OpenAICompatEngine,
+    TranscriptionRequest,
     parse_transcription,
     segment_tokens,
     segments_for,
     split_pieces,
     uuid_hex,
 )
+from ._slots import SlotPool
 
 ERROR_TYPES = {
     400: "BadRequestError",
@@ -69,6 +77,7 @@ class FakeVLLM(OpenAICompatEngine):
     default_port: ClassVar[int] = 8000
     default_models: ClassVar[tuple[str, ...]] = ("Qwen/Qwen3-0.6B",)
     owned_by = "vllm"
+    headers_before_slot: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -77,6 +86,7 @@ class FakeVLLM(OpenAICompatEngine):
         max_model_len: int = 32768,
         root: str | None = None,
         version: str = "0.10.1.1",
+        max_num_seqs: int = 256,
         **kwargs: Any,
     ) -> None:
         self.tasks = frozenset(tasks)
@@ -84,6 +94,17 @@ class FakeVLLM(OpenAICompatEngine):
         self.root = root
         self.version = version
         super().__init__(**kwargs)
+        self._seqs = self.new_pool(max_num_seqs)
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self._seqs.size or 0
+
+    def pool_for(self, model: str) -> SlotPool:
+        return self._seqs
+
+    def slot_pools(self) -> list[SlotPool]:
+        return [self._seqs]
 
     def build_app(self) -> web.Application:
         app = self.new_app()
@@ -305,10 +326,13 @@ class FakeVLLM(OpenAICompatEngine):
         if parsed.response_format == "verbose_json" and parsed.stream:
             return self.error_body(400, "verbose_json format doesn't support streaming case")
         self.on_generation(model)
-        text = parsed.text
-        duration = parsed.duration
         if parsed.stream:
-            return await self._stream_speech(request, model, text, translate)
+            return await self._stream_speech(request, model, parsed.text, translate)
+        answer = self._speech_answer(parsed, translate)
+        return await self.run_whole(request, model, lambda: answer)
+
+    def _speech_answer(self, parsed: TranscriptionRequest, translate: bool) -> web.Response:
+        text, duration = parsed.text, parsed.duration
         if parsed.response_format == "verbose_json":
             parts = segments_for(text, duration)
             segments: list[JSONDict] = [
@@ -354,4 +378,4 @@ class FakeVLLM(OpenAICompatEngine):
         frames = [self.sse_frame({**base, "choices": [{"delta": {"content": p}}]}) for p in pieces]
         last = {"delta": {"content": ""}, "finish_reason": "stop", "stop_reason": None}
         frames += [self.sse_frame({**base, "choices": [last]}), DONE_FRAME]
-        return await self.send_sse(request, frames, self.sse_headers())
+        return await self.run_stream(request, model, frames)
