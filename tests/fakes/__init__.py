@@ -9,7 +9,16 @@ into failure modes at runtime::
         ollama.add_model("qwen3:0.6b")  # a pull, as the node's refresh will see it
         ollama.mode = "die_midstream"   # the next streamed answer is cut off
 
-See ``FakeEngine`` for the shared knobs (``mode``, ``chunks``, ``chunk_delay``, ...).
+See ``FakeEngine`` for the shared knobs (``mode``, ``chunks``, ``chunk_delay``,
+``gen_delay``, ...). Under concurrency each fake behaves like its engine: llama.cpp's
+slots, Ollama's parallel requests and bounded queue, vLLM's max_num_seqs, LM Studio and
+mlx_lm one generation at a time, llama-cpp-python one request at a time that interrupts
+a running stream (see each module's docstring)::
+
+    async with FakeLlamaCpp(total_slots=2, gen_delay=30) as llama:
+        ...                              # two generations run, the rest are deferred
+        await llama.until(lambda: llama.waiting == 1)
+        llama.gen_delay = 0              # the running generations finish now
 """
 
 from ._core import (
@@ -42,7 +51,9 @@ from ._openai import (
     fake_embedding,
     split_pieces,
 )
+from ._slots import SlotPool
 from .llamacpp import FakeLlamaCpp
+from .llamacpp_python import FakeLlamaCppPython, LlamaCppPythonEngine
 from .lmstudio import FakeLMStudio
 from .mlx import FakeMLX
 from .net import LoopThread, closed_port, closed_port_url
@@ -56,6 +67,7 @@ ENGINES: dict[str, type[FakeEngine]] = {
         FakeOllama,
         FakeVLLM,
         FakeLlamaCpp,
+        FakeLlamaCppPython,
         FakeLMStudio,
         FakeMLX,
         FakeTTS,
@@ -63,7 +75,8 @@ ENGINES: dict[str, type[FakeEngine]] = {
         FakeWhisper,
     )
 }
-"""Fake class by engine kind: ollama, vllm, llamacpp, lmstudio, mlx, tts, image, stt."""
+"""Fake class by engine kind: ollama, vllm, llamacpp, llamacpp_python, lmstudio, mlx, tts,
+image, stt."""
 
 __all__ = [
     "BAD_JSON",
@@ -76,6 +89,7 @@ __all__ = [
     "FakeImages",
     "FakeLMStudio",
     "FakeLlamaCpp",
+    "FakeLlamaCppPython",
     "FakeMLX",
     "FakeOllama",
     "FakeTTS",
@@ -83,11 +97,13 @@ __all__ = [
     "FakeWhisper",
     "FormPart",
     "Generation",
+    "LlamaCppPythonEngine",
     "LoopThread",
     "Mode",
     "ModelSpec",
     "OpenAICompatEngine",
     "RecordedRequest",
+    "SlotPool",
     "closed_port",
     "closed_port_url",
     "content_text",
