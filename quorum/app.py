@@ -80,12 +80,26 @@ def local_holders(states: tuple[ServiceState, ...], nid: str, name: str) -> tupl
             features=s.features,
             loaded=m.loaded,
             online=s.up,
+            down_reason=None if s.up else s.error,
             api_key=s.api_key,
             header_timeout_s=s.header_timeout_s,
         )
         for s in states
         for m in s.models
     )
+
+
+class _ProbeGate:
+    """Lets the engine manager probe a local service only while the scheduler sees it idle."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+
+    def reserve(self, service: str) -> bool:
+        return self._ctx.scheduler.reserve_probe((self._ctx.node_id, service, Route.LOCAL))
+
+    def release(self, service: str) -> None:
+        self._ctx.scheduler.release_probe((self._ctx.node_id, service, Route.LOCAL))
 
 
 class Node:
@@ -193,7 +207,9 @@ class Node:
         try:
             await self._serve(ctx)
             get = make_http_get(session)
-            manager = EngineManager(cfg.all_services(), cfg.autodetect, get, self._on_services)
+            manager = EngineManager(
+                cfg.all_services(), cfg.autodetect, get, self._on_services, _ProbeGate(ctx)
+            )
             await manager.refresh()
             await self._maybe_embedded(manager)
         except BaseException:

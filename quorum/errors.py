@@ -13,12 +13,14 @@
     │   ├── ModelNotFound           404 no service in the cluster holds this model (for this type)
     │   ├── BodyTooLarge            413 the request body is over the limit
     │   ├── UpstreamFailed          502 the engine or peer answered, but not usably
-    │   ├── NoReachableHolder       503 the model is known, but no holder can be reached now
+    │   ├── NoReachableHolder       503 the model is known, but no holder can be reached now;
+    │   │                               carries Retry-After
     │   │   └── EngineUnreachable   503 the engine refused the connection
     │   │       └── EngineTimeout   503 the engine sent no response headers in time
     │   └── Overloaded              503 queues are full; carries Retry-After
     ├── EngineError                 an engine's answer is unusable to its adapter (not HTTP)
     │   ├── EngineDown              nothing answers at the engine's address (refused, timed out)
+    │   │   └── EngineSilent        it accepted the connection but sent no answer in time
     │   └── EmbeddedEngineError     the embedded llama.cpp engine is missing or failed to start
     ├── DiscoveryError              LAN discovery could not do what was asked
     │   ├── BadAdvert               a TXT record (ours or a peer's) is missing or has a bad field
@@ -136,9 +138,25 @@ class UpstreamFailed(ApiError):
 
 
 class NoReachableHolder(ApiError):
+    """503 with ``Retry-After`` (every 503 says when to try again)."""
+
     status = 503
     error_type = "server_error"
     code = "no_reachable_holder"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after_s: int = 5,
+    ) -> None:
+        super().__init__(message, code=code, param=param)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class EngineUnreachable(NoReachableHolder):
@@ -168,6 +186,10 @@ class EngineError(QuorumError):
 
 class EngineDown(EngineError):
     """Nothing answers at the engine's address."""
+
+
+class EngineSilent(EngineDown):
+    """The engine took the connection but did not answer in time: down, or only busy."""
 
 
 class EmbeddedEngineError(EngineError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,3 +86,15 @@ def make_rig(bg: LoopThread, tmp_path: Path) -> Iterator[MakeRig]:
         for fake in rig.fakes.values():
             with contextlib.suppress(Exception):
                 bg.run(fake.stop())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI (``CI`` set) a skipped test fails: CI installs everything every test needs,
+    so a skip can only hide something broken."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and os.environ.get("CI") and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI (CI is set, so a skip fails the run): {reason}"

@@ -8,6 +8,7 @@ import io
 import openai
 import pytest
 
+from quorum.answers.verbose import wav_seconds
 from tests.conftest import MakeRig
 from tests.fakes import (
     FakeImages,
@@ -129,15 +130,25 @@ def test_transcription_upload_arrives_intact(make_rig: MakeRig) -> None:
 
 
 def test_verbose_json_downgraded_without_timestamps(make_rig: MakeRig) -> None:
+    """The SDK gets a valid verbose_json object (empty segments), not plain text."""
     rig = make_rig({"asr": (FakeWhisper(), {"type": "stt"})})
     wav = make_wav("downgrade me")
     raw = rig.client().audio.transcriptions.with_raw_response.create(
-        model="whisper-1", file=("clip.wav", wav), response_format="verbose_json"
+        model="whisper-1",
+        file=("clip.wav", wav),
+        response_format="verbose_json",
+        language="en",
     )
-    assert raw.headers["x-quorum-downgraded"] == "response_format=text"
-    assert raw.text.strip() == "downgrade me"
+    assert "without segments" in raw.headers["x-quorum-downgraded"]
+    assert raw.headers["content-type"].startswith("application/json")
+    verbose = raw.parse()
+    assert verbose.text.strip() == "downgrade me"
+    assert verbose.segments == []
+    assert verbose.language == "en"
+    assert verbose.duration == pytest.approx(wav_seconds(wav), abs=0.01)
+    assert verbose.duration > 0
     (sent,) = rig.fakes["asr"].requests_to("/v1/audio/transcriptions")
-    assert b'name="response_format"\r\n\r\ntext\r\n' in sent.body
+    assert b'name="response_format"\r\n\r\njson\r\n' in sent.body
 
 
 async def test_translation_async(make_rig: MakeRig) -> None:

@@ -40,6 +40,7 @@ class EngineKind(enum.StrEnum):
     LLAMACPP = "llamacpp"
     VLLM = "vllm"
     MLX = "mlx"
+    LLAMACPP_PYTHON = "llama-cpp-python"  # ``python -m llama_cpp.server``: one at a time
     OPENAI = "openai"  # any other OpenAI-compatible server
     EMBEDDED = "embedded"
 
@@ -53,6 +54,8 @@ ENGINE_ALIASES: dict[str, EngineKind] = {
     "mlx_lm": EngineKind.MLX,
     "mlx-lm": EngineKind.MLX,
     "openai-compatible": EngineKind.OPENAI,
+    "llama_cpp_python": EngineKind.LLAMACPP_PYTHON,
+    "llama-cpp-python-server": EngineKind.LLAMACPP_PYTHON,
 }
 
 

@@ -53,6 +53,7 @@ START_HINTS: dict[EngineKind, str] = {
     EngineKind.LLAMACPP: "start llama.cpp's server ('llama-server -m MODEL.gguf --port PORT')",
     EngineKind.VLLM: "start vLLM ('vllm serve MODEL --port PORT')",
     EngineKind.MLX: "start mlx_lm ('mlx_lm.server --model MODEL --port PORT')",
+    EngineKind.LLAMACPP_PYTHON: "start it ('python -m llama_cpp.server --model MODEL.gguf')",
     EngineKind.EMBEDDED: "the embedded engine is started by the node itself",
     EngineKind.OPENAI: "start the server",
 }

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from quorum.config.models import EngineKind, ServiceType
-from quorum.errors import EngineDown, EngineError
+from quorum.errors import EngineDown, EngineError, EngineSilent
 
 log = logging.getLogger("quorum.engines")
 
@@ -88,7 +88,7 @@ def make_http_get(session: aiohttp.ClientSession, timeout_s: float = 3.0) -> Htt
         except aiohttp.ClientConnectorError as exc:
             raise EngineDown(f"connection refused at {url}: {exc.os_error}") from None
         except TimeoutError:
-            raise EngineDown(f"no answer from {url} within {timeout_s:g} s") from None
+            raise EngineSilent(f"no answer from {url} within {timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
             raise EngineError(f"no usable answer from {url}: {type(exc).__name__}") from None
 

@@ -12,6 +12,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
+
 def rebuild_command(python: str | None = None) -> str:
     """The command that rebuilds the embedded engine portably, for ``python``."""
     return f"{python or sys.executable} -m quorum.engines.portable --rebuild"

@@ -15,7 +15,12 @@ from typing import Any
 from quorum.config.models import EngineKind
 from quorum.engines.base import HttpGet
 
-_OWNED_BY = {"vllm": EngineKind.VLLM, "llamacpp": EngineKind.LLAMACPP}
+# llama-cpp-python's server says "me" (llama_cpp/server/app.py, ``get_models``).
+_OWNED_BY = {
+    "vllm": EngineKind.VLLM,
+    "llamacpp": EngineKind.LLAMACPP,
+    "me": EngineKind.LLAMACPP_PYTHON,
+}
 
 
 def owned_by(listing: Any) -> set[str]:

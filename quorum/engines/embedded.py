@@ -3,8 +3,18 @@
 It is a child process (``python -m llama_cpp.server``) on a free loopback port,
 so inference never blocks the node's event loop and a crash of the engine is
 not a crash of the node. The node waits until it answers ``/v1/models``,
-then lists it as one more OpenAI-compatible service; if the process dies, it
-is started again with a growing pause.
+then lists it as one more OpenAI-compatible service.
+
+- It is started with ``--interrupt_requests False``: by default llama-cpp-python
+  ends a running stream (with ``[DONE]`` and no ``finish_reason``) whenever
+  another request arrives; the node sends it one request at a time anyway.
+- If the process dies it is started again with a growing pause. A death is
+  said in plain words (SIGILL: built for another CPU, with the command that
+  fixes it) in the log, in the service's state (``quorum status``, the node
+  page, the 503 a client gets). After ``MAX_CRASHES`` deaths in a row, each
+  before it served for ``STABLE_S``, it is not restarted any more.
+- Its output goes to ``logs/embedded-engine.log``, appended across restarts
+  and rotated by size (``.1``, ``.2``), never truncated.
 """
 
 from __future__ import annotations
@@ -20,11 +30,17 @@ from pathlib import Path
 
 from quorum.config.models import EmbeddedSection, EngineKind, ServiceType
 from quorum.engines.base import HttpGet, ModelEntry, ServiceState
+from quorum.engines.crash import describe_exit, explain
 from quorum.errors import EmbeddedEngineError, EngineError
 
 log = logging.getLogger("quorum.engines.embedded")
 
 SERVICE_NAME = "embedded"
+MAX_CRASHES = 3
+"""Deaths in a row (each before ``STABLE_S`` of service) after which it is not restarted."""
+STABLE_S = 60.0
+LOG_MAX_BYTES = 5 * 2**20
+LOG_KEEP = 2  # rotated files kept beside the current one
 
 
 def installed() -> bool:
@@ -78,6 +94,9 @@ def command(cfg: EmbeddedSection, model: Path, port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        # Never end a running answer because another request arrived.
+        "--interrupt_requests",
+        "False",
     ]
     if cfg.threads:
         argv += ["--n_threads", str(cfg.threads)]
@@ -94,8 +113,10 @@ class EmbeddedEngine:
         self._proc: asyncio.subprocess.Process | None = None
         self.root = ""
         self._log_path = data_dir / "logs" / "embedded-engine.log"
+        self.crashes = 0  # deaths in a row, each before it served STABLE_S
+        self.gave_up = False
 
-    def state(self, up: bool = True) -> ServiceState:
+    def state(self, up: bool = True, error: str | None = None) -> ServiceState:
         return ServiceState(
             name=SERVICE_NAME,
             type=ServiceType.LLM,
@@ -103,6 +124,7 @@ class EmbeddedEngine:
             root=self.root,
             models=(ModelEntry(self._cfg.model_name, self._cfg.model_name, ServiceType.LLM, True),),
             up=up,
+            error=error,
         )
 
     async def start(self) -> ServiceState:
@@ -112,8 +134,12 @@ class EmbeddedEngine:
         argv = command(self._cfg, model, port)
         log.info("starting the embedded engine (%s) on %s", self._cfg.model_name, self.root)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        rotate(self._log_path, LOG_MAX_BYTES, LOG_KEEP)
         # The engine logs a lot; a file keeps it for troubleshooting and never blocks it.
-        with self._log_path.open("wb") as sink:
+        # Appended: the log of the run that crashed is what a user needs to see.
+        with self._log_path.open("ab") as sink:
+            sink.write(f"--- quorum: starting {' '.join(argv)}\n".encode())
+            sink.flush()
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -132,7 +158,7 @@ class EmbeddedEngine:
         while loop.time() < deadline:
             if proc.returncode is not None:
                 raise EmbeddedEngineError(
-                    f"the embedded engine exited with {proc.returncode}: "
+                    f"{explain(describe_exit(proc.returncode))} while starting: "
                     f"{_tail(self._log_path)} (log: {self._log_path})"
                 )
             try:
@@ -148,21 +174,42 @@ class EmbeddedEngine:
         )
 
     async def watch(self, on_state: Callable[[ServiceState], None]) -> None:
-        """Restart the engine whenever it exits, telling ``on_state`` about each change."""
+        """Restart the engine whenever it exits, telling ``on_state`` about each change;
+        give up after ``MAX_CRASHES`` quick deaths in a row, and say so."""
+        loop = asyncio.get_running_loop()
         pause = 1.0
+        started = loop.time()
         while True:
             proc = self._proc
+            why = ""
             if proc is not None:
                 code = await proc.wait()
-                log.warning("embedded engine exited with %s; restarting in %.0f s", code, pause)
-                on_state(self.state(up=False))
+                self.crashes = 1 if loop.time() - started >= STABLE_S else self.crashes + 1
+                why = explain(describe_exit(code))
+            if self.crashes >= MAX_CRASHES:
+                self.gave_up = True
+                message = (
+                    f"{why or 'the embedded engine failed to start'}; it failed "
+                    f"{self.crashes} times in a row, so it is not restarted "
+                    f"(log: {self._log_path}; restart the node to try again)"
+                )
+                log.error("%s", message)
+                on_state(self.state(up=False, error=message))
+                return
+            if why:
+                log.warning("%s; restarting in %.0f s (log: %s)", why, pause, self._log_path)
+                on_state(self.state(up=False, error=f"{why}; restarting"))
             await asyncio.sleep(pause)
+            started = loop.time()
             try:
                 on_state(await self.start())
                 pause = 1.0
             except EmbeddedEngineError as exc:
                 log.error("embedded engine failed to start: %s", exc)
                 self._proc = None
+                self.crashes += 1
+                on_state(self.state(up=False, error=str(exc)))
+                why = str(exc)
                 pause = min(pause * 2, 60.0)
 
     async def stop(self) -> None:
@@ -175,6 +222,20 @@ class EmbeddedEngine:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def rotate(path: Path, max_bytes: int, keep: int) -> None:
+    """Move ``path`` to ``path.1`` (and so on, ``keep`` deep) once it reaches ``max_bytes``."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    for index in range(keep, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        newer = path if index == 1 else path.with_name(f"{path.name}.{index - 1}")
+        if newer.exists():
+            newer.replace(older)
 
 
 def _tail(path: Path, lines: int = 3) -> str:

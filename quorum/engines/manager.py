@@ -5,6 +5,15 @@ whole list to ``on_change`` when anything differs from the last round. A
 configured service that stops answering stays listed with ``up=False`` (its
 models are known, so clients get 503); an auto-detected engine that stops
 answering is dropped (its models are no longer known here).
+
+Probing never disturbs an engine. A service with requests in flight is alive
+by its own traffic and is not asked (``ProbeGate``): llama-cpp-python's
+server ends a running stream when another request arrives, and single-slot
+engines queue the probe behind a long answer. A probe of an idle service
+holds one of its slots, like a request, so nothing starts beside it. A probe
+that a service which was up leaves unanswered (``EngineSilent``) means busy,
+not down: it stays up, and real traffic decides. An engine is identified once
+per address, so each refresh costs it one request.
 """
 
 from __future__ import annotations
@@ -13,13 +22,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from quorum.config.models import AutodetectSection, EngineKind, ServiceConfig, ServiceType
 from quorum.engines import ollama, openai_compat
 from quorum.engines.base import HttpGet, ModelEntry, ServiceState, auth_headers, root_url
 from quorum.engines.detect import identify
-from quorum.errors import EngineDown, EngineError
+from quorum.errors import EngineDown, EngineError, EngineSilent
 
 log = logging.getLogger("quorum.engines")
 
@@ -52,6 +61,22 @@ def _configured_models(
     return tuple(out)
 
 
+class ProbeGate(Protocol):
+    """Who knows a local service's traffic: lets a probe through only when it is idle."""
+
+    def reserve(self, service: str) -> bool: ...
+
+    def release(self, service: str) -> None: ...
+
+
+class _Open:
+    def reserve(self, service: str) -> bool:
+        return True
+
+    def release(self, service: str) -> None:
+        return None
+
+
 class EngineManager:
     """Keeps ``states`` current; owns no task itself (``run`` is awaited by the node's task)."""
 
@@ -61,8 +86,11 @@ class EngineManager:
         autodetect: AutodetectSection,
         get: HttpGet,
         on_change: Callable[[tuple[ServiceState, ...]], None],
+        gate: ProbeGate | None = None,
     ) -> None:
         self._services = services
+        self._gate: ProbeGate = gate if gate is not None else _Open()
+        self._root_kinds: dict[str, EngineKind] = {}  # identified engine per detected root
         self._autodetect = autodetect
         self._get = get
         self._on_change = on_change
@@ -112,8 +140,19 @@ class EngineManager:
         self._on_change(states)
 
     async def _configured(self, cfg: ServiceConfig) -> ServiceState:
-        root = root_url(cfg.url)
         previous = self._last.get(cfg.name)
+        if previous is not None and previous.up and not self._gate.reserve(cfg.name):
+            return previous  # busy: alive by its own traffic
+        try:
+            return await self._probe_configured(cfg, previous)
+        finally:
+            if previous is not None and previous.up:
+                self._gate.release(cfg.name)
+
+    async def _probe_configured(
+        self, cfg: ServiceConfig, previous: ServiceState | None
+    ) -> ServiceState:
+        root = root_url(cfg.url)
         base = ServiceState(
             name=cfg.name,
             type=cfg.type,
@@ -140,15 +179,32 @@ class EngineManager:
                 listed = ()  # it answers but lists nothing we understand: trust the manifest
             models = _configured_models(cfg, listed) if cfg.models else listed
             return replace(base, engine=engine, models=models, up=True)
+        except EngineSilent:
+            if previous is not None and previous.up:
+                log.debug("service %s is slow to answer its probe: busy, still up", cfg.name)
+                return previous
+            return replace(base, error=f"{cfg.name} does not answer")
         except EngineError as exc:
             return replace(base, error=str(exc))
 
     async def _detected(self, hint: EngineKind, root: str) -> ServiceState | None:
+        previous = next((s for s in self._last.values() if s.detected and s.root == root), None)
+        if previous is not None and not self._gate.reserve(previous.name):
+            return previous  # busy: alive by its own traffic
         try:
-            engine = await identify(self._get, root, {}, hint)
+            engine = self._root_kinds.get(root)
+            if engine is None:
+                engine = await identify(self._get, root, {}, hint)
+                self._root_kinds[root] = engine
             models = await list_models(self._get, root, engine, ServiceType.LLM, None)
+        except EngineSilent:
+            return previous  # it took the connection: busy if it was up, else not there yet
         except EngineError:
+            self._root_kinds.pop(root, None)  # gone, or something else listens there now
             return None
+        finally:
+            if previous is not None:
+                self._gate.release(previous.name)
         return ServiceState(
             name=engine.value,
             type=ServiceType.LLM,

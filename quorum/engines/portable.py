@@ -133,7 +133,10 @@ class ProbeResult:
 
 
 def probe(
-    python: str, model: Path, env: Mapping[str, str] | None = None, timeout_s: float = PROBE_TIMEOUT_S
+    python: str,
+    model: Path,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = PROBE_TIMEOUT_S,
 ) -> ProbeResult:
     """Run :mod:`quorum.engines.probe` in a child process of ``python``."""
     try:
@@ -279,7 +282,9 @@ def _real_steps(python: str, rebuild: bool) -> Steps:
             data = json.loads(marker_file.read_text())
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) and _installed_version() == data.get("version") else None
+        return (
+            data if isinstance(data, dict) and _installed_version() == data.get("version") else None
+        )
 
     def write_marker(data: dict[str, str]) -> None:
         marker_file.write_text(json.dumps(data) + "\n")
@@ -323,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = _real_steps(python, rebuild=False).probe()
         print(result.message(python))
         return 0 if result.ok else 1
-    ok, message = ensure(_real_steps(python, args.rebuild), levels(platform.machine()), args.rebuild)
+    ok, message = ensure(
+        _real_steps(python, args.rebuild), levels(platform.machine()), args.rebuild
+    )
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -19,7 +20,7 @@ def main(argv: list[str]) -> int:
     from llama_cpp import Llama
 
     llm = Llama(model_path=argv[0], n_ctx=256, verbose=False)
-    out = llm.create_completion("The sea is", max_tokens=1, temperature=0.0)
+    out: Any = llm.create_completion("The sea is", max_tokens=1, temperature=0.0)
     text = str(out["choices"][0]["text"])
     print(json.dumps({"ok": True, "text": text}))
     return 0

@@ -43,6 +43,7 @@ class Holder:
     online: bool = True
     api_key: str | None = field(default=None, repr=False)
     header_timeout_s: float = 600.0
+    down_reason: str | None = None  # why an offline local holder is down, in plain words
 
 
 @dataclass(frozen=True)

@@ -91,9 +91,11 @@ def choose(
     online = [h for h in typed if h.online]
     if not online:
         services = ", ".join(sorted({f"{h.service}@{h.node_name}" for h in typed}))
+        reasons = sorted({f"{h.service}: {h.down_reason}" for h in typed if h.down_reason})
+        why = f" ({'; '.join(reasons)})" if reasons else ""
         raise NoReachableHolder(
             f"The model {_named(request.model, model)} is held by {services}, but none of "
-            "them can be reached right now."
+            f"them can be reached right now{why}."
         )
     ranked = _rank(
         online,
@@ -103,10 +105,11 @@ def choose(
     )
     if not ranked:
         services = ", ".join(sorted({f"{h.service}@{h.node_name}" for h in online}))
+        wait = retry_after(next_reopen(health, online, now) - now)
         raise NoReachableHolder(
             f"The model {_named(request.model, model)} is held by {services}, but every one "
-            "failed repeatedly and is cooling down; the next is tried again in "
-            f"{retry_after(next_reopen(health, online, now) - now)} s."
+            f"failed repeatedly and is cooling down; the next is tried again in {wait} s.",
+            retry_after_s=wait,
         )
     return ranked
 

@@ -8,7 +8,8 @@ Rules (everything that changes a holder's health lives here):
   ``set_limits`` and ``retain`` return a new value. Time comes in as ``now``
   (seconds on one monotonic clock); nothing here reads a clock.
 - In flight: ``started`` adds one; ``finished`` and ``abandoned`` take one
-  away, never below zero.
+  away, never below zero. A health probe of an idle engine holds a slot the
+  same way (``reserved``, ``released``) and changes nothing else.
 - Concurrency limit: what ``set_limits`` set for the key (from config), else
   the engine's default (``DEFAULT_LIMITS``). Routing places a holder at its
   limit after every holder with a free slot.
@@ -60,7 +61,10 @@ DEFAULT_LIMITS: Mapping[EngineKind, int] = MappingProxyType(
         # vLLM batches continuously, up to max_num_seqs (256 by default).
         EngineKind.VLLM: 256,
         EngineKind.OPENAI: 8,
-        # The embedded llama-cpp-python server runs one completion at a time.
+        # llama-cpp-python's server runs one completion at a time, and (unless started
+        # with --interrupt_requests False) ends a running stream when another request
+        # arrives: never more than one at once. The embedded engine is that server.
+        EngineKind.LLAMACPP_PYTHON: 1,
         EngineKind.EMBEDDED: 1,
     }
 )
@@ -307,6 +311,20 @@ def abandoned(health: Health, key: HolderKey, now: float, seq: int) -> Health:
             probe_seq=None if was_probe else entry.probe_seq,
         ),
     )
+
+
+def reserved(health: Health, key: HolderKey) -> Health:
+    """A health probe took a slot of ``key``: it counts in flight like a request, so no
+    request runs beside it on an engine that takes one at a time, but it is no request:
+    no turn, no sequence number, no verdict on the holder."""
+    entry = health.get(key)
+    return _put(health, key, replace(entry, in_flight=entry.in_flight + 1))
+
+
+def released(health: Health, key: HolderKey) -> Health:
+    """The probe that ``reserved`` a slot of ``key`` ended."""
+    entry = health.get(key)
+    return _put(health, key, replace(entry, in_flight=max(0, entry.in_flight - 1)))
 
 
 def set_limits(health: Health, limits: Mapping[HolderKey, int]) -> Health:

@@ -81,6 +81,15 @@ def multipart_fields(body: bytes, boundary: str, names: set[str]) -> dict[str, s
     return found
 
 
+def multipart_file(body: bytes, boundary: str, name: str) -> bytes | None:
+    """The content of the first file part ``name`` (a view's copy), or None."""
+    for _, _, head, vstart, vend in _parts(body, boundary):
+        match = _NAME.search(head)
+        if match and b"filename=" in head.lower() and match.group(1) == name.encode():
+            return body[vstart:vend]
+    return None
+
+
 def replace_multipart_field(body: bytes, boundary: str, name: str, value: str) -> bytes:
     """``body`` with the first text field ``name`` set to ``value``; all else byte-identical."""
     for _, _, head, vstart, vend in _parts(body, boundary):

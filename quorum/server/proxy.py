@@ -9,6 +9,13 @@ Contract:
   chunk, never buffered. Only a JSON answer is read whole, to check that it
   is JSON (an engine answering garbage is a 502, not a parse error in the
   client's SDK).
+- A chat or completion answer that ends without a ``finish_reason`` was cut
+  (:mod:`quorum.answers.cut`): streamed, it ends like any broken stream (an
+  error event, no ``[DONE]``); whole, it is a 502. Either is counted
+  (``answer_cut`` in the access log and ``/metrics``).
+- ``verbose_json`` asked of an stt service without ``timestamps`` is asked as
+  ``json`` and answered as a valid ``verbose_json`` with empty segments
+  (:mod:`quorum.answers.verbose`; ``X-Quorum-Downgraded`` says so).
 - Failures before the response starts are OpenAI-shaped errors: refused or
   silent engine 503, non-HTTP answer or engine 5xx 502, engine 4xx passed on
   with its status. After the response started, an SSE stream ends with an
@@ -28,13 +35,15 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from quorum.answers import cut as cuts
+from quorum.answers import verbose
 from quorum.errors import (
     ApiError,
     EngineTimeout,
@@ -86,6 +95,7 @@ _HOP_BY_HOP = frozenset(
 )
 _RESPONSE_DROP = RESPONSE_DROP
 MAX_JSON_ANSWER = 64 * 1024 * 1024
+_GENERATIONS = frozenset({"chat", "completion"})  # answers that end with a finish_reason
 MAX_ERROR_BODY = 1024 * 1024
 
 # Request ids need to be unique, not secret: 128 random bits without uuid4's
@@ -116,6 +126,8 @@ class Exchange:
     usage: Usage | None = None
     key_id: str | None = None
     recorded: bool = False
+    verbose_from: dict[str, str] | None = None  # verbose_json to make from json: task, language
+    audio: bytes | None = None  # the upload, when verbose_json is made here (for its duration)
 
 
 def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -174,7 +186,9 @@ async def _serve(request: web.Request, ctx: NodeContext, ex: Exchange) -> web.St
                 f"(got '{request.content_type}')."
             )
         boundary = bodies.boundary_of(request.headers.get("Content-Type", ""))
-        fields = bodies.multipart_fields(payload, boundary, {"model", "response_format"})
+        fields = bodies.multipart_fields(
+            payload, boundary, {"model", "response_format", "language"}
+        )
         if "model" not in fields:
             raise InvalidRequest("You must provide a model parameter.", param="model")
         ex.model = fields["model"]
@@ -256,9 +270,14 @@ def _adapt(
             if data is not None
             else bodies.replace_multipart_field(payload, boundary, "model", holder.upstream_model)
         )
+    ex.verbose_from = None
     if fields.get("response_format") == "verbose_json" and "timestamps" not in holder.features:
-        payload = bodies.replace_multipart_field(payload, boundary, "response_format", "text")
-        extra["X-Quorum-Downgraded"] = "response_format=text"
+        payload = bodies.replace_multipart_field(payload, boundary, "response_format", "json")
+        extra["X-Quorum-Downgraded"] = verbose.DOWNGRADED
+        task = "translate" if ex.endpoint.label == "translation" else "transcribe"
+        ex.verbose_from = {"task": task, "language": fields.get("language", "")}
+        if ex.audio is None:
+            ex.audio = bodies.multipart_file(payload, boundary, "file")
     return payload, extra
 
 
@@ -363,6 +382,26 @@ async def _json_answer(
         )
     ex.first_byte = time.perf_counter()
     ex.status = upstream.status
+    if ex.endpoint.label in _GENERATIONS and not cuts.finished(parsed):
+        ex.error = "answer_cut"
+        return Attempt(
+            Outcome.BAD_RESPONSE,
+            error=UpstreamFailed(
+                f"The engine '{holder.service}' on {holder.node_name} answered without a "
+                "finish_reason: the answer was cut off before it finished.",
+                code="answer_cut",
+            ),
+        )
+    if ex.verbose_from is not None:
+        made = verbose.verbose_from_json(
+            parsed,
+            task=ex.verbose_from["task"],
+            language=ex.verbose_from["language"] or None,
+            audio=ex.audio,
+        )
+        if made is not None:
+            parsed = made
+            raw = json.dumps(made, ensure_ascii=False).encode()
     if ex.scanner is not None:
         ex.usage = usage_from_object(parsed)
     return Attempt(
@@ -383,12 +422,15 @@ async def _stream_answer(
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
     chunks = upstream.chunks()
+    check = cuts.StreamCheck() if sse and ex.endpoint.label in _GENERATIONS else None
     # Nothing is sent before the first byte of the answer: until then, a failure can
     # still be retried on another holder, and the client never sees it.
     try:
         first = await anext(chunks, b"")
     except UpstreamFailed as err:
         return Attempt(Outcome.RESET, error=err)
+    if check is not None:
+        first = check.feed(first)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     if upstream.content_length is not None and not sse:
         response.content_length = upstream.content_length
@@ -397,7 +439,9 @@ async def _stream_answer(
     ex.first_byte = time.perf_counter()
     try:
         scanner = ex.scanner if sse else None
-        if scanner is None:
+        if check is not None:
+            await _pass_checked(response, first, chunks, check, scanner, holder)
+        elif scanner is None:
             await response.write(first)
             async for chunk in chunks:
                 await response.write(chunk)
@@ -407,6 +451,7 @@ async def _stream_answer(
             async for chunk in chunks:
                 scanner.feed(chunk)
                 await response.write(chunk)
+        if scanner is not None:
             ex.usage = scanner.close()
             # Committed before the stream's end goes out: an answer the client got
             # always has its record, even if this node dies right after.
@@ -416,7 +461,7 @@ async def _stream_answer(
                 ex.recorded = True  # before the await: a cancel here must not count it twice
                 await asyncio.shield(ctx_outbox.append(_usage_record(ex)))
     except UpstreamFailed as exc:
-        ex.error = "engine_stream_broken"
+        ex.error = exc.code if exc.code == "answer_cut" else "engine_stream_broken"
         log.warning(
             "request %s: %s on %s broke off mid-answer: %s",
             ex.id,
@@ -432,6 +477,38 @@ async def _stream_answer(
         return Attempt(Outcome.BROKEN_MID_ANSWER, response)
     await response.write_eof()
     return Attempt(Outcome.ANSWERED, response)
+
+
+async def _pass_checked(
+    response: web.StreamResponse,
+    first: bytes,
+    chunks: AsyncIterator[bytes],
+    check: cuts.StreamCheck,
+    scanner: SseUsageScanner | None,
+    holder: Holder,
+) -> None:
+    """Pass a chat or completion stream through ``check``; raise if it was cut."""
+    if first:
+        if scanner is not None:
+            scanner.feed(first)
+        await response.write(first)
+    async for chunk in chunks:
+        out = check.feed(chunk)
+        if out:
+            if scanner is not None:
+                scanner.feed(out)
+            await response.write(out)
+    rest = check.end()
+    if rest:
+        if scanner is not None:
+            scanner.feed(rest)
+        await response.write(rest)
+    if check.cut:
+        raise UpstreamFailed(
+            f"The engine '{holder.service}' on {holder.node_name} ended the answer without a "
+            "finish_reason: it was cut off before it finished.",
+            code="answer_cut",
+        )
 
 
 async def _engine_error(upstream: Upstream, holder: Holder) -> ApiError:

@@ -34,6 +34,8 @@ from quorum.routing import (
     estimated_wait_s,
     finished,
     key_of,
+    released,
+    reserved,
     resolve_alias,
     retain,
     set_limits,
@@ -142,6 +144,25 @@ class Scheduler:
     def abandon(self, holder: Holder, seq: int) -> None:
         self.health = abandoned(self.health, key_of(holder), self.clock(), seq)
         self._notify(holder.model)
+
+    # -- health probes of local engines --------------------------------------
+
+    def reserve_probe(self, key: HolderKey) -> bool:
+        """Take a slot of an idle service for a health probe; False if anything runs there.
+
+        A busy service is alive by its traffic and must not be disturbed: some engines
+        end a running answer when another request arrives (llama-cpp-python), others
+        queue the probe behind long answers until it times out.
+        """
+        if self.health.get(key).in_flight > 0:
+            return False
+        self.health = reserved(self.health, key)
+        return True
+
+    def release_probe(self, key: HolderKey) -> None:
+        self.health = released(self.health, key)
+        for model in list(self._waiting):
+            self._notify(model)
 
     # -- upkeep --------------------------------------------------------------
 
