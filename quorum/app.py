@@ -272,7 +272,13 @@ class Node:
             self.config.embedded, self.data_dir, make_http_get(self.ctx.session)
         )
         self._embedded = engine
-        manager.set_embedded(await engine.start())
+        try:
+            manager.set_embedded(await engine.start())
+        except EmbeddedEngineError as exc:
+            # The node still serves (peers, other engines) and says why this one is down.
+            log.error("the embedded engine did not start: %s", exc)
+            engine.crashes = 1
+            manager.set_embedded(engine.state(up=False, error=str(exc)))
         self._spawn(engine.watch(manager.set_embedded), "embedded-engine")
 
     async def _start_lan(self, ctx: NodeContext) -> None:

@@ -20,46 +20,15 @@ import pytest
 from quorum.engines import portable
 from quorum.engines.crash import describe_exit, explain
 from quorum.engines.portable import Level, ProbeResult, Steps, ensure
+from tests import wrong_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-
-ILLEGAL_C = r"""
-void illegal(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ volatile("ud2");
-#elif defined(__aarch64__)
-    __asm__ volatile(".inst 0x00000000");
-#else
-#error "no illegal instruction known for this CPU"
-#endif
-}
-"""
-
-FAKE_LLAMA_CPP = """
-import ctypes, os
-_lib = ctypes.CDLL(os.path.join(os.path.dirname(__file__), "libillegal.so"))
-
-class Llama:
-    def __init__(self, **kwargs):
-        _lib.illegal()  # what a library built for a newer CPU does at its first kernel
-"""
 
 
 @pytest.fixture(scope="module")
 def wrong_cpu_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder to put first on PYTHONPATH: ``llama_cpp`` that dies with SIGILL."""
-    root = tmp_path_factory.mktemp("wrong-cpu")
-    package = root / "llama_cpp"
-    package.mkdir()
-    (root / "illegal.c").write_text(ILLEGAL_C)
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc is not None, "a C compiler is needed (it builds the embedded engine too)"
-    subprocess.run(
-        [cc, "-shared", "-fPIC", "-o", str(package / "libillegal.so"), str(root / "illegal.c")],
-        check=True,
-    )
-    (package / "__init__.py").write_text(FAKE_LLAMA_CPP)
-    return root
+    return wrong_cpu.build(tmp_path_factory.mktemp("wrong-cpu"))
 
 
 def _env_with(path: Path) -> dict[str, str]:

@@ -7,7 +7,8 @@ and socket errors are turned into findings here, with the fix a user needs.
 
 - engines: every configured service answers ``/v1/models``; the usual local
   ports are probed when autodetection is on; some engine (or the embedded one)
-  must be there.
+  must be there. The embedded engine is "ok" only once it generated a token
+  here (in a child process: a build for another CPU dies of SIGILL there).
 - port: the node's port is free, or a Quorum node already answers on it.
 - multicast: on each interface discovery would use, an mDNS query sent to
   224.0.0.251 comes back to us (multicast is let through), and which Quorum
@@ -24,15 +25,19 @@ import errno
 import json
 import logging
 import socket
+import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from quorum.config.load import default_data_dir
 from quorum.config.models import Config, EngineKind, ServiceConfig
 from quorum.doctor.report import Check, Finding, Status
 from quorum.engines import embedded
 from quorum.engines.base import auth_headers, make_http_get, root_url
+from quorum.engines.crash import rebuild_command
+from quorum.engines.portable import ProbeResult, probe
 from quorum.errors import EngineDown, EngineError
 
 log = logging.getLogger("quorum.doctor")
@@ -126,16 +131,29 @@ async def check_engines(
                 Finding(Check.ENGINES, Status.INFO, "nothing answers at " + ", ".join(missing))
             )
 
-    embedded_ok = config.embedded.mode.value != "off" and embedded.installed()
-    if embedded_ok:
-        found.append(
-            Finding(
-                Check.ENGINES,
-                Status.OK,
-                f"the embedded engine is installed ({config.embedded.model_name}; "
-                f"mode {config.embedded.mode.value})",
+    embedded_ok = False
+    if config.embedded.mode.value != "off" and embedded.installed():
+        result = await asyncio.to_thread(_probe_embedded, config)
+        embedded_ok = result.ok
+        name = f"{config.embedded.model_name}; mode {config.embedded.mode.value}"
+        if result.ok:
+            found.append(
+                Finding(
+                    Check.ENGINES,
+                    Status.OK,
+                    f"the embedded engine generated a token on this machine ({name})",
+                )
             )
-        )
+        else:
+            found.append(
+                Finding(
+                    Check.ENGINES,
+                    Status.FAIL,
+                    f"the embedded engine is installed but does not work ({name}): "
+                    f"{result.message()}",
+                    f"rebuild it for this machine: {rebuild_command()}",
+                )
+            )
     if not answering and not embedded_ok:
         found.append(
             Finding(
@@ -147,6 +165,15 @@ async def check_engines(
             )
         )
     return found
+
+
+def _probe_embedded(config: Config) -> ProbeResult:
+    """Load the embedded model in a child process and generate one token (blocking)."""
+    try:
+        model = embedded.model_file(config.embedded, config.node.data_dir or default_data_dir())
+    except EngineError as exc:
+        return ProbeResult(False, None, str(exc))
+    return probe(sys.executable, model)
 
 
 def _why_down(message: str) -> str:

@@ -147,7 +147,11 @@ class EmbeddedEngine:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        await self._wait_ready(self._proc)
+        try:
+            await self._wait_ready(self._proc)
+        except BaseException:
+            await self.stop()  # never leave a half-started engine behind
+            raise
         log.info("embedded engine ready: %s", self._cfg.model_name)
         return self.state()
 
@@ -168,7 +172,6 @@ class EmbeddedEngine:
                 pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-        await self.stop()
         raise EmbeddedEngineError(
             f"the embedded engine did not answer within {self._cfg.start_timeout_s:.0f} s"
         )
