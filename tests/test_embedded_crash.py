@@ -41,6 +41,7 @@ def status(port: int) -> dict[str, Any]:
 
 def embedded_service(port: int) -> dict[str, Any]:
     (service,) = [s for s in status(port)["services"] if s["name"] == "embedded"]
+    assert isinstance(service, dict)
     return service
 
 
