@@ -73,6 +73,7 @@ def node(tmp_path: Path) -> Iterator[tuple[int, Path, dict[str, str]]]:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            text=True,
         )
     try:
         wait_healthy(port, proc, 120, data)
