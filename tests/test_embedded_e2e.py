@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -194,3 +196,92 @@ def test_second_node_on_same_port_fails_clearly(
     )
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
+
+
+def _long_stream(port: int, tokens: int, first: threading.Event) -> tuple[str | None, int]:
+    """Stream a long answer; returns (the last finish_reason seen, content chunks)."""
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
+    )
+    finish = None
+    count = 0
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write a very long story about a lighthouse."}],
+        max_tokens=tokens,
+        temperature=0,
+        stream=True,
+    )
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.delta.content:
+                count += 1
+                first.set()
+            finish = choice.finish_reason or finish
+    return finish, count
+
+
+def test_a_long_stream_is_not_cut_when_another_request_arrives(
+    node: tuple[int, subprocess.Popen[str]],
+) -> None:
+    """llama-cpp-python ends a running stream when a request arrives, unless told not to."""
+    port, _ = node
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
+    )
+    first = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        streaming = pool.submit(_long_stream, port, 600, first)
+        assert first.wait(timeout(60)), "the stream never started"
+        second = pool.submit(
+            client.chat.completions.create,
+            model=MODEL,
+            messages=[{"role": "user", "content": "Say hi."}],
+            max_tokens=8,
+        )
+        client.models.list()  # what every app does now and then
+        finish, chunks = streaming.result(timeout(180))
+        answer = second.result(timeout(180))
+    assert finish in ("length", "stop"), f"the stream ended without a finish_reason ({chunks})"
+    assert chunks >= 100 or finish == "stop"
+    assert answer.choices[0].finish_reason in ("length", "stop")
+
+
+def _wait_in_flight(port: int, count: int) -> None:
+    line = f'quorum_in_flight_requests{{model="{MODEL}",route="local"}} {count:.1f}'
+    deadline = time.monotonic() + timeout(30)
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            if line in resp.read().decode():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"never {count} request(s) in flight")
+
+
+def test_a_request_sent_during_a_long_answer_waits_and_is_served(
+    node: tuple[int, subprocess.Popen[str]],
+) -> None:
+    port, _ = node
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
+    )
+    with ThreadPoolExecutor(2) as pool:
+        long = pool.submit(
+            client.chat.completions.with_raw_response.create,
+            model=MODEL,
+            messages=[{"role": "user", "content": "Write a very long story about a lighthouse."}],
+            max_tokens=400,
+            temperature=0,
+        )
+        _wait_in_flight(port, 1)  # the second request arrives mid-answer
+        short = pool.submit(
+            client.chat.completions.with_raw_response.create,
+            model=MODEL,
+            messages=[{"role": "user", "content": "Say hi."}],
+            max_tokens=8,
+        )
+        first, second = long.result(timeout(180)), short.result(timeout(180))
+    assert first.http_response.status_code == 200
+    assert second.http_response.status_code == 200
+    assert first.parse().choices[0].finish_reason in ("length", "stop")
+    assert second.parse().choices[0].finish_reason in ("length", "stop")
