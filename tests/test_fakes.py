@@ -21,12 +21,14 @@ from tests.fakes import (
     FakeEngine,
     FakeImages,
     FakeLlamaCpp,
+    FakeLlamaCppPython,
     FakeLMStudio,
     FakeMLX,
     FakeOllama,
     FakeTTS,
     FakeVLLM,
     FakeWhisper,
+    LlamaCppPythonEngine,
     LoopThread,
     ModelSpec,
     OpenAICompatEngine,
@@ -40,6 +42,7 @@ from tests.fakes import (
     split_pieces,
     transcript_for,
 )
+from tests.harness import timeout
 
 PROMPT = "tell me about the quorum of engines"
 EXPECTED = f"You said: {PROMPT}"
@@ -804,6 +807,7 @@ def test_every_fake_has_a_kind_and_port() -> None:
         FakeLlamaCpp(),
         FakeLMStudio(),
         FakeMLX(),
+        FakeLlamaCppPython(),
         FakeTTS(),
         FakeImages(),
         FakeWhisper(),
@@ -814,10 +818,366 @@ def test_every_fake_has_a_kind_and_port() -> None:
         "llamacpp",
         "lmstudio",
         "mlx",
+        "llamacpp_python",
         "tts",
         "image",
         "stt",
     ]
-    assert [f.default_port for f in fakes[:5]] == [11434, 8000, 8080, 1234, 8080]
+    assert [f.default_port for f in fakes[:6]] == [11434, 8000, 8080, 1234, 8080, 8000]
+    assert LlamaCppPythonEngine is FakeLlamaCppPython
     assert all(not f.running for f in fakes)
     assert math.isclose(inspect_audio(make_wav(seconds=0.1)).duration, 0.1)
+
+
+# -- concurrency: slots, queues, locks -----------------------------------------------------
+#
+# A generation holds its slot for gen_delay seconds; the tests set it high, look at the
+# fake's own state (processing / waiting) once it is reached, then set it to 0 so every
+# running generation ends at once. No sleep stands in for "the request has arrived".
+
+HOLD = 60.0  # longer than any test: a held generation ends only when gen_delay drops to 0
+
+
+def wait_s(seconds: float = 10.0) -> float:
+    return timeout(seconds)
+
+
+def finish_reasons(chunks: list[dict[str, Any]]) -> list[Any]:
+    return [choice.get("finish_reason") for c in chunks for choice in c.get("choices", [])]
+
+
+def post_later(
+    s: aiohttp.ClientSession, url: str, body: dict[str, Any]
+) -> asyncio.Task[tuple[int, str, str]]:
+    return asyncio.create_task(post_json(s, url, body))
+
+
+async def test_slot_pool_is_first_come_first_served_and_survives_cancellation() -> None:
+    fake = FakeVLLM()
+    pool = fake.new_pool(1)
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        async with pool.slot():
+            order.append(name)
+
+    await pool.acquire()
+    first = asyncio.create_task(take("first"))
+    leaver = asyncio.create_task(take("leaver"))
+    last = asyncio.create_task(take("last"))
+    await fake.until(lambda: pool.waiting == 3, within=wait_s())
+    leaver.cancel()
+    await fake.until(lambda: pool.waiting == 2, within=wait_s())
+    assert not pool.free and pool.running == 1
+    pool.release()
+    async with asyncio.timeout(wait_s()):
+        await asyncio.gather(first, last)
+    assert leaver.cancelled() and order == ["first", "last"]
+    assert pool.running == 0 and pool.waiting == 0 and pool.free
+
+
+async def test_llamacpp_slots_fill_and_further_tasks_are_deferred() -> None:
+    fake = FakeLlamaCpp(total_slots=2, gen_delay=HOLD, metrics=True)
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        url = fake.url + "/v1/chat/completions"
+        running = [post_later(s, url, CHAT) for _ in range(2)]
+        await fake.until(lambda: fake.processing == 2, within=wait_s())
+        stream = post_later(s, url, {**CHAT, "stream": True})
+        embedding = post_later(s, fake.url + "/v1/embeddings", {"input": "x"})
+        await fake.until(lambda: fake.waiting == 2, within=wait_s())
+        # Deferred tasks have not answered at all: llama-server waits for a task's first
+        # result before it sends a streamed answer's headers.
+        assert fake.streams_started == 0 and not stream.done()
+        async with s.get(fake.url + "/slots") as resp:
+            slots = await resp.json()
+        assert [slot["is_processing"] for slot in slots] == [True, True]
+        async with s.get(fake.url + "/slots?fail_on_no_slot=1") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"]["message"] == "no slot available"
+        async with s.get(fake.url + "/metrics") as resp:
+            metrics = await resp.text()
+        assert "llamacpp:requests_processing 2\n" in metrics
+        assert "llamacpp:requests_deferred 2\n" in metrics
+        async with s.get(fake.url + "/props") as resp:
+            props = await resp.json()
+        assert props["total_slots"] == 2
+        assert props["default_generation_settings"]["is_processing"] is True
+        async with s.get(fake.url + "/v1/models") as resp:  # listing never waits for a slot
+            assert resp.status == 200
+
+        fake.gen_delay = 0
+        for task in [*running, stream, embedding]:
+            status, _, text = await task
+            assert status == 200, text
+        assert chunks_of(stream.result()[2])[-1]["choices"][0]["finish_reason"] == "stop"
+        assert fake.processing == 0 and fake.waiting == 0
+    async with FakeLlamaCpp() as fake, aiohttp.ClientSession() as s:
+        async with s.get(fake.url + "/metrics") as resp:
+            assert resp.status == 501  # only with --metrics
+        async with s.get(fake.url + "/slots") as resp:
+            assert len(await resp.json()) == 4  # -np -1 (auto) is 4 slots
+
+
+async def test_ollama_runs_num_parallel_per_model_queues_then_refuses() -> None:
+    fake = FakeOllama(models=["llama3.2:1b", "qwen3:0.6b"], num_parallel=1, max_queue=2)
+    fake.gen_delay = HOLD
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        url = fake.url + "/v1/chat/completions"
+        llama, qwen = {"model": "llama3.2:1b", **CHAT}, {"model": "qwen3:0.6b", **CHAT}
+        first = [post_later(s, url, llama), post_later(s, url, qwen)]
+        await fake.until(lambda: fake.processing == 2, within=wait_s())  # one per model
+        assert fake.processing_for("llama3.2:1b") == fake.processing_for("qwen3:0.6b") == 1
+        queued = [
+            post_later(s, url, llama),
+            post_later(s, fake.url + "/v1/embeddings", {"model": "llama3.2:1b", "input": "x"}),
+        ]
+        await fake.until(lambda: fake.waiting == 2, within=wait_s())
+        assert fake.streams_started == 0
+        status, _, text = await post_json(s, url, {**llama, "stream": True})
+        assert status == 503
+        assert json.loads(text) == {
+            "error": {
+                "message": "server busy, please try again.  maximum pending requests exceeded",
+                "type": "api_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        assert fake.waiting == 2 and fake.processing == 2
+
+        fake.gen_delay = 0
+        for task in first + queued:
+            status, _, text = await task
+            assert status == 200, text
+        assert fake.processing == 0 and fake.waiting == 0
+
+
+async def test_vllm_streams_answer_headers_while_they_wait_for_a_seq() -> None:
+    fake = FakeVLLM(max_num_seqs=1, gen_delay=HOLD, chunks=3)
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        url = fake.url + "/v1/chat/completions"
+        whole = post_later(s, url, CHAT)
+        await fake.until(lambda: fake.processing == 1, within=wait_s())
+        async with s.post(url, json={**CHAT, "stream": True}) as resp:
+            # vLLM returns its StreamingResponse at once: 200 before the request is scheduled
+            assert resp.status == 200 and resp.content_type == "text/event-stream"
+            assert fake.waiting == 1 and fake.processing == 1 and not whole.done()
+            fake.gen_delay = 0
+            chunks = chunks_of(await resp.text())
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert (await whole)[0] == 200
+
+
+@pytest.mark.parametrize("cls", [FakeLMStudio, FakeMLX], ids=["lmstudio", "mlx"])
+async def test_one_generation_at_a_time(cls: type[OpenAICompatEngine]) -> None:
+    fake = cls(gen_delay=HOLD)
+    model = fake.model_ids[0]
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        url = fake.url + "/v1/chat/completions"
+        first = post_later(s, url, {"model": model, **CHAT})
+        await fake.until(lambda: fake.processing == 1, within=wait_s())
+        second = post_later(s, url, {"model": model, **CHAT, "stream": True})
+        await fake.until(lambda: fake.waiting == 1, within=wait_s())
+        assert fake.processing == 1 and fake.streams_started == 0
+        async with s.get(fake.url + "/v1/models") as resp:  # listing answers meanwhile
+            assert resp.status == 200
+        fake.gen_delay = 0
+        assert (await first)[0] == 200
+        status, _, text = await second
+        assert status == 200 and "stop" in finish_reasons(chunks_of(text))
+        assert fake.processing == 0 and fake.waiting == 0
+
+
+async def test_single_threaded_mlx_makes_every_request_wait() -> None:
+    fake = FakeMLX(single_threaded=True, gen_delay=HOLD)
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        generation = post_later(s, fake.url + "/v1/chat/completions", CHAT)
+        await fake.until(lambda: fake.processing == 1, within=wait_s())
+        listing = asyncio.create_task(s.get(fake.url + "/v1/models"))
+        health = asyncio.create_task(s.get(fake.url + "/health"))
+        await fake.until(lambda: fake.waiting == 2, within=wait_s())
+        assert not listing.done() and not health.done()
+        fake.gen_delay = 0
+        assert (await generation)[0] == 200
+        for pending in (listing, health):
+            async with await pending as resp:
+                assert resp.status == 200
+
+
+# -- llama-cpp-python -----------------------------------------------------------------------
+
+LCP_MODEL = "/models/gemma-3-270m-it-Q4_K_M.gguf"
+
+
+async def test_llamacpp_python_shapes() -> None:
+    fake = FakeLlamaCppPython(alias="gemma3", chunks=3)
+    async with fake, aiohttp.ClientSession() as s:
+        async with s.get(fake.url + "/v1/models") as resp:
+            assert await resp.read() == (
+                b'{"object":"list","data":[{"id":"gemma3","object":"model",'
+                b'"owned_by":"me","permissions":[]}]}'
+            )
+        status, _, text = await post_json(s, fake.url + "/v1/chat/completions", CHAT)
+        reply = json.loads(text)
+        assert status == 200 and reply["model"] == LCP_MODEL  # no model asked: the path
+        assert re.fullmatch(r"chatcmpl-[0-9a-f-]{36}", reply["id"])
+        assert reply["choices"][0] == {
+            "index": 0,
+            "message": {"content": EXPECTED, "role": "assistant"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        body = {"model": "anything", **CHAT, "stream": True}
+        body["stream_options"] = {"include_usage": True}  # not a field: ignored
+        async with s.post(fake.url + "/v1/chat/completions", json=body) as resp:
+            assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+            assert resp.headers["X-Accel-Buffering"] == "no"
+            text = await resp.text()
+        chunks = chunks_of(text)
+        assert '"object": "chat.completion.chunk"' in text  # json.dumps separators
+        assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+        assert chunks[-1]["choices"][0] == {
+            "index": 0,
+            "delta": {},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        assert joined_delta(chunks) == EXPECTED and all("usage" not in c for c in chunks)
+        assert {c["model"] for c in chunks} == {"anything"}
+        long_prompt = {"prompt": " ".join(["word"] * 30)}  # max_tokens defaults to 16
+        status, _, text = await post_json(s, fake.url + "/v1/completions", long_prompt)
+        choice = json.loads(text)["choices"][0]
+        assert choice["finish_reason"] == "length" and len(choice["text"].split()) == 16
+        status, _, text = await post_json(s, fake.url + "/v1/embeddings", {"input": "x"})
+        assert status == 500 and json.loads(text) == {
+            "error": {
+                "message": "Llama model must be created with embedding=True to call this method",
+                "type": "internal_server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        status, _, text = await post_json(s, fake.url + "/v1/chat/completions", {"messages": 1})
+        assert status == 500 and json.loads(text)["error"]["type"] == "internal_server_error"
+        async with s.get(fake.url + "/nope") as resp:
+            assert resp.status == 404 and await resp.json() == {"detail": "Not Found"}
+        async with s.post(fake.url + "/v1/models") as resp:
+            assert resp.status == 405 and await resp.json() == {"detail": "Method Not Allowed"}
+    async with FakeLlamaCppPython(embedding=True) as fake:
+        client = openai.AsyncOpenAI(base_url=fake.url + "/v1", api_key="unused", max_retries=0)
+        async with client:
+            assert [m.id async for m in client.models.list()] == [LCP_MODEL]
+            vectors = await client.embeddings.create(model=LCP_MODEL, input=["a", "b"])
+            assert [len(v.embedding) for v in vectors.data] == [8, 8]
+            stream = await client.chat.completions.create(
+                model=LCP_MODEL, messages=[{"role": "user", "content": PROMPT}], stream=True
+            )
+            parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+            assert "".join(parts) == EXPECTED
+
+
+async def test_llamacpp_python_models_wait_for_a_running_generation() -> None:
+    fake = FakeLlamaCppPython(gen_delay=HOLD)
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        chat = post_later(s, fake.url + "/v1/chat/completions", CHAT)
+        await fake.until(lambda: fake.processing == 1, within=wait_s())
+        models = asyncio.create_task(s.get(fake.url + "/v1/models"))
+        embedding = post_later(s, fake.url + "/v1/embeddings", {"input": "x"})
+        await fake.until(lambda: fake.waiting == 2, within=wait_s())
+        assert not models.done() and fake.processing == 1
+        fake.gen_delay = 0
+        status, _, text = await chat
+        assert status == 200 and json.loads(text)["choices"][0]["finish_reason"] == "stop"
+        async with await models as resp:
+            assert resp.status == 200 and (await resp.json())["data"][0]["owned_by"] == "me"
+        assert (await embedding)[0] == 500  # its turn came; the model has no embeddings
+        assert fake.processing == 0 and fake.waiting == 0
+
+
+LONG_WORDS = 200  # content chunks of a long answer: 10 s at the tests' chunk_delay
+
+
+def long_reply(prompt: str) -> str:
+    return " ".join(f"w{i}" for i in range(LONG_WORDS))
+
+
+async def get_status(s: aiohttp.ClientSession, url: str) -> int:
+    async with s.get(url) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def post_status(s: aiohttp.ClientSession, url: str) -> int:
+    return (await post_json(s, url, CHAT))[0]
+
+
+async def read_sse_until_content(resp: aiohttp.ClientResponse) -> bytes:
+    """Read events until the first one with content: the stream holds the model then."""
+    received = b""
+    async for line in resp.content:
+        received += line
+        if b'"content"' in line:
+            return received
+    raise AssertionError(f"stream ended before any content: {received!r}")
+
+
+@pytest.mark.parametrize("second", ["chat", "models"])
+async def test_llamacpp_python_interrupts_a_stream_when_another_request_arrives(
+    second: str,
+) -> None:
+    fake = FakeLlamaCppPython(chunks=LONG_WORDS, chunk_delay=0.05, reply=long_reply)
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        body = {**CHAT, "stream": True}
+        async with s.post(fake.url + "/v1/chat/completions", json=body) as resp:
+            received = await read_sse_until_content(resp)
+            if second == "chat":
+                other = asyncio.create_task(post_status(s, fake.url + "/v1/chat/completions"))
+            else:  # the node's own health probe did exactly this
+                other = asyncio.create_task(get_status(s, fake.url + "/v1/models"))
+            received += await resp.read()
+        text = received.decode()
+        assert text.endswith("data: [DONE]\n\n")  # a clean end of stream...
+        chunks = chunks_of(text)
+        assert 1 < len(chunks) < 100 and set(finish_reasons(chunks)) == {None}  # ...cut short
+        assert fake.streams_cut_short == 1
+        assert await other == 200
+    assert fake.processing == 0 and fake.waiting == 0
+
+
+async def test_llamacpp_python_lets_a_stream_finish_without_interrupt_requests() -> None:
+    fake = FakeLlamaCppPython(
+        chunks=LONG_WORDS, chunk_delay=0.05, reply=long_reply, interrupt_requests=False
+    )
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(30)):
+        body = {**CHAT, "stream": True}
+        async with s.post(fake.url + "/v1/chat/completions", json=body) as resp:
+            received = await read_sse_until_content(resp)
+            listing = asyncio.create_task(s.get(fake.url + "/v1/models"))
+            await fake.until(lambda: fake.waiting == 1, within=wait_s())
+            assert not listing.done()
+            fake.chunk_delay = 0  # let the stream run to its end now
+            received += await resp.read()
+        chunks = chunks_of(received.decode())
+        assert len(chunks) == 1 + LONG_WORDS + 1 and finish_reasons(chunks)[-1] == "stop"
+        assert joined_delta(chunks) == long_reply(PROMPT)
+        async with await listing as resp:
+            assert resp.status == 200
+        assert fake.streams_cut_short == 0 and fake.streams_completed == 1
+
+
+async def test_llamacpp_python_stream_pings_while_it_waits_for_the_model() -> None:
+    fake = FakeLlamaCppPython(gen_delay=HOLD, ping_interval=0.05)
+    async with fake, aiohttp.ClientSession() as s, asyncio.timeout(wait_s(20)):
+        whole = post_later(s, fake.url + "/v1/chat/completions", CHAT)
+        await fake.until(lambda: fake.processing == 1, within=wait_s())
+        body = {**CHAT, "stream": True}
+        async with s.post(fake.url + "/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200  # headers at once, like sse-starlette
+            first = await resp.content.readline()
+            assert first.startswith(b": ping - ") and first.endswith(b"\r\n")
+            assert fake.waiting == 1 and not whole.done()
+            fake.gen_delay = 0
+            rest = await resp.read()
+        assert (await whole)[0] == 200
+        data = [line for line in rest.split(b"\n") if line.startswith(b"data: ")]
+        assert data[-1] == b"data: [DONE]" and b'"finish_reason": "stop"' in data[-2]
