@@ -218,13 +218,14 @@ class OpenAICompatEngine(FakeEngine):
         refusal = self.refuse(request, model)
         if refusal is not None:
             return refusal
-        early = (
-            await self.open_sse(request, self.sse_headers()) if self.headers_before_slot else None
-        )
+        response: web.StreamResponse | None = None
+        if self.headers_before_slot:
+            response = await self.open_sse(request, self.sse_headers())
         async with self.generation_slot(request, model) as present:
             if not present:
-                return early or web.Response(status=499)
-            response = early or await self.open_sse(request, self.sse_headers())
+                return response if response is not None else web.Response(status=499)
+            if response is None:
+                response = await self.open_sse(request, self.sse_headers())
             if await self.write_sse(request, response, frames):
                 await self.end_sse(response)
             return response
