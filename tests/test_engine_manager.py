@@ -10,7 +10,7 @@ from quorum.config.models import AutodetectSection, DetectTarget
 from quorum.engines.base import Response, ServiceState
 from quorum.engines.detect import identify
 from quorum.engines.manager import EngineManager
-from quorum.errors import EngineDown
+from quorum.errors import EngineDown, EngineSilent
 
 
 class FakeNet:
@@ -138,3 +138,97 @@ async def test_configured_root_is_not_detected_twice() -> None:
     cfg = ServiceConfig(name="mine", engine=EngineKind.OLLAMA, url="http://o/v1")
     manager = EngineManager((cfg,), detect_all(net), net.get, lambda s: None)
     assert [s.name for s in await manager.refresh()] == ["mine"]
+
+
+class Gate:
+    """A probe gate whose services are busy when listed in ``busy``."""
+
+    def __init__(self) -> None:
+        self.busy: set[str] = set()
+        self.held: list[str] = []
+
+    def reserve(self, service: str) -> bool:
+        if service in self.busy:
+            return False
+        self.held.append(service)
+        return True
+
+    def release(self, service: str) -> None:
+        self.held.remove(service)
+
+
+class SilentNet(FakeNet):
+    """Like FakeNet, but ``silent`` roots take the connection and never answer in time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.silent: set[str] = set()
+
+    async def get(self, url: str, headers: Mapping[str, str]) -> Response:
+        if any(url.startswith(root + "/") for root in self.silent):
+            self.calls.append(url)
+            raise EngineSilent(f"no answer from {url} within 3 s")
+        return await super().get(url, headers)
+
+
+LLAMACPP_PYTHON = {"/v1/models": models("gemma", owned_by="me")}
+
+
+async def test_llamacpp_python_is_recognised() -> None:
+    net = FakeNet()
+    net.hosts["http://h:8000"] = LLAMACPP_PYTHON
+    assert await identify(net.get, "http://h:8000", {}) is EngineKind.LLAMACPP_PYTHON
+
+
+async def test_a_busy_service_is_not_probed_and_stays_as_it_was() -> None:
+    net, gate = FakeNet(), Gate()
+    net.hosts["http://h:1"] = LLAMACPP_PYTHON
+    cfg = ServiceConfig(name="lcp", url="http://h:1/v1")
+    seen: list[tuple[ServiceState, ...]] = []
+    manager = EngineManager((cfg,), AutodetectSection(enabled=False), net.get, seen.append, gate)
+    (first,) = await manager.refresh()
+    assert first.up and first.engine is EngineKind.LLAMACPP_PYTHON
+    calls = len(net.calls)
+    gate.busy.add("lcp")
+    (again,) = await manager.refresh()
+    assert again == first
+    assert len(net.calls) == calls  # not a single request while it is busy
+    gate.busy.clear()
+    await manager.refresh()
+    assert len(net.calls) == calls + 1  # idle again: one request per refresh
+    assert gate.held == []  # every slot it took is given back
+
+
+async def test_a_silent_probe_of_a_service_that_was_up_means_busy() -> None:
+    net, gate = SilentNet(), Gate()
+    net.hosts["http://h:1"] = LLAMACPP_PYTHON
+    cfg = ServiceConfig(name="lcp", url="http://h:1/v1")
+    manager = EngineManager((cfg,), AutodetectSection(enabled=False), net.get, lambda s: None, gate)
+    (first,) = await manager.refresh()
+    net.silent.add("http://h:1")
+    (again,) = await manager.refresh()
+    assert again.up and again == first
+    # One that never answered is not "busy": it is down, and says so.
+    fresh = EngineManager(
+        (ServiceConfig(name="new", url="http://h:1/v1", engine="openai"),),
+        AutodetectSection(enabled=False),
+        net.get,
+        lambda s: None,
+        Gate(),
+    )
+    (down,) = await fresh.refresh()
+    assert not down.up and down.error
+
+
+async def test_a_detected_engine_is_identified_once() -> None:
+    net = FakeNet()
+    net.hosts["http://127.0.0.1:11434"] = OLLAMA
+    auto = AutodetectSection(
+        targets=(DetectTarget(engine=EngineKind.OLLAMA, url="http://127.0.0.1:11434"),)
+    )
+    manager = EngineManager((), auto, net.get, lambda s: None, Gate())
+    await manager.refresh()
+    first = len(net.calls)
+    await manager.refresh()
+    # Only its model list (Ollama: tags and ps), no identification again.
+    assert [c.rsplit(":11434", 1)[1] for c in net.calls[first:]] == ["/api/tags", "/api/ps"]
