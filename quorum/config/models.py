@@ -90,7 +90,8 @@ class ServiceConfig(Frozen):
     )
     engine: EngineKind | None = Field(
         default=None,
-        description="ollama, lmstudio, llamacpp, vllm, mlx, openai; unset: found by probing.",
+        description="ollama, lmstudio, llamacpp, vllm, mlx, llama-cpp-python, openai; "
+        "unset: found by probing.",
     )
     url: Annotated[str, Field(pattern=r"^https?://")] = Field(
         description="The engine's address, with or without the trailing /v1."
@@ -109,7 +110,8 @@ class ServiceConfig(Frozen):
         default=None,
         ge=1,
         description="Requests sent to the engine at once (default per engine: ollama 4, "
-        "llamacpp 4, vllm 256, openai 8, lmstudio/mlx/embedded 1); more wait in a queue.",
+        "llamacpp 4, vllm 256, openai 8, lmstudio/mlx/llama-cpp-python/embedded 1); more "
+        "wait in a queue.",
     )
 
     @model_validator(mode="before")

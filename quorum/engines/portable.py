@@ -184,10 +184,10 @@ def build_wheel(python: str, level: Level, dest: Path) -> Path:
         f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
         env=env,
     )
-    return _wheel_in(dest)
+    return wheel_in(dest)
 
 
-def _wheel_in(folder: Path) -> Path:
+def wheel_in(folder: Path) -> Path:
     wheels = sorted(folder.glob("llama_cpp_python-*.whl"))
     if not wheels:
         raise FileNotFoundError(f"no llama-cpp-python wheel in {folder}")
@@ -273,7 +273,7 @@ def _real_steps(python: str, rebuild: bool) -> Steps:
         if rebuild and folder.exists():
             shutil.rmtree(folder)
         try:
-            return _wheel_in(folder)
+            return wheel_in(folder)
         except FileNotFoundError:
             return build_wheel(python, level, folder)
 
