@@ -15,28 +15,14 @@ from quorum.discovery.peers import PeerView
 from quorum.engines.base import ServiceState
 from quorum.fleet import FleetSnapshot
 from quorum.keys import KeyInfo, KeyVerifier
+from quorum.proxy import Opener, RequestRecord
 from quorum.server.metrics import Metrics
 from quorum.server.scheduler import Scheduler
+from quorum.server.upstream import NodeOpener
 from quorum.tunnel import TunnelClient
 from quorum.usage.outbox import Outbox
 
 RECENT_REQUESTS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One answered request, for the status page and the dashboard."""
-
-    id: str
-    time: float
-    endpoint: str
-    model: str
-    route: str
-    node: str
-    status: int
-    ttfb_ms: float | None
-    duration_ms: float
-    error: str | None = None
 
 
 @dataclass
@@ -61,9 +47,11 @@ class NodeContext:
     keys: KeyVerifier | None = None  # API keys are checked against the relay
     outbox: Outbox | None = None  # usage records waiting to reach the relay
     scheduler: Scheduler = field(init=False)
+    opener: Opener = field(init=False)  # how the proxy core reaches holders (tests replace it)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.config.routing, self.config.aliases)
+        self.opener = NodeOpener(self)
 
     @property
     def name(self) -> str:

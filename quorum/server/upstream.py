@@ -14,8 +14,8 @@ import asyncio
 import functools
 import ipaddress
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,28 +31,13 @@ from quorum.http import (
     HttpProtocolError,
     request_body,
 )
+from quorum.proxy.upstream import Headers, Upstream
 from quorum.tunnel import TunnelClient
 
-Headers = Sequence[tuple[str, str]]
+if TYPE_CHECKING:
+    from quorum.server.context import NodeContext
+
 CONNECT_TIMEOUT_S = 5.0  # as the node's aiohttp session: ClientTimeout(sock_connect=5)
-
-
-class Upstream(Protocol):
-    status: int
-    content_length: int | None
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; raises ``UpstreamFailed`` if it breaks off."""
-        ...
-
-    async def read(self, limit: int) -> bytes:
-        """The whole body; ``UpstreamFailed`` if it breaks off or passes ``limit``."""
-        ...
-
-    def release(self) -> None: ...
 
 
 class HttpUpstream:
@@ -335,3 +320,20 @@ async def open_relay(
         payload,
         holder.header_timeout_s,
     )
+
+
+class NodeOpener:
+    """The node's :class:`quorum.proxy.Opener`: HTTP to engines and LAN peers (the
+    node's session), the tunnel to nodes behind the relay (read at each call)."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(
+        self, holder: Holder, method: str, path_qs: str, headers: Headers, body: bytes
+    ) -> Upstream:
+        if holder.route is Route.RELAY:
+            return await open_relay(self._ctx.tunnel, holder, method, path_qs, headers, body)
+        return await open_http(self._ctx.session, holder, method, path_qs, headers, body)

@@ -1,0 +1,230 @@
+"""The proxy core: read the model, route, try holders in turn, write the answer to a sink.
+
+It knows no transport: an edge gives it a :class:`~quorum.proxy.request.ProxyRequest`
+(the body already read, bounded by ``node.max_body_mb``), an
+:class:`~quorum.proxy.exchange.Exchange` to fill, and a
+:class:`~quorum.proxy.sink.Sink`; upstreams are opened through the context's
+injected ``opener``. The HTTP server (:mod:`quorum.server.proxy`) is one edge;
+a stream the relay opens to this node is another.
+
+Contract:
+- The body is read whole because routing needs its ``model`` field; it is
+  forwarded as the same bytes unless a rewrite is needed (the engine names
+  the model differently; ``verbose_json`` asked of a service without
+  timestamps is asked as ``json`` and made here, :mod:`quorum.answers.verbose`).
+- An API key's model limits are checked here, where the request is routed.
+- Failures before the answer starts are raised as ``ApiError``s: the edge
+  answers them in the caller's shape. Failover to the next holder happens
+  only before anything reached the client (:mod:`quorum.routing.failover`).
+- A client that goes away cancels the call, which closes the upstream, so
+  the engine stops generating. The node a request entered records its usage
+  (shielded: a client that left still counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from quorum.answers import verbose
+from quorum.errors import ApiError, Forbidden, InvalidRequest, NoReachableHolder
+from quorum.fleet import Holder, Route
+from quorum.protocol.headers import HOP_HEADER
+from quorum.proxy.answer import attempt
+from quorum.proxy.context import ProxyContext
+from quorum.proxy.exchange import Exchange, finish, new_request_id, usage_record
+from quorum.proxy.request import ProxyRequest
+from quorum.proxy.sink import Sink
+from quorum.routing import (
+    Action,
+    BodyKind,
+    RouteRequest,
+    is_failure,
+    next_step,
+    resolve_alias,
+)
+from quorum.server import body as bodies
+from quorum.usage import SseUsageScanner
+
+log = logging.getLogger("quorum.proxy")
+
+# Request headers never passed on to the holder (hop-by-hop, or set by the node).
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "Accept-Encoding",
+        "Authorization",
+        HOP_HEADER,
+        "X-Request-Id",  # set by the node: the client's own, or a new one
+    )
+)
+
+
+def new_exchange(request: ProxyRequest) -> Exchange:
+    return Exchange(id=request.request_id or new_request_id(), endpoint=request.endpoint)
+
+
+async def serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Exchange) -> None:
+    """Answer ``request`` into ``sink``; raise an ``ApiError`` if no answer started."""
+    outbox = ctx.outbox
+    if outbox is not None and not request.forwarded:
+        # The node a request entered records it; a node serving a forwarded one does not.
+        ex.scanner, ex.wall_start = SseUsageScanner(), time.time()
+    try:
+        await _serve(ctx, request, sink, ex)
+    except ApiError as err:
+        ex.status, ex.error = err.status, err.code
+        raise
+    except asyncio.CancelledError:
+        ex.status, ex.error = 499, "client_disconnected"
+        raise
+    finally:
+        finish(ctx.metrics, ctx.recent, ex)
+        if outbox is not None and ex.scanner is not None and not ex.recorded:
+            # Shielded: a client that went away still gets its request counted.
+            await asyncio.shield(outbox.append(usage_record(ex)))
+
+
+async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Exchange) -> None:
+    payload = request.body
+    endpoint = request.endpoint
+    data = None
+    boundary = ""
+    if endpoint.body is BodyKind.JSON:
+        if request.content_type != "application/json":
+            raise InvalidRequest(
+                f"{endpoint.path} takes a JSON body: set 'Content-Type: application/json' "
+                f"(got '{request.content_type}')."
+            )
+        data = bodies.json_object(payload)
+        ex.model = bodies.model_of(data)
+        fields: Mapping[str, str] = {}
+    else:
+        if request.content_type != "multipart/form-data":
+            raise InvalidRequest(
+                f"{endpoint.path} takes a multipart/form-data body (got '{request.content_type}')."
+            )
+        boundary = bodies.boundary_of(request.header("Content-Type") or "")
+        fields = bodies.multipart_fields(
+            payload, boundary, {"model", "response_format", "language"}
+        )
+        if "model" not in fields:
+            raise InvalidRequest("You must provide a model parameter.", param="model")
+        ex.model = fields["model"]
+
+    key = request.key
+    ex.key_id = key.key_id if key is not None else None
+    sched = ctx.scheduler
+    if key is not None and not key.allows(resolve_alias(sched.aliases, ex.model)):
+        raise Forbidden(
+            f"This API key may not use the model '{ex.model}'.", code="model_not_allowed"
+        )
+    route_request = RouteRequest(
+        ex.model, endpoint.types, endpoint.label, request.forwarded, len(payload)
+    )
+    candidates = await sched.admit(lambda: ctx.snapshot, route_request)
+    error: ApiError | None = None
+    for index, holder in enumerate(candidates):
+        if not sched.available(holder):
+            continue
+        ex.attempts += 1
+        ex.route, ex.node = holder.route.value, holder.node_name
+        body, extra = _adapt(payload, data, boundary, fields, holder, ex)
+        headers = _upstream_headers(request, holder, ex)
+        gauge = ctx.metrics.in_flight_for(holder.model, ex.route)
+        gauge.inc()
+        seq = sched.start(holder)
+        began = time.perf_counter()
+        try:
+            result = await attempt(
+                ctx.opener,
+                sink,
+                holder,
+                request.method,
+                request.path_qs,
+                headers,
+                body,
+                ex,
+                extra,
+                ctx.outbox,
+            )
+        except BaseException:
+            sched.abandon(holder, seq)  # the client went away (or a bug): not the holder's fault
+            raise
+        finally:
+            gauge.dec()
+        ttfb = None if ex.first_byte is None else ex.first_byte - began
+        sched.finish(holder, not is_failure(result.outcome), time.perf_counter() - began, ttfb)
+        if result.answered or sink.started:
+            return
+        assert result.error is not None
+        error = result.error
+        step = next_step(
+            result.outcome,
+            attempt=ex.attempts,
+            body_size=len(payload),
+            candidates_left=len(candidates) - index - 1,
+            policy=sched.failover,
+        )
+        if step.action is not Action.RETRY:
+            break
+        log.info(
+            "request %s: %s on %s failed before answering (%s); trying the next holder",
+            ex.id,
+            holder.service,
+            holder.node_name,
+            result.outcome.value,
+        )
+    raise error or NoReachableHolder(
+        f"Every holder of '{ex.model}' is busy or cooling down; try again shortly."
+    )
+
+
+def _adapt(
+    payload: bytes,
+    data: dict[str, Any] | None,
+    boundary: str,
+    fields: Mapping[str, str],
+    holder: Holder,
+    ex: Exchange,
+) -> tuple[bytes, dict[str, str]]:
+    """The body as this holder's engine wants it, and the headers that say what changed."""
+    extra: dict[str, str] = {}
+    if holder.upstream_model != ex.model:  # an alias, or an engine's own name for the model
+        payload = (
+            bodies.replace_json_model(payload, data, holder.upstream_model)
+            if data is not None
+            else bodies.replace_multipart_field(payload, boundary, "model", holder.upstream_model)
+        )
+    ex.verbose_from = None
+    if fields.get("response_format") == "verbose_json" and "timestamps" not in holder.features:
+        payload = bodies.replace_multipart_field(payload, boundary, "response_format", "json")
+        extra["X-Quorum-Downgraded"] = verbose.DOWNGRADED
+        task = "translate" if ex.endpoint.label == "translation" else "transcribe"
+        ex.verbose_from = {"task": task, "language": fields.get("language", "")}
+        if ex.audio is None:
+            ex.audio = bodies.multipart_file(payload, boundary, "file")
+    return payload, extra
+
+
+def _upstream_headers(request: ProxyRequest, holder: Holder, ex: Exchange) -> list[tuple[str, str]]:
+    headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
+    headers.append(("X-Request-Id", ex.id))
+    if holder.api_key:
+        headers.append(("Authorization", f"Bearer {holder.api_key}"))
+    if holder.route is not Route.LOCAL:
+        headers.append((HOP_HEADER, "1"))
+    return headers
