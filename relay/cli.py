@@ -28,8 +28,8 @@ from relay.admin import ADMIN_TOKEN_ENV, AdminOps, load_admin_token
 from relay.admin_http import HttpAdmin
 from relay.hub import Hub
 from relay.keys import parse_models
+from relay.open_store import open_store
 from relay.server import build_app, ssl_context
-from relay.store import open_store
 
 log = logging.getLogger("relay")
 

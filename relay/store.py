@@ -5,7 +5,7 @@ their join tokens' hashes), API keys (hash and visible prefix only), the last
 heartbeat of every node, and usage records. What the relay keeps in memory
 (open tunnels, the models each one announced) is rebuilt by reconnecting
 nodes, so a restarted relay, or a second one sharing the same store, loses
-nothing. ``open_store`` gives the SQLite implementation (``sqlite_store``),
+nothing. ``relay.open_store`` gives the SQLite implementation (``sqlite_store``),
 the default; a PostgreSQL one can implement the same methods with the same
 portable SQL.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from quorum.errors import QuorumError
@@ -196,10 +195,3 @@ class Store(Protocol):
         """Usage since ``since_ms`` in buckets of ``bucket_ms`` (aligned to the epoch), one
         point per bucket and (model, node, key), oldest first."""
         ...
-
-
-def open_store(data_dir: Path) -> Store:
-    """The default store: SQLite in WAL mode at ``data_dir/relay.sqlite3``."""
-    from relay.sqlite_store import SqliteStore
-
-    return SqliteStore(data_dir)

@@ -9,8 +9,9 @@ import pytest
 
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import KeyState
+from relay.open_store import open_store
 from relay.sqlite_store import MIGRATIONS, SqliteStore
-from relay.store import NodeSeen, StoreError, UsageBy, open_store
+from relay.store import NodeSeen, StoreError, UsageBy
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000.0

@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from relay import dashboard
 from relay.dashboard_auth import CSRF_HEADER, SESSION_COOKIE, Sessions
 from relay.hub import Hub
+from relay.open_store import open_store
 from relay.server import build_app
-from relay.store import open_store
 from tests.harness import timeout
 from tests.relay.harness import Relay, create_cluster, relay_cli
 from tests.web.test_events import events

@@ -1,0 +1,62 @@
+"""The control plane's schema, as numbered migrations in portable SQL.
+
+Each entry is applied once, in order, and recorded by the store that runs it;
+an entry is never edited after it shipped (add a new one). The SQL keeps to
+what SQLite and PostgreSQL both accept (``DOUBLE PRECISION``, ``BIGINT``,
+``TEXT``), so every store implementation runs the same migrations.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE clusters (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        cluster_id TEXT NOT NULL REFERENCES clusters (id),
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL UNIQUE,
+        key_hash TEXT NOT NULL UNIQUE,
+        models TEXT,
+        expires_at DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL,
+        last_used_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION
+    );
+    CREATE INDEX api_keys_cluster ON api_keys (cluster_id);
+    CREATE TABLE nodes (
+        cluster_id TEXT NOT NULL REFERENCES clusters (id),
+        node_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        models TEXT NOT NULL,
+        last_seen DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (cluster_id, node_id)
+    );
+    CREATE TABLE usage_records (
+        cluster_id TEXT NOT NULL REFERENCES clusters (id),
+        request_id TEXT NOT NULL,
+        time_ms BIGINT NOT NULL,
+        day TEXT NOT NULL,
+        key_id TEXT,
+        model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        route TEXT NOT NULL,
+        node TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        prompt_tokens BIGINT,
+        completion_tokens BIGINT,
+        ttfb_ms DOUBLE PRECISION,
+        duration_ms DOUBLE PRECISION NOT NULL,
+        error TEXT,
+        PRIMARY KEY (cluster_id, request_id)
+    );
+    CREATE INDEX usage_records_time ON usage_records (cluster_id, time_ms);
+    """,
+)
