@@ -63,3 +63,14 @@ def test_config_models_do_no_io() -> None:
         for a in n.names
     }
     assert not {m.split(".")[0] for m in used} & {"yaml", "platformdirs", "os", "aiohttp"}
+
+
+def test_the_store_interface_knows_no_implementation() -> None:
+    tree = ast.parse((ROOT / "relay" / "store.py").read_text())
+    used = {
+        (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    }
+    assert not {m for m in used if "sqlite" in m or "postgres" in m or m == "relay.open_store"}
