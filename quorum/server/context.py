@@ -27,7 +27,19 @@ RECENT_REQUESTS = 100
 
 @dataclass
 class NodeContext:
-    """Replaced values, never mutated ones: handlers read a consistent snapshot each time."""
+    """What the handlers and the proxy core read of the node; one per node, on its loop.
+
+    Two kinds of field, and nothing else:
+
+    - Values, replaced whole and never mutated (``snapshot``, ``services``,
+      ``config``): a reader holding one sees a consistent picture, however the
+      fleet changes meanwhile. Read them afresh on each use.
+    - Parts owned here and changed in place by their own methods only
+      (``scheduler``, ``metrics``, ``recent``), or set once while the node
+      starts (``port``, ``bind``, ``fingerprint``, ``peers``, ``tunnel``,
+      ``keys``, ``outbox``, ``ready``) and toggled by the node alone
+      (``sharing_paused``).
+    """
 
     config: Config
     node_id: str
