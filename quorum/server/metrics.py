@@ -51,7 +51,16 @@ class Metrics:
             ("route",),
             registry=self.registry,
         )
-
+        self.usage_held = Gauge(
+            "quorum_usage_held_records",
+            "Usage records kept in memory because the outbox file cannot be written.",
+            registry=self.registry,
+        )
+        self.usage_dropped = Gauge(
+            "quorum_usage_dropped_records",
+            "Usage records dropped since start (held in memory past the limit).",
+            registry=self.registry,
+        )
         self.cooling = Gauge(
             "quorum_holder_cooldown_until_seconds",
             "Holders skipped after repeated failures: when they are tried again (unix time).",

@@ -121,7 +121,16 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
         "peers": [asdict(p) for p in ctx.peers()],
         "cooling": cooling_json(ctx),
         "recent": [asdict(r) for r in list(ctx.recent)[-20:]],
+        "usage": _usage_json(ctx),
     }
+
+
+def _usage_json(ctx: NodeContext) -> dict[str, Any] | None:
+    """The usage outbox's health (None without a relay): records held in memory, and why."""
+    outbox = ctx.outbox
+    if outbox is None:
+        return None
+    return {"held": outbox.held, "dropped": outbox.dropped, "problem": outbox.problem}
 
 
 def local_json(ctx: NodeContext) -> dict[str, Any]:
@@ -184,6 +193,9 @@ async def metrics(request: web.Request) -> web.Response:
         counts[h.route.value] = counts.get(h.route.value, 0) + 1
     for route in ("local", "lan", "relay"):
         ctx.metrics.models.labels(route).set(counts.get(route, 0))
+    if ctx.outbox is not None:
+        ctx.metrics.usage_held.set(ctx.outbox.held)
+        ctx.metrics.usage_dropped.set(ctx.outbox.dropped)
     ctx.metrics.cooling.clear()
     for c in cooling_json(ctx):
         ctx.metrics.cooling.labels(c["node"], c["service"], c["route"]).set(c["until"] or 0)

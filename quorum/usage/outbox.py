@@ -15,6 +15,12 @@ Contract:
   to the ``rejected`` table (kept for inspection, logged) instead of blocking
   the queue. A refused cluster token (401/403) is retried at the slowest pace.
 - Cancelling ``run()`` is safe at any point: unacknowledged records stay.
+- Recording never fails a request. If the outbox cannot be written (disk
+  full, read-only, corrupt file), ``append`` keeps the record in memory (at
+  most ``MAX_HELD``; past that the oldest are dropped and counted), says so
+  in ``problem`` (shown by ``quorum status`` and ``/metrics``), and the
+  shipper retries writing them; while the file stays unwritable they are
+  shipped from memory (not durable, but not lost to a full disk).
 
 Durability is against process crashes (WAL, ``synchronous=NORMAL``); power
 loss may take the last moments of appends with it.
@@ -40,6 +46,7 @@ from quorum.protocol import RequestUsage as UsageRecord
 log = logging.getLogger("quorum.usage")
 
 OUTBOX_FILE = "usage-outbox.sqlite3"
+MAX_HELD = 100_000  # records kept in memory while the outbox cannot be written
 
 
 class ShipFailed(QuorumError):
@@ -129,19 +136,74 @@ class Outbox:
         self._empty = asyncio.Event()
         self.shipped = 0
         self.failures = 0
+        self._held: list[UsageRecord] = []  # appended while the file could not be written
+        self.dropped = 0  # held records dropped past MAX_HELD
+        self.problem: str | None = None  # why records are held in memory, if they are
 
     # -- producers --------------------------------------------------------------
 
     async def append(self, record: UsageRecord) -> None:
-        """Commit ``record`` to the outbox (idempotent by request id), then wake the shipper."""
-        await asyncio.to_thread(self._insert, [record])
+        """Commit ``record`` to the outbox (idempotent by request id), then wake the shipper.
+
+        Never raises for the outbox's own sake: an unwritable file holds the
+        record in memory instead (see the module's contract).
+        """
+        await self.extend([record])
+
+    async def extend(self, records: Sequence[UsageRecord]) -> None:
+        if self._held:
+            self._hold(records)  # keep the order: the held ones go first
+        else:
+            try:
+                await asyncio.to_thread(self._insert, records)
+            except (sqlite3.Error, OSError) as exc:
+                self._failed_write(exc)
+                self._hold(records)
+            else:
+                self._written_again()
         self._empty.clear()
         self._wake.set()
 
-    async def extend(self, records: Sequence[UsageRecord]) -> None:
-        await asyncio.to_thread(self._insert, records)
-        self._empty.clear()
-        self._wake.set()
+    @property
+    def held(self) -> int:
+        """Records kept in memory because the outbox could not be written."""
+        return len(self._held)
+
+    def _hold(self, records: Sequence[UsageRecord]) -> None:
+        self._held.extend(records)
+        over = len(self._held) - MAX_HELD
+        if over > 0:
+            del self._held[:over]
+            self.dropped += over
+
+    def _failed_write(self, exc: BaseException) -> None:
+        if self.problem is None:
+            log.warning(
+                "usage records cannot be written to %s (%s); keeping them in memory and "
+                "retrying",
+                self.path,
+                exc,
+            )
+        self.problem = f"usage records cannot be written to {self.path}: {exc}"
+
+    async def _flush_held(self) -> None:
+        """Write the held records to the file, if it takes them again."""
+        if not self._held:
+            return
+        batch = list(self._held)
+        try:
+            await asyncio.to_thread(self._insert, batch)
+        except (sqlite3.Error, OSError) as exc:
+            self._failed_write(exc)
+            return
+        del self._held[: len(batch)]
+        if not self._held:
+            self._written_again()
+
+    def _written_again(self) -> None:
+        if self.problem is not None:
+            log.info("usage records are written to %s again", self.path)
+            self.problem = None
 
     def _insert(self, records: Sequence[UsageRecord]) -> None:
         rows = [(r.request_id, r.encode().decode(), time.time()) for r in records]
@@ -161,8 +223,10 @@ class Outbox:
     # -- inspection ----------------------------------------------------------------
 
     def pending(self) -> int:
+        """Records not yet confirmed by the relay (in the file and held in memory)."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            stored = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return stored + len(self._held)
 
     def rejected(self) -> int:
         with self._lock:
@@ -206,9 +270,14 @@ class Outbox:
 
     async def ship_once(self) -> int:
         """Ship one batch of what is pending; the number of records the relay confirmed."""
-        batch = await asyncio.to_thread(self._take)
+        await self._flush_held()
+        try:
+            batch = await asyncio.to_thread(self._take)
+        except (sqlite3.Error, OSError) as exc:
+            self._failed_write(exc)
+            batch = []
         if not batch:
-            return 0
+            return await self._ship_held()
         seqs = [seq for seq, _ in batch]
         records = [record for _, record in batch]
         try:
@@ -220,6 +289,22 @@ class Outbox:
         await asyncio.to_thread(self._delete, seqs)
         self.shipped += len(seqs)
         return len(seqs)
+
+    async def _ship_held(self) -> int:
+        """Ship records held in memory (the file takes none): oldest first, forgotten once
+        the relay confirmed them."""
+        records = self._held[: self._batch]
+        if not records:
+            return 0
+        try:
+            await self._ship(records)
+        except ShipRejected as exc:
+            log.error("the relay rejected %d usage records: %s; dropped", len(records), exc)
+            del self._held[: len(records)]
+            return 0
+        del self._held[: len(records)]
+        self.shipped += len(records)
+        return len(records)
 
     async def wait_empty(self) -> None:
         """Until ``run()`` has shipped everything appended so far."""
