@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -72,19 +73,56 @@ def _node(row: Sequence[Any]) -> NodeSeen:
     return NodeSeen(row[0], row[1], row[2], models, row[4])
 
 
+def _private(path: Path) -> None:
+    """Create the store file readable by its owner alone (SQLite gives its -wal and -shm
+    files the same mode); tighten an existing one."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass  # not ours to change: SQLite says what is wrong when it opens it
+
+
 class SqliteStore:
     """The ``Store`` interface on one SQLite file; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "relay.sqlite3"
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        _private(self.path)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")  # the CLI may write while the relay runs
-        self._migrate()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")  # the CLI may write while it runs
+            self._migrate()
+            self.check()
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            self._db.close()
+            raise exc if isinstance(exc, StoreError) else self._damaged(exc) from None
+
+    def _damaged(self, why: object) -> StoreError:
+        return StoreError(
+            f"the relay's store {self.path} is damaged ({why}). Stop the relay, then restore "
+            f"the file from a backup, or move it aside to start afresh (its clusters, keys and "
+            f"usage are then gone): mv {self.path} {self.path}.damaged"
+        )
+
+    def check(self) -> None:
+        """Raise ``StoreError`` (saying how to restore it) unless the file reads whole."""
+        with self._lock:
+            try:
+                row = self._db.execute("PRAGMA quick_check").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(exc) from None
+        if row is None or row[0] != "ok":
+            raise self._damaged(row[0] if row else "no answer to an integrity check")
 
     def _migrate(self) -> None:
         with self._lock:

@@ -118,6 +118,10 @@ class UsagePoint:
 class Store(Protocol):
     def close(self) -> None: ...
 
+    def check(self) -> None:
+        """Raise ``StoreError`` (saying how to restore it) if the store cannot be read."""
+        ...
+
     # -- clusters --
     def create_cluster(
         self, name: str, token: str | None = None, *, now: float

@@ -178,3 +178,57 @@ def test_usage_aggregation_by_model_node_key_and_day(store: SqliteStore) -> None
     }
     assert [g.requests for g in store.usage(c.id, UsageBy.MODEL, since_ms=day0 + 1)] == [1]
     assert store.usage(c.id, UsageBy.MODEL, until_ms=day0) == []
+
+
+def test_the_store_file_is_private(tmp_path: Path) -> None:
+    made = open_store(tmp_path)
+    made.create_cluster("home", now=T0)  # writes the -wal file too
+    made.close()
+    for path in tmp_path.glob("relay.sqlite3*"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    (tmp_path / "relay.sqlite3").chmod(0o644)  # made by an older version
+    open_store(tmp_path).close()
+    assert (tmp_path / "relay.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_that_is_not_a_store_is_named_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "relay.sqlite3").write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(StoreError) as damaged:
+        open_store(tmp_path)
+    text = str(damaged.value)
+    assert str(tmp_path / "relay.sqlite3") in text and "is damaged" in text
+    assert f"mv {tmp_path / 'relay.sqlite3'} {tmp_path / 'relay.sqlite3'}.damaged" in text
+
+
+def test_a_damaged_page_is_found_at_open(tmp_path: Path) -> None:
+    made = open_store(tmp_path)
+    cluster, _ = made.create_cluster("home", now=T0)
+    made.add_usage(cluster.id, [record(f"r{i}", model="m" * 200) for i in range(300)])
+    made.close()
+    with sqlite3.connect(tmp_path / "relay.sqlite3") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = tmp_path / "relay.sqlite3"
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8 * 4096
+    data[5 * 4096 : 5 * 4096 + 200] = b"\xff" * 200  # a page in the middle, not the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as damaged:
+        open_store(tmp_path)
+    assert "is damaged" in str(damaged.value)
+
+
+def test_the_cli_says_what_to_do_with_a_damaged_store(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "relay.sqlite3").write_bytes(b"garbage " * 1000)
+    done = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "cluster", "list", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "is damaged" in done.stderr and ".damaged" in done.stderr
