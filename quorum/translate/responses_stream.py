@@ -1,0 +1,222 @@
+"""A chat-completions stream told as the Responses API's event stream.
+
+The events, each with a ``sequence_number`` counting from 0::
+
+    response.created, response.in_progress            (status in_progress)
+    per output item, in output_index order:
+      reasoning:  output_item.added, content_part.added, reasoning_text.delta...,
+                  reasoning_text.done, content_part.done, output_item.done
+      message:    output_item.added, content_part.added, output_text.delta..., output_text.done,
+                  content_part.done, output_item.done
+      tool call:  output_item.added, function_call_arguments.delta..., function_call_arguments.done,
+                  output_item.done
+    response.completed                                (or response.incomplete: out of tokens)
+
+Items close when the engine finishes its choice; the last event waits for the
+end of the engine's stream, whose final chunk carries the usage. A stream cut
+before a finish_reason, or broken, ends with an ``error`` event and then
+``response.failed`` (the items so far marked ``incomplete``), never with
+``response.completed``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
+from .common import JsonObject, new_id, sse
+from .responses import (
+    ResponsesRequest,
+    call_item,
+    item_id,
+    message_item,
+    reasoning_item,
+    response_object,
+    status_of,
+    usage_object,
+)
+
+
+class ResponsesStream(StreamTranslator):
+    """Feed it the engine's chat stream; it writes the Responses event stream.
+
+    Make it when the request goes to the engine: ``clock()`` (wall-clock
+    seconds) is read then for ``created_at``, and again at the end.
+    """
+
+    def __init__(
+        self,
+        request: ResponsesRequest,
+        *,
+        response_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self._request = request
+        self._id = response_id or new_id("resp_")
+        self._clock = clock
+        self._created = int(clock())
+        self._seq = 0
+        self._output: list[JsonObject] = []  # every item, as it stands now
+        self._texts: dict[int, list[str]] = {}  # output_index -> text or arguments so far
+        self._open: list[int] = []  # output indexes of items not yet done
+        self._message: int | None = None  # the open message item
+        self._reasoning: int | None = None  # the open reasoning item
+        self._calls: dict[int, int] = {}  # tool call index -> output_index
+        self._messages = 0
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return sse(kind, data)
+
+    def _response(self, status: str, **extra: Any) -> JsonObject:
+        return response_object(
+            self._request, self._id, self._created, status, self._output, **extra
+        )
+
+    def _start(self) -> list[bytes]:
+        response = response_object(self._request, self._id, self._created, "in_progress", [])
+        return [
+            self._event("response.created", response=response),
+            self._event("response.in_progress", response=response),
+        ]
+
+    def _delta(self, delta: Delta) -> list[bytes]:
+        out: list[bytes] = []
+        if isinstance(delta, Text):
+            if self._message is None:
+                out += self._close_all()
+                self._message = self._add(
+                    out, message_item(item_id(self._id, "msg", self._messages), "", "in_progress")
+                )
+                self._messages += 1
+                out.append(self._part_event("response.content_part.added", self._message, ""))
+            self._texts[self._message].append(delta.text)
+            out.append(self._text_event("response.output_text.delta", self._message, delta.text))
+        elif isinstance(delta, Reasoning):
+            if self._reasoning is None:
+                out += self._close_all()
+                self._reasoning = self._add(
+                    out, reasoning_item(item_id(self._id, "rs"), "", "in_progress")
+                )
+                out.append(self._part_event("response.content_part.added", self._reasoning, ""))
+            self._texts[self._reasoning].append(delta.text)
+            out.append(
+                self._text_event("response.reasoning_text.delta", self._reasoning, delta.text)
+            )
+        elif isinstance(delta, ToolStart):
+            out += self._close(self._message) + self._close(self._reasoning)
+            item = item_id(self._id, "fc", delta.index)
+            self._calls[delta.index] = self._add(
+                out, call_item(item, delta.id, delta.name, "", "in_progress")
+            )
+        elif isinstance(delta, ToolArgs):
+            index = self._calls[delta.index]
+            self._texts[index].append(delta.fragment)
+            out.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=self._output[index]["id"],
+                    output_index=index,
+                    delta=delta.fragment,
+                )
+            )
+        elif isinstance(delta, Finish):
+            out += self._close_all(status_of(delta.reason)[0])
+        return out
+
+    def _add(self, out: list[bytes], item: JsonObject) -> int:
+        index = len(self._output)
+        self._output.append(item)
+        self._texts[index] = []
+        self._open.append(index)
+        out.append(self._event("response.output_item.added", output_index=index, item=item))
+        return index
+
+    def _part(self, index: int, text: str) -> JsonObject:
+        if self._output[index]["type"] == "reasoning":
+            return {"type": "reasoning_text", "text": text}
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+    def _part_event(self, kind: str, index: int, text: str) -> bytes:
+        item = self._output[index]["id"]
+        part = self._part(index, text)
+        return self._event(kind, item_id=item, output_index=index, content_index=0, part=part)
+
+    def _text_event(self, kind: str, index: int, text: str) -> bytes:
+        key = "delta" if kind.endswith(".delta") else "text"
+        extra: JsonObject = {} if "reasoning" in kind else {"logprobs": []}
+        return self._event(
+            kind,
+            item_id=self._output[index]["id"],
+            output_index=index,
+            content_index=0,
+            **{key: text},
+            **extra,
+        )
+
+    def _close(
+        self, index: int | None, status: str = "completed", tell: bool = True
+    ) -> list[bytes]:
+        if index is None or index not in self._open:
+            return []
+        self._open.remove(index)
+        if index == self._message:
+            self._message = None
+        if index == self._reasoning:
+            self._reasoning = None
+        item = self._output[index]
+        text = "".join(self._texts[index])
+        out: list[bytes] = []
+        if item["type"] == "function_call":
+            item = call_item(item["id"], item["call_id"], item["name"], text, status)
+            if tell:
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        arguments=text,
+                    )
+                )
+        else:
+            reasoning = item["type"] == "reasoning"
+            make = reasoning_item if reasoning else message_item
+            item = make(item["id"], text, status)
+            if tell:
+                kind = "reasoning_text" if reasoning else "output_text"
+                out.append(self._text_event(f"response.{kind}.done", index, text))
+                out.append(self._part_event("response.content_part.done", index, text))
+        self._output[index] = item
+        if tell:
+            out.append(self._event("response.output_item.done", output_index=index, item=item))
+        return out
+
+    def _close_all(self, status: str = "completed", tell: bool = True) -> list[bytes]:
+        return [e for index in list(self._open) for e in self._close(index, status, tell)]
+
+    def _complete(self, finish: Finish) -> list[bytes]:
+        out = self._close_all()
+        status, incomplete = status_of(finish.reason)
+        response = self._response(
+            status,
+            usage=usage_object(self.usage),
+            incomplete=incomplete,
+            completed_at=int(self._clock()) if status == "completed" else None,
+        )
+        kind = "response.completed" if status == "completed" else "response.incomplete"
+        out.append(self._event(kind, response=response))
+        return out
+
+    def _failed(self, message: str, code: str) -> list[bytes]:
+        self._close_all("incomplete", tell=False)
+        error = {"code": "server_error", "message": message}
+        return [
+            self._event("error", code=code, message=message, param=None),
+            self._event(
+                "response.failed", response=self._response("failed", error=error, usage=None)
+            ),
+        ]
