@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from quorum.errors import InvalidRequest
-from quorum.usage.extract import usage_from_object
 
 JsonObject = dict[str, Any]
 
@@ -203,24 +202,40 @@ class Counts:
         return self.input + self.output
 
 
-def _detail(usage: Any, group: str, key: str) -> int:
-    details = usage.get(group) if isinstance(usage, dict) else None
-    value = details.get(key) if isinstance(details, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+        return value
+    return None
+
+
+def _detail(usage: Mapping[str, Any], group: str, key: str) -> int:
+    details = usage.get(group)
+    value = _count(details.get(key)) if isinstance(details, dict) else None
+    return value or 0
 
 
 def counts_from(obj: Any) -> Counts | None:
-    """Token counts in a chat answer or chunk (``usage``, or llama.cpp's ``timings``)."""
-    found = usage_from_object(obj)
-    if found is None:
+    """Token counts in a chat answer or chunk: its ``usage``, else llama.cpp's ``timings``
+    (whose ``prompt_n`` counts only the prompt tokens not reused from its cache)."""
+    if not isinstance(obj, dict):
         return None
-    usage = obj.get("usage") if isinstance(obj, dict) else None
-    return Counts(
-        input=found.prompt_tokens or 0,
-        output=found.completion_tokens or 0,
-        cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
-        reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
-    )
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        prompt = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
+        completion = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+        if prompt is not None or completion is not None:
+            return Counts(
+                input=prompt or 0,
+                output=completion or 0,
+                cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+                reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+            )
+    timings = obj.get("timings")
+    if isinstance(timings, dict):
+        prompt, predicted = _count(timings.get("prompt_n")), _count(timings.get("predicted_n"))
+        if prompt is not None or predicted is not None:
+            return Counts(input=prompt or 0, output=predicted or 0)
+    return None
 
 
 # Chat-completions finish reasons, as engines spell them, to the four OpenAI defines.
