@@ -38,6 +38,7 @@ from quorum.errors import DiscoveryError, EmbeddedEngineError, Forbidden, Quorum
 from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
 from quorum.http import socket_factory
 from quorum.keys import KeyVerifier, relay_http_base
+from quorum.netguard import GuardedSite
 from quorum.protocol import ModelInfo
 from quorum.protocol.headers import HOP_HEADER
 from quorum.server.app import build_app, build_runner
@@ -236,7 +237,15 @@ class Node:
         self._runner = runner = build_runner(app)
         await runner.setup()
         bind = self.config.bind
-        site = web.TCPSite(runner, bind, self.config.node.port)
+        node = self.config.node
+        site = GuardedSite(
+            runner,
+            bind,
+            node.port,
+            head_timeout_s=node.head_timeout_s,
+            body_idle_s=node.body_idle_s,
+            per_address=node.max_connections_per_address,
+        )
         try:
             await site.start()
         except OSError as exc:

@@ -148,6 +148,15 @@ class NodeSection(Frozen):
         default=100.0, gt=0, description="Largest request body accepted, in MiB (else 413)."
     )
     loopback_trusted: bool = Field(default=True, description="Loopback clients need no credential.")
+    head_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's head, whole."
+    )
+    body_idle_s: float = Field(
+        default=30.0, gt=0, description="Seconds a request body may stop arriving before the close."
+    )
+    max_connections_per_address: int = Field(
+        default=64, ge=1, description="Connections one non-loopback address may hold at once."
+    )
 
 
 class ClusterSection(Frozen):

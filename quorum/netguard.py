@@ -1,0 +1,248 @@
+"""Connection guards for the node's and the relay's HTTP servers (slowloris, floods).
+
+aiohttp's server has no deadline for a request's head, nor for a body that
+stops arriving: a client that sends half a head keeps its connection (and a
+file descriptor) forever, and a thousand of them take a process down at the
+usual 1,024-file limit. This wraps the server's protocol factory:
+
+- A request head must arrive whole within ``head_timeout_s`` of its first
+  byte (a drip of one byte a second does not keep it alive).
+- A request body with a ``Content-Length`` must keep arriving: no byte for
+  ``body_idle_s`` closes the connection.
+- Between requests, and while a request is being answered, nothing is timed
+  here (aiohttp's keep-alive timeout closes idle connections; a long answer
+  is legitimately silent).
+- A client that is not trusted (not loopback) may hold at most
+  ``per_address`` connections at once; more are closed as they come.
+
+``HeadTracker`` is the pure part (bytes in, where the heads and bodies are);
+``GuardedFactory`` the asyncio adapter. A chunked request body is not tracked
+(the connection is then left to aiohttp's own limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from aiohttp import web
+
+log = logging.getLogger("quorum.netguard")
+
+HEAD_LIMIT = 64 * 1024
+
+
+class Phase(enum.IntEnum):
+    IDLE = 0  # between requests (or no byte of the next head yet)
+    HEAD = 1  # a head started and is not complete
+    BODY = 2  # a Content-Length body is arriving
+    UNTRACKED = 3  # chunked, or a head we could not read: aiohttp decides alone
+
+
+class HeadTracker:
+    """Where a connection's byte stream is: in a head, in a body, or between requests."""
+
+    __slots__ = ("_body_left", "_tail", "head_bytes", "phase")
+
+    def __init__(self) -> None:
+        self.phase = Phase.IDLE
+        self._tail = b""  # the last bytes of the head so far (to find its end across reads)
+        self._body_left = 0
+        self.head_bytes = bytearray()
+
+    def feed(self, data: bytes) -> bool:
+        """Consume ``data``; True when a head started in it (the head deadline starts)."""
+        started = False
+        view = memoryview(data)
+        while view:
+            if self.phase is Phase.UNTRACKED:
+                return started
+            if self.phase is Phase.BODY:
+                take = min(self._body_left, len(view))
+                self._body_left -= take
+                view = view[take:]
+                if self._body_left == 0:
+                    self.phase = Phase.IDLE
+                continue
+            if self.phase is Phase.IDLE:
+                self.phase, started = Phase.HEAD, True
+                self.head_bytes.clear()
+            chunk = bytes(view)
+            end = (self._tail + chunk).find(b"\r\n\r\n")
+            if end < 0:
+                self.head_bytes += chunk
+                self._tail = (self._tail + chunk)[-3:]
+                if len(self.head_bytes) > HEAD_LIMIT:
+                    self.phase = Phase.UNTRACKED  # aiohttp refuses it with its own 431/400
+                return started
+            used = end + 4 - len(self._tail)
+            self.head_bytes += chunk[:used]
+            self._tail = b""
+            view = view[used:]
+            self._head_done()
+        return started
+
+    def _head_done(self) -> None:
+        length = None
+        for line in bytes(self.head_bytes).split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"transfer-encoding":
+                self.phase = Phase.UNTRACKED
+                return
+            if name == b"content-length":
+                value = value.strip()
+                if not value.isdigit():
+                    self.phase = Phase.UNTRACKED
+                    return
+                length = int(value)
+        self.head_bytes.clear()
+        if length:
+            self.phase, self._body_left = Phase.BODY, length
+        else:
+            self.phase = Phase.IDLE
+
+
+def is_trusted(host: str | None) -> bool:
+    """Loopback clients are this machine's own: never capped."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class GuardedFactory:
+    """A protocol factory around another (aiohttp's ``web.Server``) with the guards above."""
+
+    def __init__(
+        self,
+        inner: Callable[[], asyncio.Protocol],
+        *,
+        head_timeout_s: float = 10.0,
+        body_idle_s: float = 30.0,
+        per_address: int = 64,
+        trusted: Callable[[str | None], bool] = is_trusted,
+    ) -> None:
+        self.inner = inner
+        self.head_timeout_s = head_timeout_s
+        self.body_idle_s = body_idle_s
+        self.per_address = per_address
+        self.trusted = trusted
+        self.open: dict[str, int] = {}
+        self.refused = 0  # connections closed at once: over the per-address cap
+        self.timed_out = 0  # connections closed for a slow head or a stalled body
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Guarded(self)
+
+
+class _Guarded(asyncio.Protocol):
+    def __init__(self, factory: GuardedFactory) -> None:
+        self._factory = factory
+        self._inner: asyncio.Protocol | None = None
+        self._transport: asyncio.Transport | None = None
+        self._address: str | None = None
+        self._tracker = HeadTracker()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        factory = self._factory
+        if not factory.trusted(host):
+            key = host or "?"
+            if factory.open.get(key, 0) >= factory.per_address:
+                factory.refused += 1
+                if factory.refused in (1, 100, 10_000):
+                    log.warning(
+                        "refusing connections from %s: over %d at once", key, factory.per_address
+                    )
+                self._transport.abort()
+                return
+            factory.open[key] = factory.open.get(key, 0) + 1
+            self._address = key
+        self._inner = factory.inner()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        inner = self._inner
+        if inner is None:
+            return
+        tracker = self._tracker
+        before = tracker.phase
+        if tracker.feed(data) or (before is not Phase.HEAD and tracker.phase is Phase.HEAD):
+            self._arm(self._factory.head_timeout_s)  # from the head's first byte: no drip
+        elif tracker.phase is Phase.BODY:
+            self._arm(self._factory.body_idle_s)  # from the last byte that came
+        elif tracker.phase is not Phase.HEAD:
+            self._disarm()
+        inner.data_received(data)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._factory.timed_out += 1
+        if self._transport is not None:
+            self._transport.abort()
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._address is not None:
+            left = self._factory.open.get(self._address, 1) - 1
+            if left > 0:
+                self._factory.open[self._address] = left
+            else:
+                self._factory.open.pop(self._address, None)
+            self._address = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+class GuardedSite(web.TCPSite):
+    """An aiohttp ``TCPSite`` whose connections go through a ``GuardedFactory``."""
+
+    __slots__ = ("guard",)
+
+    def __init__(self, runner: web.BaseRunner, host: str | None, port: int, **options: Any) -> None:
+        ssl_context = options.pop("ssl_context", None)
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        server = runner.server
+        if server is None:
+            raise RuntimeError("set the runner up before making its site")
+        self.guard = GuardedFactory(server, **options)
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.guard, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

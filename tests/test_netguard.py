@@ -1,0 +1,61 @@
+"""The connection guard's pure part: where heads and bodies are in a byte stream."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quorum.netguard import HeadTracker, Phase, is_trusted
+
+POST = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def phases(stream: bytes, cuts: list[int]) -> tuple[list[Phase], int]:
+    tracker = HeadTracker()
+    seen, starts, last = [], 0, 0
+    for at in [*sorted(set(cuts)), len(stream)]:
+        starts += tracker.feed(stream[last:at])
+        seen.append(tracker.phase)
+        last = at
+    return seen, starts
+
+
+@given(st.lists(st.integers(0, len(POST + GET + POST)), max_size=10))
+def test_pipelined_requests_end_between_requests(cuts: list[int]) -> None:
+    seen, starts = phases(POST + GET + POST, cuts)
+    assert seen[-1] is Phase.IDLE
+    assert 1 <= starts <= 3  # a piece with a head's first byte starts a deadline
+
+
+def test_byte_by_byte_each_head_starts_its_deadline_once() -> None:
+    stream = POST + GET + POST
+    _, starts = phases(stream, list(range(len(stream))))
+    assert starts == 3
+
+
+def phase_of(tracker: HeadTracker) -> Phase:
+    return tracker.phase
+
+
+def test_a_head_without_its_end_stays_a_head() -> None:
+    tracker = HeadTracker()
+    assert tracker.feed(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert phase_of(tracker) is Phase.HEAD
+    assert not tracker.feed(b"X-Slow: 1\r\n")  # a drip is no new head: the deadline stands
+    assert phase_of(tracker) is Phase.HEAD
+
+
+def test_a_body_is_tracked_then_a_chunked_one_is_left_alone() -> None:
+    tracker = HeadTracker()
+    tracker.feed(POST[:-2])
+    assert phase_of(tracker) is Phase.BODY
+    tracker.feed(POST[-2:])
+    assert phase_of(tracker) is Phase.IDLE
+    tracker.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello")
+    assert phase_of(tracker) is Phase.UNTRACKED
+
+
+def test_only_loopback_is_trusted() -> None:
+    assert is_trusted("127.0.0.1") and is_trusted("::1")
+    assert not is_trusted("10.213.0.2") and not is_trusted(None) and not is_trusted("x")
