@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -358,6 +359,7 @@ class Node:
 
     def _fleet_changed(self) -> None:
         ctx = self.ctx
+        ctx.recent_models.saw(ctx.snapshot.by_model, time.monotonic())
         limits = {
             (ctx.node_id, s.name, Route.LOCAL): s.max_concurrency
             for s in self.config.all_services()

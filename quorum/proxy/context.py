@@ -6,6 +6,7 @@ from collections import deque
 from typing import Protocol
 
 from quorum.fleet import FleetSnapshot
+from quorum.fleet.recent import RecentModels
 from quorum.proxy.exchange import RequestRecord
 from quorum.proxy.upstream import Opener
 from quorum.server.metrics import Metrics
@@ -33,6 +34,9 @@ class ProxyContext(Protocol):
 
     @property
     def opener(self) -> Opener: ...
+
+    @property
+    def recent_models(self) -> RecentModels: ...
 
     @property
     def name(self) -> str: ...

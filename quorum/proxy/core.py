@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from quorum.answers import verbose
-from quorum.errors import ApiError, Forbidden, InvalidRequest, NoReachableHolder
+from quorum.errors import ApiError, Forbidden, InvalidRequest, ModelNotFound, NoReachableHolder
 from quorum.fleet import Holder, Route
 from quorum.protocol.headers import HOP_HEADER
 from quorum.proxy.answer import attempt
@@ -135,7 +135,11 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
     route_request = RouteRequest(
         ex.model, endpoint.types, endpoint.label, request.forwarded, len(payload)
     )
-    candidates = await sched.admit(lambda: ctx.snapshot, route_request)
+    try:
+        candidates = await sched.admit(lambda: ctx.snapshot, route_request)
+    except ModelNotFound:
+        _raise_if_just_gone(ctx, resolve_alias(sched.aliases, ex.model), request.forwarded)
+        raise
     error: ApiError | None = None
     for index, holder in enumerate(candidates):
         if not sched.available(holder):
@@ -191,6 +195,19 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
     raise error or NoReachableHolder(
         f"Every holder of '{ex.model}' is busy or cooling down; try again shortly."
     )
+
+
+def _raise_if_just_gone(ctx: ProxyContext, model: str, forwarded: bool) -> None:
+    """A model whose holders vanished moments ago is unreachable, not unknown."""
+    if forwarded or ctx.snapshot.by_model.get(model):
+        return  # a peer asked only for our own holders; or the model is there, of another type
+    gone = ctx.recent_models.gone_for(model, time.monotonic())
+    if gone is not None:
+        raise NoReachableHolder(
+            f"The model '{model}' was held in this cluster {gone:.0f} s ago, but its holders "
+            "cannot be reached now (a machine asleep, or a relay restarting); try again shortly.",
+            retry_after_s=10,
+        )
 
 
 def _adapt(

@@ -14,6 +14,7 @@ from quorum.config.models import Config
 from quorum.discovery.peers import PeerView
 from quorum.engines.base import ServiceState
 from quorum.fleet import FleetSnapshot
+from quorum.fleet.recent import RecentModels
 from quorum.keys import KeyInfo, KeyVerifier
 from quorum.proxy import Opener, RequestRecord
 from quorum.server.metrics import Metrics
@@ -35,7 +36,7 @@ class NodeContext:
       ``config``): a reader holding one sees a consistent picture, however the
       fleet changes meanwhile. Read them afresh on each use.
     - Parts owned here and changed in place by their own methods only
-      (``scheduler``, ``metrics``, ``recent``), or set once while the node
+      (``scheduler``, ``metrics``, ``recent``, ``recent_models``), or set once while the node
       starts (``port``, ``bind``, ``fingerprint``, ``peers``, ``tunnel``,
       ``keys``, ``outbox``, ``ready``) and toggled by the node alone
       (``sharing_paused``).
@@ -59,6 +60,7 @@ class NodeContext:
     keys: KeyVerifier | None = None  # API keys are checked against the relay
     outbox: Outbox | None = None  # usage records waiting to reach the relay
     scheduler: Scheduler = field(init=False)
+    recent_models: RecentModels = field(default_factory=RecentModels)
     opener: Opener = field(init=False)  # how the proxy core reaches holders (tests replace it)
 
     def __post_init__(self) -> None:

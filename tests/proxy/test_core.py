@@ -8,6 +8,7 @@ wrote to a ``MemorySink``.
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,8 +16,15 @@ from dataclasses import dataclass, field
 import pytest
 
 from quorum.config.models import EngineKind, RoutingSection, ServiceType
-from quorum.errors import EngineUnreachable, Forbidden, ModelNotFound, UpstreamFailed
+from quorum.errors import (
+    EngineUnreachable,
+    Forbidden,
+    ModelNotFound,
+    NoReachableHolder,
+    UpstreamFailed,
+)
 from quorum.fleet import FleetSnapshot, Holder, Route
+from quorum.fleet.recent import RecentModels
 from quorum.keys import KeyInfo
 from quorum.proxy import Exchange, ProxyRequest, RequestRecord, new_exchange, serve
 from quorum.proxy.upstream import Headers, Upstream
@@ -87,6 +95,7 @@ class Context:
     metrics: Metrics = field(default_factory=Metrics)
     recent: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=10))
     outbox: Outbox | None = None
+    recent_models: RecentModels = field(default_factory=RecentModels)
 
     @property
     def name(self) -> str:
@@ -243,3 +252,17 @@ async def test_a_keys_model_limits_apply_where_the_request_is_routed() -> None:
     allowed = KeyInfo("k2", "app", "qk_y", ("m",), None)
     sink, ex = await run(ctx, chat_request(key=allowed))
     assert sink.status == 200 and ex.key_id == "k2"
+
+
+async def test_a_model_whose_holders_just_left_is_unreachable_not_unknown() -> None:
+    ctx = context(lambda h, b: MemoryUpstream(200, "application/json", [ANSWER]))
+    with pytest.raises(ModelNotFound):
+        await run(ctx, chat_request())  # never seen: unknown
+    ctx.recent_models.saw(["m"], time.monotonic() - 30)  # held 30 s ago
+    with pytest.raises(NoReachableHolder) as gone:
+        await run(ctx, chat_request())
+    assert gone.value.status == 503 and gone.value.headers()["Retry-After"] == "10"
+    assert "30 s ago" in gone.value.message
+    ctx.recent_models.saw(["m"], time.monotonic() - 3600)  # too long ago: unknown again
+    with pytest.raises(ModelNotFound):
+        await run(ctx, chat_request())
