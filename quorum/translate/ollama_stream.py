@@ -1,0 +1,106 @@
+"""A chat or text completion stream told as Ollama's NDJSON stream.
+
+One JSON object a line: ``/api/chat`` lines carry ``message`` (``content``,
+``thinking``), ``/api/generate`` lines carry ``response`` (and ``thinking``),
+all with ``done: false``. Tool calls go out whole, with object arguments, in
+one line when the engine finishes its choice (as Ollama sends them). The last
+line has ``done: true``, ``done_reason``, the token counts and the durations:
+from llama.cpp's timings when the engine gives them, else measured here with
+the injected clock (prompt evaluation until the first token, evaluation
+after). A stream cut before a finish_reason, or broken, ends with an
+``{"error": ...}`` line, never with ``done: true``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
+from .common import JsonObject, ndjson
+from .ollama import OllamaRequest, done_reason, error_body, metrics, rfc3339, tool_calls
+
+
+class OllamaStream(StreamTranslator):
+    """Feed it the engine's chat (or completion) stream; it writes Ollama's NDJSON lines.
+
+    Make it when the request goes to the engine: its clock starts then.
+    """
+
+    media_type: ClassVar[str] = "application/x-ndjson"
+
+    def __init__(
+        self,
+        request: OllamaRequest,
+        *,
+        clock: Callable[[], int] = time.monotonic_ns,
+        wall: Callable[[], int] = time.time_ns,
+    ) -> None:
+        super().__init__()
+        self._request = request
+        self._clock = clock
+        self._wall = wall
+        self._began = clock()
+        self._first: int | None = None  # when the first token came
+        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces]
+
+    def _line(self, **fields: Any) -> bytes:
+        line: JsonObject = {"model": self._request.model, "created_at": rfc3339(self._wall())}
+        return ndjson({**line, **fields, "done": False})
+
+    def _say(self, content: str = "", thinking: str = "", calls: Any = None) -> bytes:
+        if self._request.kind == "chat":
+            message: JsonObject = {"role": "assistant", "content": content}
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = calls
+            return self._line(message=message)
+        fields: JsonObject = {"response": content}
+        if thinking:
+            fields["thinking"] = thinking
+        return self._line(**fields)
+
+    def _start(self) -> list[bytes]:
+        return []
+
+    def _delta(self, delta: Delta) -> list[bytes]:
+        if self._first is None and not isinstance(delta, Finish):
+            self._first = self._clock()
+        if isinstance(delta, Text):
+            return [self._say(content=delta.text)]
+        if isinstance(delta, Reasoning):
+            return [self._say(thinking=delta.text)]
+        if isinstance(delta, ToolStart):
+            self._calls[delta.index] = [delta.id, delta.name, []]
+        elif isinstance(delta, ToolArgs):
+            self._calls[delta.index][2].append(delta.fragment)
+        elif isinstance(delta, Finish) and self._calls:
+            whole = [(c[0], c[1], "".join(c[2])) for _, c in sorted(self._calls.items())]
+            return [self._say(calls=tool_calls(whole))]  # raises if arguments are not JSON
+        return []
+
+    def _complete(self, finish: Finish) -> list[bytes]:
+        now = self._clock()
+        first = self._first if self._first is not None else now
+        last: JsonObject = {"model": self._request.model, "created_at": rfc3339(self._wall())}
+        if self._request.kind == "chat":
+            last["message"] = {"role": "assistant", "content": ""}
+        else:
+            last["response"] = ""
+        last["done"] = True
+        last["done_reason"] = done_reason(finish)
+        last.update(
+            metrics(
+                self._request,
+                self.usage,
+                self._parser.timings,
+                elapsed_ns=now - self._began,
+                prompt_ns=first - self._began,
+            )
+        )
+        return [ndjson(last)]
+
+    def _failed(self, message: str, code: str) -> list[bytes]:
+        return [ndjson(error_body(message))]
