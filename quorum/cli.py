@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -29,14 +30,36 @@ from quorum.errors import QuorumError
 log = logging.getLogger("quorum.cli")
 
 
+class RedactSecrets(logging.Filter):
+    """Blanks credentials in any record a library formats with headers (defence in depth:
+    our own code never logs them, but a library's debug lines may show request heads)."""
+
+    _PATTERN = re.compile(
+        r"(?i)(authorization|x-api-key|x-quorum-proof|cookie)(['\"]?\s*[:=,]\s*['\"]?)"
+        r"([^'\"\r\n,)]+)"
+    )
+    _TOKENS = re.compile(r"\b(qc|qk)_[A-Za-z0-9_\-]{8,}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self._TOKENS.sub(r"\1_[redacted]", self._PATTERN.sub(r"\1\2[redacted]", message))
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
     # aiohttp's access log is replaced by our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # websockets logs every handshake head at DEBUG, Authorization included: the filter
+    # above blanks it (tests/relay/test_node_log_secrets.py reads such a log).
 
 
 def _service_flag(value: str) -> dict[str, str]:
@@ -238,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("up", "tray"):
             config = load_config(args.config, overrides=flag_overrides(args))
             setup_logging(os.environ.get("QUORUM_LOG_LEVEL") or config.log_level)
+            if getattr(args, "token", None):
+                log.warning(
+                    "--token puts the cluster token on the command line, where every user of "
+                    "this machine can read it (ps); set QUORUM_TOKEN or cluster.token in the "
+                    "config file instead"
+                )
             if args.command == "tray":
                 from quorum.tray.ui import TrayApp  # imported here: it needs pystray
 

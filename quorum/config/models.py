@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_PORT = 32768
 
@@ -248,6 +248,14 @@ class EmbeddedSection(Frozen):
         default=None, description="A GGUF file (default: the packaged Gemma 3 270M)."
     )
     model_name: str = Field(default="gemma-3-270m", description="Name clients use.")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML reads a bare on/off (QUORUM_EMBEDDED__MODE=off, ``mode: off``) as a boolean.
+        if isinstance(value, bool):
+            return EmbeddedMode.ON if value else EmbeddedMode.OFF
+        return value
     chat_format: str = Field(default="gemma", description="llama-cpp-python chat format.")
     n_ctx: int = Field(default=4096, ge=256, description="Context length in tokens.")
     threads: int | None = Field(default=None, ge=1, description="CPU threads (default: auto).")
