@@ -24,11 +24,12 @@ def build_app(ctx: NodeContext) -> web.Application:
         app.router.add_post(path, proxy.handler(endpoint))
     app.router.add_get("/v1/models", status.list_models)
     app.router.add_get("/v1/models/{model:.+}", status.get_model)
-    app.router.add_get("/quorum/v1/status", status.status)
-    app.router.add_get("/quorum/v1/local", status.local)
+    operator = status.not_for_keys  # the node's inventory is not an API key's to read
+    app.router.add_get("/quorum/v1/status", operator(status.status))
+    app.router.add_get("/quorum/v1/local", operator(status.local))
     app.router.add_get("/healthz", status.healthz)
-    app.router.add_get("/metrics", status.metrics)
-    app.router.add_get("/", dashboard)
+    app.router.add_get("/metrics", operator(status.metrics))
+    app.router.add_get("/", operator(dashboard))
     events.setup(app)
     return app
 

@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from quorum.server.context import CONTEXT
-from quorum.server.status import status_json
+from quorum.server.status import not_for_keys, status_json
 
 log = logging.getLogger("quorum.server.events")
 
@@ -117,5 +117,5 @@ async def _stop_streams(app: web.Application) -> None:
 def setup(app: web.Application) -> None:
     """Serve ``EVENTS_PATH`` on ``app`` and end every stream when it shuts down."""
     app[STOPPING] = asyncio.Event()
-    app.router.add_get(EVENTS_PATH, stream)
+    app.router.add_get(EVENTS_PATH, not_for_keys(stream))
     app.on_shutdown.append(_stop_streams)

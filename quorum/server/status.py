@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from quorum import __version__
-from quorum.errors import ModelNotFound
+from quorum.errors import Forbidden, ModelNotFound
 from quorum.fleet import Holder
 from quorum.routing import listed, resolve_alias
 from quorum.server.context import CONTEXT, KEY_INFO, NodeContext
@@ -53,22 +54,47 @@ def models_json(ctx: NodeContext) -> list[dict[str, Any]]:
     return models
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def not_for_keys(handler: Handler) -> Handler:
+    """Refuse a caller admitted by an API key: this shows the node's inventory (services,
+    addresses, peers, recent requests), which is the operator's and the cluster's only."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if request.get(KEY_INFO) is not None:
+            raise Forbidden(
+                "An API key may use models, not read this node's status; ask its owner.",
+                code="key_not_allowed",
+            )
+        return await handler(request)
+
+    return guarded
+
+
+def _public(model: dict[str, Any]) -> dict[str, Any]:
+    """A model as an API key's holder sees it: OpenAI's fields, none of the fleet's."""
+    return {k: model[k] for k in ("id", "object", "created", "owned_by") if k in model}
+
+
 async def list_models(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     models = models_json(ctx)
     key = request.get(KEY_INFO)
-    if key is not None and key.models is not None:  # a key sees only what it may use
-        models = [m for m in models if m["id"] in key.models]
+    if key is not None:  # a key sees only what it may use, and nothing of the fleet
+        models = [_public(m) for m in models if key.allows(m["id"])]
     return web.json_response({"object": "list", "data": models})
 
 
 async def get_model(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     name = request.match_info["model"]
+    key = request.get(KEY_INFO)
     holders = ctx.snapshot.by_model.get(resolve_alias(ctx.scheduler.aliases, name))
-    if not holders:
+    if not holders or (key is not None and not key.allows(name)):
         raise ModelNotFound(f"The model '{name}' does not exist on any node of this cluster.")
-    return web.json_response(_model_json(name, holders, int(ctx.started_at)))
+    model = _model_json(name, holders, int(ctx.started_at))
+    return web.json_response(model if key is None else _public(model))
 
 
 def _relay_json(ctx: NodeContext) -> dict[str, Any]:

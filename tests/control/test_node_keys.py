@@ -115,3 +115,31 @@ def test_a_limited_key_lists_only_its_models(site: Site) -> None:
     with urllib.request.urlopen(req, timeout=timeout(10)) as resp:
         ids = [m["id"] for m in json.load(resp)["data"]]
     assert ids == ["llama3.2:1b"]  # qwen3:0.6b is there too, but not for this key
+
+
+def _get(site: Site, path: str, key: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{site.lan_port}{path}")
+    req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout(10)) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return int(err.code), err.read()
+
+
+def test_a_key_reads_nothing_of_the_inventory(site: Site) -> None:
+    """Services, addresses, peers and recent requests are the operator's, not a key's."""
+    key = site.key("--models", "llama3.2:1b")
+    for path in ("/quorum/v1/status", "/quorum/v1/local", "/metrics", "/", "/quorum/v1/events"):
+        status, body = _get(site, path, key)
+        assert status == 403, (path, body[:200])
+        assert json.loads(body)["error"]["code"] == "key_not_allowed"
+    status, body = _get(site, "/v1/models/qwen3:0.6b", key)
+    assert status == 404  # another model exists, but not for this key
+    status, body = _get(site, "/v1/models/llama3.2:1b", key)
+    assert status == 200
+    assert set(json.loads(body)) <= {"id", "object", "created", "owned_by"}
+    status, body = _get(site, "/v1/models", key)
+    (model,) = json.loads(body)["data"]
+    assert "quorum" not in model  # no node names, routes or services
