@@ -79,14 +79,10 @@ class ApiError(QuorumError):
         return {}
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        """This error in OpenAI's shape; other dialects: ``quorum.api.errors.error_body``."""
+        from quorum.api.errors import error_body  # that module imports this one
+
+        return error_body(self)
 
 
 class InvalidRequest(ApiError):

@@ -1,4 +1,4 @@
-"""What the relay's HTTP handlers share: state, error shape, and the three credentials.
+"""What the relay's HTTP handlers share: state, error shapes, and the three credentials.
 
 Credentials, each only in ``Authorization: Bearer ...`` and never logged:
 
@@ -22,13 +22,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from quorum.errors import (
-    ApiError,
-    BodyTooLarge,
-    MethodNotAllowed,
-    NotFound,
-    Unauthorized,
-)
+from quorum.api.body import check_content_encoding
+from quorum.api.endpoints import Dialect, dialect
+from quorum.api.errors import error_body, framework_error
+from quorum.errors import ApiError, Unauthorized
 from relay.hub import Hub
 from relay.keys import KeyState, same_secret
 from relay.presence import Candidate
@@ -119,28 +116,31 @@ class RelayState:
 STATE: web.AppKey[RelayState] = web.AppKey("relay_state", RelayState)
 
 
-def error_response(err: ApiError) -> web.Response:
-    return web.json_response(err.body(), status=err.status, headers=err.headers())
+def shape_of(path: str) -> Dialect:
+    """The dialect of a relay path: the client's API on ``/v1``; OpenAI's shape elsewhere
+    (the relay's ``/api`` is its control plane, not Ollama's API)."""
+    return dialect(path) if path.startswith("/v1/") else Dialect.OPENAI
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error a client of ``/v1`` or ``/api`` sees has OpenAI's shape."""
+    """Every error a client sees has its API's shape (``quorum.api.errors``; see
+    ``shape_of``). A compressed body is refused before it is read."""
     try:
+        check_content_encoding(request.headers.getall("Content-Encoding", ()))
         return await handler(request)
-    except ApiError as err:
-        return error_response(err)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(BodyTooLarge(f"The request body is too large ({exc.text})."))
-    except web.HTTPNotFound:
-        return error_response(
-            NotFound(f"Unknown path {request.method} {request.path}.", code="unknown_url")
+    except web.HTTPException as exc:
+        allowed = exc.allowed_methods if isinstance(exc, web.HTTPMethodNotAllowed) else ()
+        err = framework_error(
+            exc.status, request.method, request.path, allowed=allowed, detail=exc.text or ""
         )
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return error_response(
-            MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use {allowed}.")
-        )
+        if err is None:
+            raise
+    except ApiError as refused:
+        err = refused
+    return web.json_response(
+        error_body(err, shape_of(request.path)), status=err.status, headers=err.headers()
+    )
 
 
 def bearer(request: web.Request) -> str | None:

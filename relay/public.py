@@ -30,7 +30,6 @@ Contract (the same as a node's ``/v1`` where it can be):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -39,6 +38,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
+from quorum.api.body import request_model
+from quorum.api.endpoints import SERVED, Endpoint
+from quorum.api.errors import error_code_of, stream_error
+from quorum.api.headers import RESPONSE_DROP, forwarded_request_headers
+from quorum.api.usage import ResponseUsageScanner
 from quorum.errors import (
     ApiError,
     Forbidden,
@@ -47,9 +51,6 @@ from quorum.errors import (
     UpstreamFailed,
 )
 from quorum.protocol import RequestHead, RequestUsage, ResponseHead
-from quorum.protocol.headers import HOP_HEADER, RESPONSE_DROP
-from quorum.usage.extract import ResponseUsageScanner
-from relay.body import ENDPOINTS, Endpoint, model_of
 from relay.context import STATE, RelayState, require_key
 from relay.keys import allows_model
 from relay.local import LocalStream, StreamRefused
@@ -58,24 +59,6 @@ from relay.store import ApiKey
 
 log = logging.getLogger("relay.public")
 
-_REQUEST_DROP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authorization",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-        "Host",
-        "Content-Length",
-        "Accept-Encoding",
-        "Authorization",
-        "X-Request-Id",
-        HOP_HEADER,
-    )
-)
 _RESPONSE_DROP = RESPONSE_DROP
 _ERROR_BODY = 64 * 1024
 
@@ -98,7 +81,7 @@ class Exchange:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    endpoint = ENDPOINTS[request.path]
+    endpoint = SERVED[request.path]
     started = time.perf_counter()
     key = await require_key(request)
     ex = Exchange(uuid.uuid4().hex, endpoint, started, int(state.clock() * 1000), key)
@@ -120,7 +103,7 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
     if state.hub.draining:
         raise NoReachableHolder("The relay is restarting; try again in a moment.")
     payload = await request.read()
-    ex.model = model_of(ex.endpoint, request.headers.get("Content-Type", ""), payload)
+    ex.model = request_model(ex.endpoint, request.headers.get("Content-Type", ""), payload)
     if not allows_model(ex.key.models, ex.model):
         raise Forbidden(
             f"The API key {ex.key.shown} may not use the model '{ex.model}'.",
@@ -129,7 +112,7 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
     found = holders(state.candidates(ex.key.cluster_id), ex.model, ex.endpoint.types, state.clock())
     if not found:
         raise await _missing(state, ex)
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP]
+    headers = forwarded_request_headers(request.headers.items())
     headers += [("X-Request-Id", ex.id)]
     if request.remote:
         headers.append(("X-Forwarded-For", request.remote))
@@ -241,7 +224,7 @@ async def _relay_answer(
         ex.error = "stream_broken"
         log.warning("request %s: the answer from %s broke off: %s", ex.id[:12], ex.node, exc)
         if sse:
-            await response.write(b"data: " + json.dumps(exc.body()).encode() + b"\n\n")
+            await response.write(stream_error(exc, ex.endpoint.dialect))
         if request.transport is not None:
             request.transport.close()  # no terminating chunk: the app sees a truncated body
         return response
@@ -273,17 +256,7 @@ async def _commit(state: RelayState, ex: Exchange) -> None:
 
 def _note_error(ex: Exchange, body: bytearray) -> None:
     if ex.status >= 400:
-        ex.error = _error_code(bytes(body)) or f"http_{ex.status}"
-
-
-def _error_code(body: bytes) -> str | None:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    inner = data.get("error") if isinstance(data, dict) else None
-    code = inner.get("code") if isinstance(inner, dict) else None
-    return code[:128] if isinstance(code, str) and code else None
+        ex.error = error_code_of(bytes(body)) or f"http_{ex.status}"
 
 
 def _record(ex: Exchange) -> RequestUsage:
@@ -381,7 +354,7 @@ async def unknown(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    for path in ENDPOINTS:
+    for path in SERVED:
         app.router.add_post(path, handle)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

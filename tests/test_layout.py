@@ -20,7 +20,7 @@ def imports(package: Path) -> set[str]:
 
 
 # Small pure helpers the relay shares with the node (stdlib only, checked below).
-SHARED_PURE = ("quorum.usage.extract",)
+SHARED_PURE = ("quorum.api",)
 
 
 def test_relay_imports_only_the_protocol_from_quorum() -> None:
@@ -35,8 +35,19 @@ def test_relay_imports_only_the_protocol_from_quorum() -> None:
 
 def test_shared_helpers_are_stdlib_only() -> None:
     stdlib = {"__future__", "json", "dataclasses", "re", "enum", "typing", "collections"}
-    for module in SHARED_PURE:
-        path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    stdlib |= {"itertools"}
+    # Besides the stdlib they may use each other and the exception tree (itself stdlib-only).
+    ours = ("quorum.errors", *SHARED_PURE)
+    modules = [
+        (module, path)
+        for module in SHARED_PURE
+        for path in (
+            sorted(ROOT.joinpath(*module.split(".")).rglob("*.py"))
+            if ROOT.joinpath(*module.split(".")).is_dir()
+            else [ROOT.joinpath(*module.split(".")).with_suffix(".py")]
+        )
+    ]
+    for module, path in [*modules, ("quorum.errors", ROOT / "quorum" / "errors.py")]:
         tree = ast.parse(path.read_text())
         used = {
             (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
@@ -44,7 +55,8 @@ def test_shared_helpers_are_stdlib_only() -> None:
             if isinstance(n, ast.Import | ast.ImportFrom)
             for a in n.names
         }
-        assert {m.split(".")[0] for m in used} <= stdlib, f"{module} imports {sorted(used)}"
+        foreign = {m for m in used if not m.startswith(ours)}
+        assert {m.split(".")[0] for m in foreign} <= stdlib, f"{path} imports {sorted(used)}"
 
 
 def test_pure_layers_do_no_io() -> None:

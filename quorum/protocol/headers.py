@@ -1,18 +1,5 @@
-"""HTTP header facts shared by every Quorum hop (node proxy, tunnel, relay's public /v1)."""
+"""HTTP header facts of every Quorum hop: they live in :mod:`quorum.api.headers`."""
 
-HOP_HEADER = "X-Quorum-Hop"
-"""Set on a request one node forwards to another: it is never forwarded again."""
+from quorum.api.headers import HOP_HEADER, RESPONSE_DROP
 
-RESPONSE_DROP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Transfer-Encoding",
-        "Content-Length",
-        "Content-Encoding",
-        "Server",
-        "Date",
-    )
-)
-"""Response headers a hop recomputes instead of passing on."""
+__all__ = ["HOP_HEADER", "RESPONSE_DROP"]

@@ -39,7 +39,7 @@ class RouteRequest:
     """What routing needs to know of a request; ``size_bytes`` is its body's size."""
 
     model: str
-    types: tuple[ServiceType, ...]
+    types: tuple[str, ...]  # service types (``ServiceType`` values) that may serve it
     label: str = "request"
     forwarded: bool = False
     size_bytes: int = 0
@@ -82,7 +82,7 @@ def choose(
     typed = [h for h in named if h.type in request.types]
     if not typed:
         kinds = ", ".join(sorted({h.type.value for h in named}))
-        wanted = " or ".join(t.value for t in request.types)
+        wanted = " or ".join(request.types)
         raise ModelNotFound(
             f"The model {_named(request.model, model)} is a {kinds} model; a {request.label} "
             f"needs a {wanted} model.",

@@ -1,4 +1,4 @@
-"""Errors in OpenAI's shape, and who may call the node at all."""
+"""Errors in the caller's API shape, bodies the node refuses unread, and who may call it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from quorum.errors import ApiError, BodyTooLarge, MethodNotAllowed, NotFound, Unauthorized
+from quorum.api.body import check_content_encoding
+from quorum.api.endpoints import Dialect, dialect
+from quorum.api.errors import error_body, framework_error
+from quorum.errors import ApiError, Unauthorized
 from quorum.keys import looks_like_key
 from quorum.server.context import ATTEMPTS, CONTEXT, KEY_INFO
 
@@ -22,38 +25,36 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/healthz"})
 
 
-def error_response(err: ApiError) -> web.Response:
-    return web.json_response(err.body(), status=err.status, headers=err.headers())
+def error_response(err: ApiError, shape: Dialect = Dialect.OPENAI) -> web.Response:
+    return web.json_response(error_body(err, shape), status=err.status, headers=err.headers())
 
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error a client sees is ``{"error": {"message", "type", "param", "code"}}``."""
+    """Every error a client sees has its API's shape (``quorum.api.errors``): OpenAI's
+    ``{"error": {"message", "type", "param", "code"}}`` on ``/v1``, Anthropic's on
+    ``/v1/messages``, Ollama's on ``/api``. A compressed body is refused before it is read.
+    """
     try:
+        check_content_encoding(request.headers.getall("Content-Encoding", ()))
         return await handler(request)
     except ApiError as err:
-        response = error_response(err)
+        response = error_response(err, dialect(request.path))
         attempts = request.get(ATTEMPTS)
         if attempts:
             response.headers["X-Quorum-Attempts"] = str(attempts)
         return response
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(BodyTooLarge(_too_large_message(exc)))
-    except web.HTTPNotFound:
-        return error_response(
-            NotFound(f"Unknown path {request.method} {request.path}.", code="unknown_url")
+    except web.HTTPException as exc:
+        refusal = framework_error(
+            exc.status,
+            request.method,
+            request.path,
+            allowed=exc.allowed_methods if isinstance(exc, web.HTTPMethodNotAllowed) else (),
+            detail=exc.text or "",
         )
-    except web.HTTPMethodNotAllowed as exc:
-        return error_response(
-            MethodNotAllowed(
-                f"{request.method} is not allowed on {request.path}; use "
-                f"{', '.join(sorted(exc.allowed_methods))}."
-            )
-        )
-
-
-def _too_large_message(exc: web.HTTPRequestEntityTooLarge) -> str:
-    return f"The request body is too large ({exc.text or 'over the limit'})."
+        if refusal is None:
+            raise
+        return error_response(refusal, dialect(request.path))
 
 
 @functools.lru_cache(maxsize=1024)

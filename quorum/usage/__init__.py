@@ -1,6 +1,6 @@
 """Usage: token counts read from answers, per-request records, and the node's durable outbox.
 
-- :mod:`.extract` (pure, stdlib only; the relay uses it too): ``Usage``,
+- :mod:`quorum.api.usage` (pure, stdlib only; the relay uses it too): ``Usage``,
   ``usage_from_json``, ``SseUsageScanner``, ``ResponseUsageScanner``.
 - ``UsageRecord``: one request's record, the protocol's ``RequestUsage``
   (node and relay validate the same shape); :mod:`.record` builds one
@@ -9,14 +9,14 @@
   ships records to the relay and forgets them only once the relay committed.
 """
 
-from quorum.protocol import RequestUsage as UsageRecord
-from quorum.usage.extract import (
+from quorum.api.usage import (
     ResponseUsageScanner,
     SseUsageScanner,
     Usage,
     usage_from_json,
     usage_from_object,
 )
+from quorum.protocol import RequestUsage as UsageRecord
 from quorum.usage.record import make_record, new_request_id
 
 __all__ = [

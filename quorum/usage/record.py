@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import uuid
 
+from quorum.api.usage import Usage
 from quorum.protocol import RequestUsage as UsageRecord
-from quorum.usage.extract import Usage
 
 
 def new_request_id() -> str:
