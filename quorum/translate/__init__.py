@@ -7,7 +7,8 @@ Rules of the layer:
   (``chat_request``, or ``*_request`` for Ollama) gives the OpenAI-shaped body
   to send to the engine; a whole answer out (``answer``) and a stream out (a
   :class:`~.chat.StreamTranslator`) give back that API's shape.
-  :mod:`.responses` + :mod:`.responses_stream` (OpenAI Responses),
+  :mod:`.responses` + :mod:`.responses_stream` (OpenAI Responses; the
+  response object and its items in :mod:`.responses_items`),
   :mod:`.anthropic` + :mod:`.anthropic_stream` (Anthropic Messages),
   :mod:`.ollama` + :mod:`.ollama_stream` + :mod:`.ollama_models` (Ollama's
   native API). :mod:`.chat` reads the engine's side once for all of them;

@@ -36,7 +36,6 @@ from quorum.errors import UpstreamFailed
 
 from .chat import CUT, ChatAnswer, parse_answer
 from .common import (
-    Counts,
     JsonObject,
     as_object,
     at,
@@ -51,6 +50,15 @@ from .common import (
     need_str,
     new_id,
     put,
+)
+from .responses_items import (
+    call_item,
+    item_id,
+    message_item,
+    reasoning_item,
+    response_object,
+    status_of,
+    usage_object,
 )
 
 PATH = "/v1/chat/completions"
@@ -321,92 +329,7 @@ def _response_format(fmt: JsonObject | None) -> JsonObject | None:
     bad("text.format.type", f"unknown format '{fmt.get('type')}'")
 
 
-# --- out: the response object ---------------------------------------------------------
-
-
-def item_id(response_id: str, prefix: str, n: int = 0) -> str:
-    """``msg_<tail>``, ``fc_<tail>_1``, ... for the items of response ``resp_<tail>``."""
-    tail = response_id.removeprefix("resp_")
-    return f"{prefix}_{tail}" + (f"_{n}" if n else "")
-
-
-def message_item(item: str, text: str, status: str = "completed") -> JsonObject:
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    return {
-        "id": item,
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": [part] if status != "in_progress" else [],
-    }
-
-
-def reasoning_item(item: str, text: str, status: str = "completed") -> JsonObject:
-    content = [{"type": "reasoning_text", "text": text}] if status != "in_progress" else []
-    return {"id": item, "type": "reasoning", "status": status, "summary": [], "content": content}
-
-
-def call_item(item: str, call_id: str, name: str, arguments: str, status: str) -> JsonObject:
-    return {
-        "id": item,
-        "type": "function_call",
-        "status": status,
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-    }
-
-
-def usage_object(counts: Counts | None) -> JsonObject | None:
-    if counts is None:
-        return None
-    return {
-        "input_tokens": counts.input,
-        "input_tokens_details": {"cached_tokens": counts.cached, "cache_write_tokens": 0},
-        "output_tokens": counts.output,
-        "output_tokens_details": {"reasoning_tokens": counts.reasoning},
-        "total_tokens": counts.total,
-    }
-
-
-def status_of(reason: str) -> tuple[str, JsonObject | None]:
-    """The response status for a chat finish reason, and its incomplete_details."""
-    if reason == "length":
-        return "incomplete", {"reason": "max_output_tokens"}
-    if reason == "content_filter":
-        return "incomplete", {"reason": "content_filter"}
-    return "completed", None
-
-
-def response_object(
-    request: ResponsesRequest,
-    response_id: str,
-    created_at: float,
-    status: str,
-    output: list[JsonObject],
-    *,
-    usage: JsonObject | None = None,
-    incomplete: JsonObject | None = None,
-    error: JsonObject | None = None,
-    completed_at: float | None = None,
-) -> JsonObject:
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": created_at,
-        "status": status,
-        "completed_at": completed_at,
-        "error": error,
-        "incomplete_details": incomplete,
-        "model": request.model,
-        "output": output,
-        "previous_response_id": None,
-        "store": False,
-        "background": False,
-        "truncation": "disabled",
-        "usage": usage,
-        **request.echo,
-    }
+# --- out ---------------------------------------------------------------------------
 
 
 def answer(
@@ -438,7 +361,8 @@ def answer(
         )
     done = time.time() if completed_at is None else completed_at
     return response_object(
-        request,
+        request.model,
+        request.echo,
         rid,
         int(done if created_at is None else created_at),
         status,

@@ -27,8 +27,8 @@ from typing import Any
 
 from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
 from .common import JsonObject, new_id, sse
-from .responses import (
-    ResponsesRequest,
+from .responses import ResponsesRequest
+from .responses_items import (
     call_item,
     item_id,
     message_item,
@@ -65,48 +65,56 @@ class ResponsesStream(StreamTranslator):
         self._message: int | None = None  # the open message item
         self._reasoning: int | None = None  # the open reasoning item
         self._calls: dict[int, int] = {}  # tool call index -> output_index
-        self._messages = 0
+        self._made = {"message": 0, "reasoning": 0}  # items of each kind so far, for ids
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **fields}
         self._seq += 1
         return sse(kind, data)
 
-    def _response(self, status: str, **extra: Any) -> JsonObject:
+    def _response(self, status: str, output: list[JsonObject], **extra: Any) -> JsonObject:
+        req = self._request
         return response_object(
-            self._request, self._id, self._created, status, self._output, **extra
+            req.model, req.echo, self._id, self._created, status, output, **extra
         )
 
     def _start(self) -> list[bytes]:
-        response = response_object(self._request, self._id, self._created, "in_progress", [])
+        response = self._response("in_progress", [])
         return [
             self._event("response.created", response=response),
             self._event("response.in_progress", response=response),
         ]
 
+    def _prose(self, kind: str, text: str) -> list[bytes]:
+        """A text or reasoning delta, in an open item of its kind (added if need be)."""
+        out: list[bytes] = []
+        message = kind == "message"
+        index = self._message if message else self._reasoning
+        if index is None:
+            out += self._close_all()
+            n = self._made[kind]
+            self._made[kind] += 1
+            make = message_item if message else reasoning_item
+            index = self._add(
+                out, make(item_id(self._id, "msg" if message else "rs", n), "", "in_progress")
+            )
+            if message:
+                self._message = index
+            else:
+                self._reasoning = index
+            out.append(self._part_event("response.content_part.added", index, ""))
+        if text:
+            self._texts[index].append(text)
+            kind = "output_text" if message else "reasoning_text"
+            out.append(self._text_event(f"response.{kind}.delta", index, text))
+        return out
+
     def _delta(self, delta: Delta) -> list[bytes]:
         out: list[bytes] = []
         if isinstance(delta, Text):
-            if self._message is None:
-                out += self._close_all()
-                self._message = self._add(
-                    out, message_item(item_id(self._id, "msg", self._messages), "", "in_progress")
-                )
-                self._messages += 1
-                out.append(self._part_event("response.content_part.added", self._message, ""))
-            self._texts[self._message].append(delta.text)
-            out.append(self._text_event("response.output_text.delta", self._message, delta.text))
+            out += self._prose("message", delta.text)
         elif isinstance(delta, Reasoning):
-            if self._reasoning is None:
-                out += self._close_all()
-                self._reasoning = self._add(
-                    out, reasoning_item(item_id(self._id, "rs"), "", "in_progress")
-                )
-                out.append(self._part_event("response.content_part.added", self._reasoning, ""))
-            self._texts[self._reasoning].append(delta.text)
-            out.append(
-                self._text_event("response.reasoning_text.delta", self._reasoning, delta.text)
-            )
+            out += self._prose("reasoning", delta.text)
         elif isinstance(delta, ToolStart):
             out += self._close(self._message) + self._close(self._reasoning)
             item = item_id(self._id, "fc", delta.index)
@@ -125,6 +133,8 @@ class ResponsesStream(StreamTranslator):
                 )
             )
         elif isinstance(delta, Finish):
+            if not self._output:  # an empty answer is still one message, as in a whole one
+                out += self._prose("message", "")
             out += self._close_all(status_of(delta.reason)[0])
         return out
 
@@ -203,6 +213,7 @@ class ResponsesStream(StreamTranslator):
         status, incomplete = status_of(finish.reason)
         response = self._response(
             status,
+            self._output,
             usage=usage_object(self.usage),
             incomplete=incomplete,
             completed_at=int(self._clock()) if status == "completed" else None,
@@ -217,6 +228,6 @@ class ResponsesStream(StreamTranslator):
         return [
             self._event("error", code=code, message=message, param=None),
             self._event(
-                "response.failed", response=self._response("failed", error=error, usage=None)
+                "response.failed", response=self._response("failed", self._output, error=error)
             ),
         ]

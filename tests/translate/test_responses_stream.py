@@ -24,6 +24,7 @@ from .helpers import (
     translate,
 )
 
+ADDED = "response.output_item.added"
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 WEATHER = {
     "type": "function",
@@ -202,3 +203,30 @@ def test_a_stream_failing_before_any_chunk_still_opens_the_response() -> None:
 def test_chunk_boundaries_do_not_change_the_stream(step: int) -> None:
     chunks = [chunk(role=True, reasoning="ok "), *text_chunks("é", "→", "ünï")[1:]]
     assert stream_of(chunks, step=step) == stream_of(chunks)
+
+
+def test_an_empty_answer_is_still_one_message() -> None:
+    final = final_response(stream_of([chunk(role=True, content=""), chunk(finish="stop")]))
+    assert [item.type for item in final.output] == ["message"]
+    assert final.output_text == ""
+
+
+def test_thoughts_between_text_get_their_own_items() -> None:
+    chunks = [
+        chunk(role=True, reasoning="a"),
+        chunk(content="b"),
+        chunk(reasoning="c"),
+        chunk(content="d"),
+        chunk(finish="stop"),
+    ]
+    items = [data["item"] for name, data in sse_events(stream_of(chunks)) if name == ADDED]
+    assert [item["id"] for item in items] == ["rs_5e1d", "msg_5e1d", "rs_5e1d_1", "msg_5e1d_1"]
+    assert final_response(stream_of(chunks)).output_text == "bd"
+
+
+def test_the_translator_reports_usage_and_whether_it_finished() -> None:
+    req = responses.chat_request({"model": "m", "input": "Hi", "stream": True})
+    tr = ResponsesStream(req)
+    translate(tr, sse_bytes(text_chunks("ok")))
+    assert tr.finished and tr.closed and tr.error is None
+    assert tr.usage is not None and (tr.usage.input, tr.usage.output) == (11, 7)
