@@ -129,13 +129,13 @@ def get_object(obj: Mapping[str, Any], key: str, path: str = "") -> JsonObject |
 
 
 def stop_list(value: Any, path: str) -> list[str] | None:
-    """A stop sequence or a list of them (None when absent)."""
-    if value is None:
+    """A stop sequence or a list of them (None when absent or empty)."""
+    if value is None or value == "":
         return None
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return list(value)
+        return list(value) or None
     bad(path, "must be a string or an array of strings")
 
 

@@ -284,7 +284,9 @@ def test_tool_use_round_trip_through_the_sdk() -> None:
         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
     }
     req = an.chat_request(body(tools=[WEATHER]))
-    raw = json.dumps(an.answer(req, chat_answer(None, finish="tool_calls", tool_calls=[call])))
+    out = an.answer(req, chat_answer(None, finish="tool_calls", tool_calls=[call]))
+    assert Message.model_validate(out).content[0].type == "tool_use"
+    raw = json.dumps(out)
     with anthropic_client(raw.encode(), content_type="application/json") as client:
         first = client.messages.create(
             model="qwen3",
