@@ -13,10 +13,13 @@
     │   ├── ModelNotFound           404 no service in the cluster holds this model (for this type)
     │   ├── BodyTooLarge            413 the request body is over the limit
     │   ├── UpstreamFailed          502 the engine or peer answered, but not usably
+    │   │   └── StreamBroken        502 a tunnel stream was reset after its answer had started
     │   ├── NoReachableHolder       503 the model is known, but no holder can be reached now;
     │   │                               carries Retry-After
-    │   │   └── EngineUnreachable   503 the engine refused the connection
-    │   │       └── EngineTimeout   503 the engine sent no response headers in time
+    │   │   ├── EngineUnreachable   503 the engine refused the connection
+    │   │   │   └── EngineTimeout   503 the engine sent no response headers in time
+    │   │   └── StreamRefused       503 a tunnel stream was refused before it was processed:
+    │   │                               safe to try again, or another holder
     │   └── Overloaded              503 queues are full; carries Retry-After
     ├── EngineError                 an engine's answer is unusable to its adapter (not HTTP)
     │   ├── EngineDown              nothing answers at the engine's address (refused, timed out)
@@ -25,8 +28,17 @@
     ├── DiscoveryError              LAN discovery could not do what was asked
     │   ├── BadAdvert               a TXT record (ours or a peer's) is missing or has a bad field
     │   └── NoInterface             no network interface fits the configuration
+    ├── HttpError                   the lean engine client's own failures (quorum.http;
+    │   │                               mapped into ApiErrors in server/upstream.py)
+    │   ├── HttpProtocolError       the engine's answer is not HTTP/1.1 it understands
+    │   ├── ConnectionLost          the connection closed before the answer was complete
+    │   └── ConnectTimeout          the engine did not accept the connection in time
     ├── PeerError                   a peer node did not give a usable answer
     │   └── PeerRefused             the peer's address refused the connection (it is gone)
+    ├── TunnelError                 the tunnel (a node's WebSocket to the relay) cannot carry on
+    │   ├── TransportClosed         the socket under a tunnel closed, cleanly or not
+    │   └── AuthRefused             the relay refused the cluster credential (401/403):
+    │                                   reconnecting cannot help
     └── ProtocolError               the tunnel protocol was broken
         ├── LocalProtocolError      we were asked to do something the protocol forbids
         └── RemoteProtocolError     the peer sent something the protocol forbids
@@ -133,6 +145,11 @@ class UpstreamFailed(ApiError):
     code = "engine_error"
 
 
+class StreamBroken(UpstreamFailed):
+    """A tunnel stream was reset (or its tunnel lost) after its answer had started:
+    the answer is incomplete and must reach the client visibly cut off."""
+
+
 class NoReachableHolder(ApiError):
     """503 with ``Retry-After`` (every 503 says when to try again)."""
 
@@ -161,6 +178,11 @@ class EngineUnreachable(NoReachableHolder):
 
 class EngineTimeout(EngineUnreachable):
     code = "engine_timeout"
+
+
+class StreamRefused(NoReachableHolder):
+    """A tunnel stream was refused before anything processed it (a stream or rate
+    limit on the way, a draining node): safe to retry, here or at another holder."""
 
 
 class Overloaded(ApiError):
@@ -209,12 +231,45 @@ class NoInterface(DiscoveryError):
     """No network interface matches the discovery configuration."""
 
 
+class HttpError(QuorumError):
+    """The lean engine client (:mod:`quorum.http`) failed."""
+
+
+class HttpProtocolError(HttpError):
+    """The engine's answer is not HTTP/1.1 this client understands."""
+
+
+class ConnectionLost(HttpError):
+    """The connection closed before the answer was complete."""
+
+
+class ConnectTimeout(HttpError, TimeoutError):
+    """The engine did not accept the connection in time."""
+
+
 class PeerError(QuorumError):
     """A peer answered badly, too slowly, or not at all."""
 
 
 class PeerRefused(PeerError):
     """Nothing listens at the peer's address any more."""
+
+
+class TunnelError(QuorumError):
+    """A tunnel to or from the relay cannot carry on."""
+
+
+class TransportClosed(TunnelError):
+    """The socket under a tunnel is closed (the peer closed it, or it broke).
+
+    Transport adapters raise it from ``send`` and ``receive`` in place of their
+    library's exceptions (websockets' ``ConnectionClosed``, aiohttp's close
+    messages), so nothing above them sees those.
+    """
+
+
+class AuthRefused(TunnelError):
+    """The relay refused this node's cluster credential (401 or 403): retrying cannot help."""
 
 
 class ProtocolError(QuorumError):

@@ -1,97 +1,24 @@
-"""Small HTTP helpers shared by the proxy and the tunnel, and a lean client for local engines.
-
-:class:`EnginePool` is an HTTP/1.1 keep-alive client for the engines on this
-machine (loopback only: no TLS, no proxies, no redirects, no cookies). The
-proxy's hot path is one request and one answer per call; aiohttp's client
-costs several times what the bytes do there (a request object, a connector
-lookup, a payload registry, a timeout context per request). Here a request is
-one ``write`` of pre-joined bytes on a pooled connection, and the answer is
-parsed by a small state machine: a ``Content-Length``, chunked or
-read-until-close body, handed over as it arrives.
-
-Rules of a connection:
-
-- One request at a time. It goes back to the pool only when its answer was
-  read to the end and both sides keep it alive; an unfinished answer closes it,
-  which is how an engine learns that nobody waits any more.
-- An idle connection that hears anything (data or EOF) is closed; one idle for
-  ``IDLE_S`` is closed by the pool.
-- Unread body bytes past ``READ_HIGH`` pause reading from the engine: a slow
-  client never grows the node's memory.
-- Errors are plain: ``OSError`` (connect), :class:`ConnectTimeout`,
-  ``TimeoutError`` (no answer head in time), :class:`HttpProtocolError`,
-  :class:`ConnectionLost`. The proxy maps them once, in ``server/upstream.py``.
-"""
+"""One keep-alive HTTP/1.1 connection to an engine on this machine, and its answer's parser
+(the rules are in :mod:`quorum.http`)."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import io
-import socket
-from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 from multidict import CIMultiDict
 
-# aiohttp warns (ResourceWarning) when given more than 1 MiB as raw bytes: it
-# would copy them in one go on the event loop. A BytesIO over the same bytes is
-# streamed in chunks instead (and CPython shares the buffer, so nothing is copied).
-_RAW_BODY_LIMIT = 1 << 20
+from quorum.errors import ConnectionLost, HttpProtocolError
 
+if TYPE_CHECKING:
+    from quorum.http.pool import EnginePool
 
-def request_body(payload: bytes) -> bytes | io.BytesIO:
-    """``payload`` in the form aiohttp sends best."""
-    return payload if len(payload) <= _RAW_BODY_LIMIT else io.BytesIO(payload)
-
-
-# A peer whose machine vanished (cable pulled, laptop asleep) sends no RST: without
-# these, a request on a pooled connection to it would wait for the header timeout
-# (minutes). Keepalive probes are answered by a live peer's kernel whatever its
-# engine is doing, so a slow generation is never cut; a dead peer is noticed within
-# about DEAD_PEER_S, and the request fails over or ends with a visible error.
-DEAD_PEER_S = 20
-
-
-def socket_factory(addr_info: tuple[Any, ...]) -> socket.socket:
-    """Sockets for the node's outgoing connections, with dead-peer detection."""
-    family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in (
-            ("TCP_KEEPIDLE", DEAD_PEER_S // 2),
-            ("TCP_KEEPINTVL", DEAD_PEER_S // 4),
-            ("TCP_KEEPCNT", 2),
-            ("TCP_USER_TIMEOUT", DEAD_PEER_S * 1000),
-        ):
-            option = getattr(socket, name, None)
-            if option is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-    except OSError:
-        pass  # a platform without some option: the header timeout still bounds the wait
-    return sock
-
-
-# --- the lean client for engines on this machine -------------------------------------------
-
-LEAN_BODY_LIMIT = _RAW_BODY_LIMIT  # larger request bodies go through aiohttp, streamed
+LEAN_BODY_LIMIT = 1 << 20  # larger request bodies go through aiohttp, streamed
 IDLE_S = 15.0  # aiohttp's keep-alive time for an idle pooled connection
 READ_HIGH = 256 * 1024
 HEAD_LIMIT = 64 * 1024
 LINE_LIMIT = 8 * 1024
-
-
-class HttpProtocolError(Exception):
-    """The engine's answer is not HTTP/1.1 this client understands."""
-
-
-class ConnectionLost(Exception):
-    """The connection closed before the answer was complete."""
-
-
-class ConnectTimeout(TimeoutError):
-    """The engine did not accept the connection in time."""
 
 
 class _State(enum.IntEnum):
@@ -416,74 +343,3 @@ def _chunk_size(line: bytes) -> int:
     if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
         raise HttpProtocolError(f"bad chunk size: {line[:20]!r}")
     return int(size, 16)
-
-
-class EnginePool:
-    """Idle keep-alive connections by (host, port); most recently used first."""
-
-    def __init__(self, owner_closed: Callable[[], bool] = lambda: False) -> None:
-        self._idle: dict[tuple[str, int], list[EngineConnection]] = {}
-        self._reaper: asyncio.TimerHandle | None = None
-        self._owner_closed = owner_closed  # whoever owns the pool has shut down
-        self.closed = False
-
-    async def connection(
-        self, host: str, port: int, connect_timeout_s: float
-    ) -> tuple[EngineConnection, bool]:
-        """A pooled connection (``True``: reused) or a new one."""
-        key = (host, port)
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn, True
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(connect_timeout_s):
-                _, conn = await loop.create_connection(
-                    lambda: EngineConnection(self, key), host, port
-                )
-        except TimeoutError:
-            raise ConnectTimeout() from None
-        return conn, False
-
-    def put(self, conn: EngineConnection) -> None:
-        if self.closed:
-            conn.close()
-            return
-        conn.idle_since = asyncio.get_running_loop().time()
-        self._idle.setdefault(conn.key, []).append(conn)
-        if self._reaper is None:
-            self._reaper = asyncio.get_running_loop().call_later(IDLE_S, self._reap)
-
-    def forget(self, conn: EngineConnection) -> None:
-        idle = self._idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    def close(self) -> None:
-        """Close every idle connection; later ones are closed when released."""
-        self.closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-            self._reaper = None
-        for idle in list(self._idle.values()):
-            for conn in list(idle):
-                conn.close()
-        self._idle.clear()
-
-    def _reap(self) -> None:
-        self._reaper = None
-        if self._owner_closed():
-            self.close()
-            return
-        now = asyncio.get_running_loop().time()
-        left = 0
-        for idle in list(self._idle.values()):
-            for conn in list(idle):
-                if now - conn.idle_since >= IDLE_S:
-                    conn.close()
-                else:
-                    left += 1
-        if left:
-            self._reaper = asyncio.get_running_loop().call_later(IDLE_S / 2, self._reap)
