@@ -39,7 +39,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from quorum.api.body import request_model
-from quorum.api.endpoints import SERVED, Endpoint
+from quorum.api.endpoints import SERVED_V1, Endpoint
 from quorum.api.errors import error_code_of, stream_error
 from quorum.api.headers import RESPONSE_DROP, forwarded_request_headers
 from quorum.api.usage import ResponseUsageScanner
@@ -48,12 +48,13 @@ from quorum.errors import (
     Forbidden,
     ModelNotFound,
     NoReachableHolder,
+    StreamRefused,
     UpstreamFailed,
 )
 from quorum.protocol import RequestHead, RequestUsage, ResponseHead
 from relay.context import STATE, RelayState, require_key
 from relay.keys import allows_model
-from relay.local import LocalStream, StreamRefused
+from relay.local import LocalStream
 from relay.presence import holders, online_models
 from relay.store import ApiKey
 
@@ -81,7 +82,7 @@ class Exchange:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    endpoint = SERVED[request.path]
+    endpoint = SERVED_V1[request.path]
     started = time.perf_counter()
     key = await require_key(request)
     ex = Exchange(uuid.uuid4().hex, endpoint, started, int(state.clock() * 1000), key)
@@ -354,7 +355,7 @@ async def unknown(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    for path in SERVED:
+    for path in SERVED_V1:
         app.router.add_post(path, handle)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

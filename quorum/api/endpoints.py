@@ -11,8 +11,9 @@ stays importable by the relay without pydantic. ``rerank`` has no service
 type in the config yet, so nothing serves it until one is added.
 
 ``served`` is false for endpoints that are part of the vocabulary but not
-proxied yet (the Responses and Anthropic APIs, rerank): nodes and relay
-register routes for ``SERVED`` only, and answer the others as unknown paths.
+proxied yet (Anthropic's token counting): nodes register routes for
+``SERVED`` only, the relay for ``SERVED_V1`` (its ``/api`` is the control
+plane), and both answer the others as unknown paths.
 """
 
 from __future__ import annotations
@@ -74,13 +75,20 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint("/v1/images/generations", ("image",), _JSON, "image"),
         Endpoint("/v1/images/edits", ("image",), _FORM, "image_edit"),
         Endpoint("/v1/images/variations", ("image",), _FORM, "image_variation"),
-        Endpoint("/v1/responses", ("llm",), _JSON, "responses", served=False),
-        Endpoint("/v1/messages", ("llm",), _JSON, "messages", served=False),
+        Endpoint("/v1/responses", ("llm",), _JSON, "responses"),
+        Endpoint("/v1/messages", ("llm",), _JSON, "messages"),
         Endpoint("/v1/messages/count_tokens", ("llm",), _JSON, "count_tokens", served=False),
-        Endpoint("/v1/rerank", ("rerank",), _JSON, "rerank", served=False),
+        Endpoint("/v1/rerank", ("rerank",), _JSON, "rerank"),
+        Endpoint("/api/chat", ("llm",), _JSON, "ollama_chat"),
+        Endpoint("/api/generate", ("llm",), _JSON, "ollama_generate"),
+        Endpoint("/api/embed", ("embedding", "llm"), _JSON, "ollama_embed"),
+        Endpoint("/api/embeddings", ("embedding", "llm"), _JSON, "ollama_embeddings"),
     )
 }
 """Every endpoint of the vocabulary, by path."""
 
 SERVED: dict[str, Endpoint] = {path: e for path, e in ENDPOINTS.items() if e.served}
-"""The endpoints nodes and the relay route today."""
+"""The endpoints nodes route today."""
+
+SERVED_V1: dict[str, Endpoint] = {p: e for p, e in SERVED.items() if p.startswith("/v1/")}
+"""The ones the relay's public endpoint routes (its ``/api`` is its control plane)."""

@@ -30,6 +30,7 @@ class ServiceType(enum.StrEnum):
     TTS = "tts"
     IMAGE = "image"
     EMBEDDING = "embedding"
+    RERANK = "rerank"
 
 
 class EngineKind(enum.StrEnum):

@@ -28,11 +28,13 @@ from quorum.answers import verbose
 from quorum.errors import ApiError, EngineTimeout, NoReachableHolder, UpstreamFailed
 from quorum.fleet import Holder, Route
 from quorum.protocol.headers import RESPONSE_DROP
+from quorum.proxy import foreign as foreigns
 from quorum.proxy.exchange import Exchange, usage_record
+from quorum.proxy.foreign import Foreign
 from quorum.proxy.sink import Sink
 from quorum.proxy.upstream import Headers, Opener, Upstream
 from quorum.routing import Outcome, outcome_of_status
-from quorum.usage import SseUsageScanner, usage_from_object
+from quorum.usage import SseUsageScanner, Usage, usage_from_object
 from quorum.usage.outbox import Outbox
 
 log = logging.getLogger("quorum.proxy")
@@ -65,7 +67,11 @@ async def attempt(
     ex: Exchange,
     extra: dict[str, str],
     outbox: Outbox | None,
+    foreign: Foreign | None = None,
 ) -> Attempt:
+    """Try ``holder``; with ``foreign``, the engine speaks chat completions and its answer
+    is translated back into the client's API (:mod:`quorum.proxy.foreign`)."""
+    began = time.monotonic_ns()
     try:
         upstream = await opener(holder, method, path_qs, headers, payload)
     except EngineTimeout as err:
@@ -81,6 +87,10 @@ async def attempt(
             )
         out = response_headers(upstream.headers, holder, ex, extra)
         ctype = upstream.headers.get("Content-Type", "")
+        if foreign is not None:
+            if ctype.startswith("application/json"):
+                return await _translated_whole(sink, upstream, holder, out, ex, foreign, began)
+            return await _translated_stream(sink, upstream, holder, out, ex, foreign, outbox)
         if ctype.startswith("application/json"):
             return await _json_answer(sink, upstream, holder, out, ex)
         return await _stream_answer(sink, upstream, holder, out, ex, ctype, outbox)
@@ -156,6 +166,7 @@ async def _stream_answer(
     outbox: Outbox | None,
 ) -> Attempt:
     sse = ctype.startswith("text/event-stream")
+    lines = sse or ctype.startswith("application/x-ndjson")  # Ollama's native stream
     if sse:
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
@@ -173,7 +184,7 @@ async def _stream_answer(
     await sink.start(upstream.status, headers, length)
     ex.status = upstream.status
     ex.first_byte = time.perf_counter()
-    scanner = ex.scanner if sse else None
+    scanner = ex.scanner if lines else None
     try:
         await _pass(sink, first, chunks, check, scanner, holder)
         if scanner is not None:
@@ -199,6 +210,93 @@ async def _stream_answer(
         return Attempt(Outcome.BROKEN_MID_ANSWER)
     await sink.end()
     return Attempt(Outcome.ANSWERED)
+
+
+async def _translated_whole(
+    sink: Sink,
+    upstream: Upstream,
+    holder: Holder,
+    headers: CIMultiDict[str],
+    ex: Exchange,
+    foreign: Foreign,
+    began_ns: int,
+) -> Attempt:
+    try:
+        raw = await upstream.read(MAX_JSON_ANSWER)
+        parsed = json.loads(raw)
+        made = foreigns.whole(foreign, parsed, time.monotonic_ns() - began_ns)
+    except UpstreamFailed as err:
+        return Attempt(Outcome.BAD_RESPONSE, err)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return Attempt(
+            Outcome.BAD_RESPONSE,
+            UpstreamFailed(
+                f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
+                f"JSON body ({type(exc).__name__})."
+            ),
+        )
+    ex.first_byte = time.perf_counter()
+    ex.status = upstream.status
+    if ex.scanner is not None:
+        ex.usage = usage_from_object(parsed)
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    await sink.whole(upstream.status, headers, json.dumps(made, ensure_ascii=False).encode())
+    return Attempt(Outcome.ANSWERED)
+
+
+async def _translated_stream(
+    sink: Sink,
+    upstream: Upstream,
+    holder: Holder,
+    headers: CIMultiDict[str],
+    ex: Exchange,
+    foreign: Foreign,
+    outbox: Outbox | None,
+) -> Attempt:
+    """The engine's chat stream, as the client's API streams; a cut one ends in that API's
+    error event (the translator decides), a broken one too."""
+    translator = foreigns.stream(foreign)
+    chunks = upstream.chunks()
+    try:
+        first = await anext(chunks, b"")
+    except UpstreamFailed as err:
+        return Attempt(Outcome.RESET, err)
+    headers["Content-Type"] = translator.media_type
+    if translator.media_type == "text/event-stream":
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"
+    await sink.start(upstream.status, headers)
+    ex.status = upstream.status
+    ex.first_byte = time.perf_counter()
+    outcome = Outcome.ANSWERED
+    try:
+        await sink.write(translator.feed_sse(first))
+        async for chunk in chunks:
+            out = translator.feed_sse(chunk)
+            if out:
+                await sink.write(out)
+        await sink.write(translator.end())
+    except UpstreamFailed as exc:
+        log.warning(
+            "request %s: %s on %s broke off mid-answer: %s",
+            ex.id,
+            holder.service,
+            holder.node_name,
+            exc,
+        )
+        await sink.write(translator.fail(exc.message, code="engine_stream_broken"))
+        ex.error, outcome = "engine_stream_broken", Outcome.BROKEN_MID_ANSWER
+    if translator.error is not None and ex.error is None:
+        ex.error = "answer_cut"
+        outcome = Outcome.BROKEN_MID_ANSWER
+    counts = translator.usage
+    if ex.scanner is not None and counts is not None:
+        ex.usage = Usage(counts.input, counts.output)
+    if ex.scanner is not None and outbox is not None:
+        ex.recorded = True
+        await asyncio.shield(outbox.append(usage_record(ex)))
+    await sink.end()
+    return Attempt(outcome)
 
 
 async def _pass(

@@ -24,6 +24,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -33,9 +34,11 @@ from quorum.answers import verbose
 from quorum.errors import ApiError, Forbidden, InvalidRequest, ModelNotFound, NoReachableHolder
 from quorum.fleet import Holder, Route
 from quorum.protocol.headers import HOP_HEADER
+from quorum.proxy import foreign as foreigns
 from quorum.proxy.answer import attempt
 from quorum.proxy.context import ProxyContext
 from quorum.proxy.exchange import Exchange, finish, new_request_id, usage_record
+from quorum.proxy.foreign import Foreign
 from quorum.proxy.request import ProxyRequest
 from quorum.proxy.sink import Sink
 from quorum.routing import (
@@ -67,6 +70,8 @@ HOP_BY_HOP = frozenset(
         "Content-Length",
         "Accept-Encoding",
         "Authorization",
+        "X-Api-Key",  # Anthropic's SDKs send their key here: never to an engine
+        "Cookie",
         HOP_HEADER,
         "X-Request-Id",  # set by the node: the client's own, or a new one
     )
@@ -103,6 +108,7 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
     endpoint = request.endpoint
     data = None
     boundary = ""
+    foreign: Foreign | None = None
     if endpoint.body is BodyKind.JSON:
         if request.content_type != "application/json":
             raise InvalidRequest(
@@ -110,7 +116,11 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
                 f"(got '{request.content_type}')."
             )
         data = bodies.json_object(payload)
-        ex.model = bodies.model_of(data)
+        if foreigns.is_foreign(endpoint.label):
+            foreign = foreigns.parse(endpoint.label, data)
+            ex.model = foreign.model
+        else:
+            ex.model = bodies.model_of(data)
         fields: Mapping[str, str] = {}
     else:
         if request.content_type != "multipart/form-data":
@@ -135,6 +145,13 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
     route_request = RouteRequest(
         ex.model, endpoint.types, endpoint.label, request.forwarded, len(payload)
     )
+    if foreign is not None and foreign.load_only:
+        # Ollama's "load the model" (no prompt): the model must exist; nothing to generate.
+        sched.choose(ctx.snapshot, route_request)
+        ex.status = 200
+        body = json.dumps(foreigns.load_answer(foreign)).encode()
+        await sink.whole(200, {"Content-Type": "application/json; charset=utf-8"}, body)
+        return
     try:
         candidates = await sched.admit(lambda: ctx.snapshot, route_request)
     except ModelNotFound:
@@ -146,7 +163,14 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
             continue
         ex.attempts += 1
         ex.route, ex.node = holder.route.value, holder.node_name
-        body, extra = _adapt(payload, data, boundary, fields, holder, ex)
+        translate = None
+        path_qs = request.path_qs
+        if foreign is not None and not foreigns.native(holder, foreign):
+            translate, path_qs = foreign, foreign.path
+            body = foreigns.engine_body(foreign, holder.upstream_model)
+            extra = {"X-Quorum-Translated": foreign.translated_header}
+        else:
+            body, extra = _adapt(payload, data, boundary, fields, holder, ex)
         headers = _upstream_headers(request, holder, ex)
         gauge = ctx.metrics.in_flight_for(holder.model, ex.route)
         gauge.inc()
@@ -158,12 +182,13 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
                 sink,
                 holder,
                 request.method,
-                request.path_qs,
+                path_qs,
                 headers,
                 body,
                 ex,
                 extra,
                 ctx.outbox,
+                translate,
             )
         except BaseException:
             sched.abandon(holder, seq)  # the client went away (or a bug): not the holder's fault

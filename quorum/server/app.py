@@ -7,7 +7,7 @@ import importlib.resources
 from aiohttp import web
 
 from quorum.routing import ENDPOINTS
-from quorum.server import events, proxy, status
+from quorum.server import events, ollama_api, proxy, status
 from quorum.server.context import CONTEXT, NodeContext
 from quorum.server.middleware import auth, errors
 
@@ -22,6 +22,7 @@ def build_app(ctx: NodeContext) -> web.Application:
     app[CONTEXT] = ctx
     for path, endpoint in ENDPOINTS.items():
         app.router.add_post(path, proxy.handler(endpoint))
+    ollama_api.add_routes(app)
     app.router.add_get("/v1/models", status.list_models)
     app.router.add_get("/v1/models/{model:.+}", status.get_model)
     operator = status.not_for_keys  # the node's inventory is not an API key's to read

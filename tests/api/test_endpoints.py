@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from quorum import routing
-from quorum.api.endpoints import ENDPOINTS, SERVED, BodyKind, Dialect, dialect
+from quorum.api.endpoints import ENDPOINTS, SERVED, SERVED_V1, BodyKind, Dialect, dialect
 from quorum.config.models import ServiceType
 
 
@@ -20,13 +20,16 @@ def test_the_table() -> None:
         "/v1/images/generations",
         "/v1/images/edits",
         "/v1/images/variations",
-    }
-    assert set(ENDPOINTS) - set(SERVED) == {
         "/v1/responses",
         "/v1/messages",
-        "/v1/messages/count_tokens",
         "/v1/rerank",
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
     }
+    assert set(ENDPOINTS) - set(SERVED) == {"/v1/messages/count_tokens"}
+    assert set(SERVED_V1) == {p for p in SERVED if p.startswith("/v1/")}  # the relay's
     multipart = {p for p, e in ENDPOINTS.items() if e.body is BodyKind.MULTIPART}
     assert multipart == {
         "/v1/audio/transcriptions",
