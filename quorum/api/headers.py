@@ -36,6 +36,8 @@ REQUEST_DROP = HOP_BY_HOP | frozenset(
         "Content-Encoding",  # only identity is accepted (``quorum.api.body``)
         "Accept-Encoding",
         "Authorization",  # the hop sets its own credential, if any
+        "X-Api-Key",  # Anthropic's SDKs send their key here
+        "Cookie",  # a browser's cookies for this host (a dashboard session) are not the next's
         "X-Request-Id",  # set by the hop: the client's own, or a new one
         HOP_HEADER,
     )

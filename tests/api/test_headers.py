@@ -14,6 +14,8 @@ def test_a_hop_forwards_only_end_to_end_headers() -> None:
             ("Connection", "keep-alive, X-Secret-Hop"),
             ("X-Secret-Hop", "1"),
             ("Authorization", "Bearer qk_x"),
+            ("x-api-key", "qk_y"),
+            ("Cookie", "quorum_session=s"),
             ("X-Quorum-Hop", "1"),
             ("x-request-id", "abc"),
             ("Content-Encoding", "identity"),
