@@ -22,15 +22,26 @@ def imports(package: Path) -> set[str]:
 # Small pure helpers the relay shares with the node (stdlib only, checked below).
 SHARED_PURE = ("quorum.api",)
 
+# The tunnel's asyncio adapter, one for node and relay (asyncio, protocol and errors only).
+SHARED_ADAPTER = ("quorum.link",)
+
 
 def test_relay_imports_only_the_protocol_from_quorum() -> None:
-    allowed = ("quorum.protocol", "quorum.errors", "quorum.__init__", *SHARED_PURE)
+    allowed = (
+        "quorum.protocol",
+        "quorum.errors",
+        "quorum.__init__",
+        *SHARED_PURE,
+        *SHARED_ADAPTER,
+    )
     bad = {
         m
         for m in imports(ROOT / "relay")
         if (m == "quorum" or m.startswith("quorum.")) and not m.startswith(allowed)
     }
-    assert not bad, f"relay/ may import only quorum.protocol (and errors): {sorted(bad)}"
+    assert not bad, (
+        f"relay/ may import only quorum.protocol, errors, the adapter and helpers: {sorted(bad)}"
+    )
 
 
 def test_shared_helpers_are_stdlib_only() -> None:
@@ -86,3 +97,24 @@ def test_the_store_interface_knows_no_implementation() -> None:
         for a in n.names
     }
     assert not {m for m in used if "sqlite" in m or "postgres" in m or m == "relay.open_store"}
+
+
+def test_the_tunnel_adapter_imports_only_the_protocol() -> None:
+    """quorum.link is the relay's too: the stdlib, the protocol and the errors, nothing else."""
+    stdlib = {
+        "__future__",
+        "asyncio",
+        "collections",
+        "contextlib",
+        "dataclasses",
+        "enum",
+        "logging",
+        "os",
+        "random",
+        "typing",
+    }
+    for module in SHARED_ADAPTER:
+        used = imports(ROOT.joinpath(*module.split(".")))
+        ours = {m for m in used if m == "quorum" or m.startswith("quorum.")}
+        assert {m.split(".")[1] for m in ours} <= {"protocol", "errors"}, sorted(ours)
+        assert {m.split(".")[0] for m in used - ours} <= stdlib, sorted(used - ours)

@@ -1,0 +1,413 @@
+"""One tunnel connection driven over a transport: the reader, the writer and liveness.
+
+``Pump`` owns a :class:`quorum.protocol.Connection` (already given its HELLO
+by the caller) and a ``Transport``, and runs three owned tasks until the
+connection ends:
+
+- the **reader** feeds every received message to the protocol and hands the
+  events out: stream events to their ``TunnelStream`` (which only buffers and
+  wakes, never waits: the reader never waits on a stream's consumer), a new
+  stream the peer opened to ``on_stream``, connection events (HELLO,
+  PRESENCE, USAGE, GOAWAY) to ``on_event``;
+- the **writer** sends what the protocol queued, control frames first: a
+  control frame drained while DATA is still waiting for the socket goes out
+  ahead of that DATA (unless a REQUEST is waiting: nothing about a stream may
+  overtake the frame that opens it);
+- the **keepalive** sends a PING about every ``interval`` (with jitter, so a
+  relay's many nodes do not ping in lockstep) and calls the peer dead after
+  ``dead_after`` without any frame from it.
+
+The connection ends when the transport closes, the peer goes silent, it
+breaks the protocol (its GOAWAY PROTOCOL_ERROR is flushed first), or
+``close`` is called. Then every stream still running fails at once, with the
+error its reset code maps to (``resets``), and ``run`` returns why it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from quorum.errors import (
+    LocalProtocolError,
+    RemoteProtocolError,
+    StreamRefused,
+    TransportClosed,
+)
+from quorum.protocol import (
+    Connection,
+    ConnectionState,
+    DataReceived,
+    Event,
+    FrameType,
+    GoAwayReason,
+    Liveness,
+    Presence,
+    RequestHead,
+    ResetCode,
+    ResponseReceived,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    StreamWritable,
+    Usage,
+)
+
+from .stream import TunnelStream
+from .transport import Transport
+
+log = logging.getLogger("quorum.link")
+
+FAREWELL_TIMEOUT_S = 2.0
+"""How long the last frames and the transport's close may take once the connection ended."""
+_IN_ORDER = frozenset({FrameType.DATA, FrameType.REQUEST})
+_REQUEST = FrameType.REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """Ping every ``interval`` s (spread by ``±jitter`` of it); dead after ``dead_after`` s
+    of silence. DESIGN.md: ~10 s and ~25 s."""
+
+    interval: float = 10.0
+    dead_after: float = 25.0
+    jitter: float = 0.2
+
+
+class EndReason(Enum):
+    CLOSED = "closed"
+    """The transport closed (the peer hung up, or the socket broke)."""
+    SILENT = "silent"
+    """Nothing arrived from the peer for ``dead_after`` seconds."""
+    PROTOCOL_ERROR = "protocol_error"
+    """The peer broke the protocol."""
+    STOPPED = "stopped"
+    """``close`` was called, or ``run`` was cancelled."""
+    FAILED = "failed"
+    """A bug in a task of the pump (logged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """Why a connection ended, in words a person can act on."""
+
+    reason: EndReason
+    message: str
+
+
+OnEvent = Callable[[Event], None]
+OnStream = Callable[[TunnelStream], None]
+
+
+def _ignore(event: Event) -> None:
+    pass
+
+
+class Pump:
+    """Runs one tunnel connection; see the module docstring.
+
+    ``on_stream(stream)`` receives each stream the peer opens, its request head
+    in ``stream.head`` (and its end already marked if it carried no body).
+    It is called from the reader, so it must not wait: it starts a task, or
+    joins the stream to another one. Without ``on_stream`` every stream the
+    peer opens is refused. ``on_event`` gets the connection's own events. A
+    bug in either is logged and does not end the connection.
+
+    ``peer`` names the far end in the errors of its streams ("the relay").
+    ``clock`` (default: the loop's) is what the protocol and liveness read.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        transport: Transport,
+        *,
+        on_event: OnEvent = _ignore,
+        on_stream: OnStream | None = None,
+        peer: str = "the peer",
+        keepalive: Keepalive | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        name: str = "tunnel",
+    ) -> None:
+        self._conn = conn
+        self._transport = transport
+        self._on_event = on_event
+        self._on_stream = on_stream
+        self.peer = peer
+        self.keepalive = keepalive or Keepalive()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.name = name
+        self.ended: Ended | None = None
+        self._streams: dict[int, TunnelStream] = {}
+        self._dirty = asyncio.Event()
+        self._changed = asyncio.Event()  # streams came or went: a slot may be free
+        self._stop: asyncio.Future[Ended] | None = None
+        self._stop_early: Ended | None = None
+        self._finished = asyncio.Event()
+        self._liveness: Liveness | None = None
+
+    # -- what the owner uses ------------------------------------------------------------
+
+    @property
+    def conn(self) -> Connection:
+        return self._conn
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    def flush(self) -> None:
+        """Something was queued on the connection: wake the writer."""
+        self._dirty.set()
+
+    def can_open_stream(self) -> bool:
+        return self.ended is None and self._conn.can_open_stream()
+
+    async def wait_for_slot(self) -> None:
+        """Return once ``open_stream`` would succeed (both HELLOs, room under the
+        peer's stream limit); ``TransportClosed`` if the connection ends first.
+        The caller bounds the wait; ``StreamRefused`` at once if either side
+        sent GOAWAY (this connection will take no new stream again)."""
+        while not self.can_open_stream():
+            if self.ended is not None:
+                raise TransportClosed(self.ended.message)
+            if self._conn.state is ConnectionState.DRAINING:
+                subject = self.peer[:1].upper() + self.peer[1:]
+                raise StreamRefused(f"{subject} takes no new requests (going away).")
+            self._changed.clear()
+            await self._changed.wait()
+
+    def open_stream(
+        self, head: RequestHead, *, end_stream: bool = False, peer: str | None = None
+    ) -> TunnelStream:
+        """Open a stream with ``head`` now; ``StreamRefused`` when the connection
+        takes no new stream (ended, draining, or at the peer's limit)."""
+        who = peer or self.peer
+        if not self.can_open_stream():
+            subject = who[:1].upper() + who[1:]
+            raise StreamRefused(f"{subject} takes no new requests now.")
+        sid = self._conn.open_stream(head, end_stream=end_stream)
+        stream = TunnelStream(self, sid, head, local=True, peer=who, sent_eof=end_stream)
+        self._streams[sid] = stream
+        self.flush()
+        return stream
+
+    def send_presence(self, presence: Presence) -> None:
+        with contextlib.suppress(LocalProtocolError):  # closed: nobody to tell
+            self._conn.send_presence(presence)
+            self.flush()
+
+    def send_usage(self, usage: Usage) -> None:
+        with contextlib.suppress(LocalProtocolError):
+            self._conn.send_usage(usage)
+            self.flush()
+
+    def send_goaway(self, reason: GoAwayReason, message: str = "") -> None:
+        """No new streams either way from now on; running ones may finish."""
+        with contextlib.suppress(LocalProtocolError):
+            self._conn.send_goaway(reason, message)
+            self.flush()
+
+    async def close(self, message: str = "the tunnel was closed") -> None:
+        """End the connection now (its streams fail) and wait until ``run`` returned."""
+        ended = Ended(EndReason.STOPPED, message)
+        if self._stop is None:
+            self._stop_early = self._stop_early or ended
+            if self.ended is None:
+                with contextlib.suppress(Exception):
+                    await self._transport.close()
+            return
+        if not self._stop.done():
+            self._stop.set_result(ended)
+        await self._finished.wait()
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> Ended:
+        """Pump until the connection ends; fail its streams; return why it ended."""
+        if self._stop is not None:
+            raise RuntimeError("a pump runs once")
+        loop = asyncio.get_running_loop()
+        clock = self._clock = self._clock or loop.time
+        self._stop = loop.create_future()
+        if self._stop_early is not None:
+            self._stop.set_result(self._stop_early)
+        ka = self.keepalive
+        self._liveness = Liveness(
+            clock(), interval=ka.interval, dead_after=ka.dead_after, jitter=ka.jitter
+        )
+        self.flush()  # the HELLO, and whatever else was queued before
+        tasks = [
+            asyncio.create_task(self._read(), name=f"{self.name}-reader"),
+            asyncio.create_task(self._write(), name=f"{self.name}-writer"),
+            asyncio.create_task(self._keep_alive(), name=f"{self.name}-keepalive"),
+        ]
+        ended = Ended(EndReason.STOPPED, "the tunnel was stopped")
+        try:
+            done, _ = await asyncio.wait([*tasks, self._stop], return_when=asyncio.FIRST_COMPLETED)
+            ended = self._outcome(done)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            last = self._conn.data_to_send() if ended.reason is EndReason.PROTOCOL_ERROR else []
+            self._lost(ended)
+            await self._farewell(last)
+            self._finished.set()
+        return ended
+
+    def _outcome(self, done: set[asyncio.Future[Ended]]) -> Ended:
+        if self._stop in done:  # a close() explains whatever else ended with it
+            return self._stop.result()
+        for task in done:
+            if task.cancelled():
+                continue
+            if (exc := task.exception()) is not None:
+                log.error("%s: %s failed", self.name, task, exc_info=exc)
+                return Ended(EndReason.FAILED, "the tunnel failed (a bug; see the log)")
+            return task.result()
+        return Ended(EndReason.STOPPED, "the tunnel was stopped")
+
+    async def _farewell(self, last: list[bytes]) -> None:
+        """Send the last frames (a GOAWAY after a protocol error) and close, bounded."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(FAREWELL_TIMEOUT_S):
+                for frame in last:
+                    await self._transport.send(frame)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(FAREWELL_TIMEOUT_S):
+                await self._transport.close()
+
+    def _lost(self, ended: Ended) -> None:
+        """The connection is over: every stream still running fails now."""
+        self.ended = ended
+        for event in self._conn.connection_lost():
+            if isinstance(event, StreamReset) and (s := self._streams.get(event.stream_id)):
+                self._guarded(s._on_reset, event.code, ended.message, False)
+        self._streams.clear()
+        self._changed.set()
+        self._dirty.set()
+
+    async def _read(self) -> Ended:
+        receive, conn, clock = self._transport.receive, self._conn, self._clock
+        assert clock is not None and self._liveness is not None
+        live = self._liveness
+        while True:
+            try:
+                data = await receive()
+            except TransportClosed as exc:
+                return Ended(EndReason.CLOSED, f"the tunnel connection was lost ({exc})")
+            now = clock()
+            live.on_frame_received(now)
+            try:
+                events = conn.receive_frame(data, now)
+            except RemoteProtocolError as exc:
+                log.warning("%s: %s broke the protocol: %s", self.name, self.peer, exc)
+                return Ended(EndReason.PROTOCOL_ERROR, f"{self.peer} broke the tunnel protocol")
+            self._dispatch(events)
+            self.flush()
+
+    async def _write(self) -> Ended:
+        send, conn = self._transport.send, self._conn
+        held: deque[bytes] = deque()  # drained, waiting for the socket, in order
+        requests = 0  # REQUEST frames in `held`
+        while True:
+            if not held:
+                await self._dirty.wait()
+            self._dirty.clear()
+            if late := conn.take_events():
+                self._dispatch(late)
+            try:
+                for frame in conn.data_to_send():
+                    if requests or frame[1] in _IN_ORDER:
+                        held.append(frame)
+                        requests += frame[1] == _REQUEST
+                    else:
+                        await send(frame)
+                if held:
+                    frame = held.popleft()
+                    requests -= frame[1] == _REQUEST
+                    await send(frame)
+            except TransportClosed as exc:
+                return Ended(EndReason.CLOSED, f"the tunnel connection was lost ({exc})")
+
+    async def _keep_alive(self) -> Ended:
+        clock, live, rng, conn = self._clock, self._liveness, self._rng, self._conn
+        assert clock is not None and live is not None
+        ping_due = live.next_ping_due(clock(), rng.uniform(-1, 1))
+        while True:
+            now = clock()
+            if live.is_dead(now):
+                silent = self.keepalive.dead_after
+                log.info("%s: %s silent for %.0f s: closing", self.name, self.peer, silent)
+                return Ended(EndReason.SILENT, f"{self.peer} stopped answering for {silent:g} s")
+            if now >= ping_due:
+                with contextlib.suppress(LocalProtocolError):
+                    conn.send_ping(os.urandom(8))
+                live.on_ping_sent(now)
+                self.flush()
+                ping_due = live.next_ping_due(now, rng.uniform(-1, 1))
+            await asyncio.sleep(max(0.0, min(ping_due, live.dead_at()) - now))
+
+    # -- events ------------------------------------------------------------------------------
+
+    def forget(self, stream: TunnelStream) -> None:
+        """A stream is over both ways: it leaves the table, freeing a slot."""
+        if self._streams.get(stream.id) is stream:
+            del self._streams[stream.id]
+        self._changed.set()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        streams = self._streams
+        for event in events:
+            match event:
+                case DataReceived(sid, data):
+                    if (s := streams.get(sid)) is not None:
+                        self._guarded(s._on_data, data)
+                    else:  # nobody will read it: give the credit back
+                        with contextlib.suppress(LocalProtocolError):
+                            self._conn.consumed(sid, len(data))
+                case StreamWritable(sid):
+                    if (s := streams.get(sid)) is not None:
+                        self._guarded(s._on_writable)
+                case StreamEnded(sid):
+                    if (s := streams.get(sid)) is not None:
+                        self._guarded(s._on_end)
+                case ResponseReceived(sid, head, _):
+                    if (s := streams.get(sid)) is not None:
+                        self._guarded(s._on_response, head)
+                case StreamReset(sid, code, message, remote):
+                    if (s := streams.pop(sid, None)) is not None:
+                        self._guarded(s._on_reset, code, message, remote)
+                case StreamOpened(sid, head, end_stream):
+                    self._accept(sid, head, end_stream)
+                case _:
+                    self._guarded(self._on_event, event)
+        self._changed.set()
+
+    def _accept(self, sid: int, head: RequestHead, end_stream: bool) -> None:
+        # No body: the StreamEnded that follows finds the stream ended already.
+        stream = TunnelStream(self, sid, head, local=False, peer=self.peer, received_eof=end_stream)
+        self._streams[sid] = stream
+        if self._on_stream is None:
+            stream.reset(ResetCode.REFUSED, "this end accepts no streams")
+        else:
+            self._guarded(self._on_stream, stream)
+
+    def _guarded(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        except LocalProtocolError as exc:
+            # A stream closed under a handler (a reset crossed its frame): nothing to do.
+            log.debug("%s: %s", self.name, exc)
+        except Exception:
+            log.exception("%s: a stream or connection handler failed", self.name)
