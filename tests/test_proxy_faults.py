@@ -286,3 +286,23 @@ def test_non_loopback_clients_need_the_cluster_token(make_rig: MakeRig) -> None:
     # The token never reaches the engine.
     (sent,) = rig.fakes["ollama"].requests_to(CHAT)
     assert "Authorization" not in sent.headers
+
+
+def test_a_huge_content_length_is_refused_before_the_body_is_read(rig: Rig) -> None:
+    """2 GB announced, a few bytes sent: the 413 comes at once, from the head alone."""
+    import socket
+
+    host, port = rig.node.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout(5)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 2147483648\r\n\r\n{"model"'
+        )
+        started = time.monotonic()
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert time.monotonic() - started < timeout(2)

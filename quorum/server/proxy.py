@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from quorum.errors import BodyTooLarge
 from quorum.protocol.headers import HOP_HEADER
 from quorum.proxy import ProxyRequest, new_exchange, serve
 from quorum.routing import Endpoint
@@ -65,6 +66,13 @@ def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamR
 
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = request.app[CONTEXT]
+        declared = request.content_length
+        if declared is not None and declared > ctx.max_body_bytes:
+            # Refused from the head alone: nothing of a body that cannot be taken is read.
+            raise BodyTooLarge(
+                f"The request body is {declared} bytes; this node takes at most "
+                f"{ctx.max_body_bytes} (node.max_body_mb)."
+            )
         proxied = ProxyRequest(
             endpoint=endpoint,
             method=request.method,
