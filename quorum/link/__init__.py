@@ -6,8 +6,10 @@ its bytes and turns its events into awaitable objects, and nothing else:
 - :mod:`.transport`: ``Transport``, what a socket must offer (send one
   message, receive one, close). The node wraps its ``websockets`` client
   connection, the relay its aiohttp WebSocket, tests an in-memory pair.
-- :mod:`.pump`: ``Pump``, one connection's reader, writer and keepalive
-  tasks; failing every stream at once when the connection ends.
+- :mod:`.pump`: ``Pump``, one connection's reader and writer tasks; it
+  fails every stream at once when the connection ends.
+- :mod:`.keepalive`: its third task, pings and the death verdict; and how a
+  connection ended (``Ended``).
 - :mod:`.stream`: ``TunnelStream``, one tunnel stream as an async byte stream
   (``send_all`` / ``receive_some`` / ``send_eof`` / ``aclose``, plus
   ``reset`` and the response head), with credit granted back only as the
@@ -19,7 +21,8 @@ Layering: this package imports asyncio, the stdlib, ``quorum.protocol`` and
 the relay may import it (``tests/test_layout.py`` checks both directions).
 """
 
-from .pump import Ended, EndReason, Keepalive, OnEvent, OnStream, Pump
+from .keepalive import Ended, EndReason, Keepalive
+from .pump import OnEvent, OnStream, Pump
 from .resets import reset_error
 from .stream import ResetInfo, TunnelStream
 from .transport import Transport

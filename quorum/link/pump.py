@@ -28,12 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 
 from quorum.errors import (
     LocalProtocolError,
@@ -60,6 +57,7 @@ from quorum.protocol import (
     Usage,
 )
 
+from .keepalive import Ended, EndReason, Keepalive, keep_alive
 from .stream import TunnelStream
 from .transport import Transport
 
@@ -69,37 +67,6 @@ FAREWELL_TIMEOUT_S = 2.0
 """How long the last frames and the transport's close may take once the connection ended."""
 _IN_ORDER = frozenset({FrameType.DATA, FrameType.REQUEST})
 _REQUEST = FrameType.REQUEST
-
-
-@dataclass(frozen=True, slots=True)
-class Keepalive:
-    """Ping every ``interval`` s (spread by ``±jitter`` of it); dead after ``dead_after`` s
-    of silence. DESIGN.md: ~10 s and ~25 s."""
-
-    interval: float = 10.0
-    dead_after: float = 25.0
-    jitter: float = 0.2
-
-
-class EndReason(Enum):
-    CLOSED = "closed"
-    """The transport closed (the peer hung up, or the socket broke)."""
-    SILENT = "silent"
-    """Nothing arrived from the peer for ``dead_after`` seconds."""
-    PROTOCOL_ERROR = "protocol_error"
-    """The peer broke the protocol."""
-    STOPPED = "stopped"
-    """``close`` was called, or ``run`` was cancelled."""
-    FAILED = "failed"
-    """A bug in a task of the pump (logged)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """Why a connection ended, in words a person can act on."""
-
-    reason: EndReason
-    message: str
 
 
 OnEvent = Callable[[Event], None]
@@ -249,7 +216,18 @@ class Pump:
         tasks = [
             asyncio.create_task(self._read(), name=f"{self.name}-reader"),
             asyncio.create_task(self._write(), name=f"{self.name}-writer"),
-            asyncio.create_task(self._keep_alive(), name=f"{self.name}-keepalive"),
+            asyncio.create_task(
+                keep_alive(
+                    self._conn,
+                    self._liveness,
+                    ka,
+                    clock=clock,
+                    rng=self._rng,
+                    flush=self.flush,
+                    peer=self.peer,
+                ),
+                name=f"{self.name}-keepalive",
+            ),
         ]
         ended = Ended(EndReason.STOPPED, "the tunnel was stopped")
         try:
@@ -339,24 +317,6 @@ class Pump:
                     await send(frame)
             except TransportClosed as exc:
                 return Ended(EndReason.CLOSED, f"the tunnel connection was lost ({exc})")
-
-    async def _keep_alive(self) -> Ended:
-        clock, live, rng, conn = self._clock, self._liveness, self._rng, self._conn
-        assert clock is not None and live is not None
-        ping_due = live.next_ping_due(clock(), rng.uniform(-1, 1))
-        while True:
-            now = clock()
-            if live.is_dead(now):
-                silent = self.keepalive.dead_after
-                log.info("%s: %s silent for %.0f s: closing", self.name, self.peer, silent)
-                return Ended(EndReason.SILENT, f"{self.peer} stopped answering for {silent:g} s")
-            if now >= ping_due:
-                with contextlib.suppress(LocalProtocolError):
-                    conn.send_ping(os.urandom(8))
-                live.on_ping_sent(now)
-                self.flush()
-                ping_due = live.next_ping_due(now, rng.uniform(-1, 1))
-            await asyncio.sleep(max(0.0, min(ping_due, live.dead_at()) - now))
 
     # -- events ------------------------------------------------------------------------------
 

@@ -1,34 +1,28 @@
 """One tunnel stream as an async byte stream, with its credit kept honest.
 
 ``TunnelStream`` has the shape of a plain byte stream (``send_all``,
-``receive_some``, ``send_eof``, ``aclose``; trio's ``Stream``), plus what a
-tunnel stream adds: ``reset`` with a reason code, the request head it was
-opened with, and the response head (``response`` on the side that opened it,
-``send_response`` on the side that answers). Something like TLS over
-``ssl.MemoryBIO`` can later wrap it as it would wrap a socket.
+``receive_some``, ``send_eof``, ``aclose``, as trio's ``Stream``, so TLS
+over ``ssl.MemoryBIO`` can later wrap it as it would a socket), plus what a
+tunnel stream adds: ``reset`` with a reason code, the request head, and the
+response head (``response`` for the opener, ``send_response`` for the other).
 
-Credit (DESIGN.md, "Tunnel protocol"):
+Credit (DESIGN.md, "Tunnel protocol"): bytes returned by ``receive_some``
+are granted back to the peer when the reader comes back for more, or lets
+go (``reset``, ``aclose``); so a reader that forwards each chunk before
+asking for the next holds at most one window, and a frozen reader stops its
+sender without slowing other streams. ``send_all`` hands the protocol only
+what the peer's window allows and waits for more: nothing is buffered
+beyond what the peer granted.
 
-- Receiving: bytes returned by ``receive_some`` are granted back to the peer
-  when the reader comes back for more (the next ``receive_some``), or when it
-  lets go (``reset``, ``aclose``). So a reader that forwards each chunk
-  before asking for the next (the proxy writing to its client, the relay
-  writing to the other node) holds at most one window per stream, and a
-  frozen reader stops its sender without slowing any other stream.
-- Sending: ``send_all`` hands the protocol only what the peer's window
-  allows, then waits for the peer to grant more: nothing is buffered beyond
-  what the peer granted.
+Each method has a form that never waits (``receive_nowait``,
+``send_nowait``, ``send_eof_nowait``) for code that reacts to the pump
+instead of running a task per stream (the relay's pipes): its ``listener``
+is called after each thing the peer did to the stream.
 
-Every method also has a form that never waits (``receive_nowait``,
-``send_nowait``, ``send_eof_nowait``), for code that reacts to the pump's
-events instead of running a task per stream (the relay's pipes): a
-``listener`` set on the stream is called after each thing the peer did to it.
-
-Errors: a stream reset by either side, or lost with its tunnel, raises the
-``ApiError`` that ``resets.reset_error`` maps its code to, from every later
-call. Misuse (sending after ``send_eof``, a second response head, two tasks
-reading at once) raises ``LocalProtocolError`` or ``RuntimeError``: a bug,
-never the peer's doing.
+Errors: once reset (by either side, or with its tunnel) every call raises
+the ``ApiError`` its code maps to (``resets``). Misuse (data after
+``send_eof``, a second response head, two tasks reading at once) raises
+``LocalProtocolError`` or ``RuntimeError``: our bug, never the peer's.
 """
 
 from __future__ import annotations
@@ -67,6 +61,8 @@ class Owner(Protocol):
 
 
 Listener = Callable[["TunnelStream"], None]
+_READ, _WRITE = 0, 1
+_SIDES = ("reading", "writing")
 
 
 class TunnelStream:
@@ -86,10 +82,9 @@ class TunnelStream:
         "_eof_sent",
         "_handed",
         "_owner",
-        "_reader",
         "_responded",
         "_response",
-        "_writer",
+        "_waiters",
         "head",
         "id",
         "listener",
@@ -133,8 +128,7 @@ class TunnelStream:
         self._responded = False
         self._done = False
         self._discarding = False  # aclose()d after answering: drop what still arrives
-        self._reader: asyncio.Future[None] | None = None
-        self._writer: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None] | None] = [None, None]  # _READ, _WRITE
 
     def __repr__(self) -> str:
         return f"<TunnelStream {self.id} {'out' if self.local else 'in'} {self.head.path}>"
@@ -204,7 +198,7 @@ class TunnelStream:
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Wait for the next received bytes; ``b""`` at the end of the peer's half."""
         while (chunk := self.receive_nowait(max_bytes)) is None:
-            await self._wait_readable()
+            await self._wait(_READ)
         return chunk
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -221,7 +215,7 @@ class TunnelStream:
         while self._response is None:
             if self.reset_info is not None:
                 raise self._failure()
-            await self._wait_readable()
+            await self._wait(_READ)
         return self._response
 
     # -- writing ---------------------------------------------------------------
@@ -247,7 +241,7 @@ class TunnelStream:
             n = self.send_nowait(bytes(view[:size]))
             view = view[n:]
             if n < size:
-                await self._wait_writable()
+                await self._wait(_WRITE)
 
     def send_eof_nowait(self) -> None:
         """End our half (after everything sent so far). Again is a no-op."""
@@ -316,7 +310,7 @@ class TunnelStream:
 
     def _on_response(self, head: ResponseHead) -> None:
         self._response = head
-        self._wake_reader()
+        self._wake(_READ)
         self._notify()
 
     def _on_data(self, data: bytes) -> None:
@@ -327,19 +321,19 @@ class TunnelStream:
             return
         self._chunks.append(data)
         self._buffered += len(data)
-        self._wake_reader()
+        self._wake(_READ)
         self._notify()
 
     def _on_end(self) -> None:
         if self._eof:
             return
         self._eof = True
-        self._wake_reader()
+        self._wake(_READ)
         self._notify()
         self._settle()
 
     def _on_writable(self) -> None:
-        self._wake_writer()
+        self._wake(_WRITE)
         self._notify()
 
     def _on_reset(self, code: ResetCode, message: str, remote: bool) -> None:
@@ -372,8 +366,8 @@ class TunnelStream:
         self.reset_info = info
         self._handed = 0
         self._drop()
-        self._wake_reader()
-        self._wake_writer()
+        self._wake(_READ)
+        self._wake(_WRITE)
 
     def _notify(self) -> None:
         if self.listener is not None:
@@ -386,28 +380,17 @@ class TunnelStream:
             if self.on_close is not None:
                 self.on_close(self)
 
-    async def _wait_readable(self) -> None:
-        if self._reader is not None:
-            raise RuntimeError(f"another task is already reading stream {self.id}")
-        self._reader = asyncio.get_running_loop().create_future()
+    async def _wait(self, side: int) -> None:
+        """Wait for the pump to change something on ``side`` (_READ or _WRITE)."""
+        if self._waiters[side] is not None:
+            raise RuntimeError(f"another task is already {_SIDES[side]} stream {self.id}")
+        waiter = self._waiters[side] = asyncio.get_running_loop().create_future()
         try:
-            await self._reader
+            await waiter
         finally:
-            self._reader = None
+            self._waiters[side] = None
 
-    async def _wait_writable(self) -> None:
-        if self._writer is not None:
-            raise RuntimeError(f"another task is already writing stream {self.id}")
-        self._writer = asyncio.get_running_loop().create_future()
-        try:
-            await self._writer
-        finally:
-            self._writer = None
-
-    def _wake_reader(self) -> None:
-        if self._reader is not None and not self._reader.done():
-            self._reader.set_result(None)
-
-    def _wake_writer(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            self._writer.set_result(None)
+    def _wake(self, side: int) -> None:
+        waiter = self._waiters[side]
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
