@@ -2,7 +2,7 @@
 
 The reference is the stdlib's ``email`` parser: it reads a part's name as a
 conforming, escape-aware MIME parser does (quoted pairs, RFC 2231 ``name*``,
-Content-Transfer-Encoding), so a body that ``quorum.api.body`` accepts must
+Content-Transfer-Encoding), so a body that ``quorum.api.multipart`` accepts must
 mean the same to it.
 """
 

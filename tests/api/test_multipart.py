@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorum.api import body as bodies
+from quorum.api import multipart
+from quorum.api.body import request_model
 from quorum.api.endpoints import ENDPOINTS
 from quorum.errors import InvalidRequest
 from quorum.server import body as node_body
@@ -27,7 +28,7 @@ B = BOUNDARY.encode()
 
 def relay_reads(body: bytes) -> str | InvalidRequest:
     try:
-        return bodies.request_model(TRANSCRIBE, CONTENT_TYPE, body)
+        return request_model(TRANSCRIBE, CONTENT_TYPE, body)
     except InvalidRequest as exc:
         return exc
 
@@ -219,17 +220,17 @@ def test_missing_and_empty_model() -> None:
 )
 def test_bad_content_types(content_type: str, words: str) -> None:
     with pytest.raises(InvalidRequest, match=words):
-        bodies.request_model(TRANSCRIBE, content_type, form(ONE))
+        request_model(TRANSCRIBE, content_type, form(ONE))
 
 
 def test_boundaries_quoted_with_parameters_around() -> None:
-    assert bodies.boundary_of('multipart/form-data; charset=utf-8; boundary="a b";') == "a b"
-    assert bodies.boundary_of("Multipart/Form-Data;BOUNDARY=xyz") == "xyz"
+    assert multipart.boundary_of('multipart/form-data; charset=utf-8; boundary="a b";') == "a b"
+    assert multipart.boundary_of("Multipart/Form-Data;BOUNDARY=xyz") == "xyz"
 
 
 def test_parts_are_located_not_copied() -> None:
     raw = form(ONE, text("response_format", "verbose_json"), audio(data=b"\x00" * 1000))
-    parts = bodies.multipart_parts(raw, BOUNDARY)
+    parts = multipart.multipart_parts(raw, BOUNDARY)
     assert [(p.name, p.is_file) for p in parts] == [
         ("model", False),
         ("response_format", False),
@@ -237,25 +238,27 @@ def test_parts_are_located_not_copied() -> None:
     ]
     assert raw[parts[2].start : parts[2].end] == b"\x00" * 1000
     assert parts[2].headers["content-type"] == "audio/wav"
-    assert bodies.multipart_file(raw, BOUNDARY, "file") == b"\x00" * 1000
-    assert bodies.multipart_file(raw, BOUNDARY, "model") is None
+    assert multipart.multipart_file(raw, BOUNDARY, "file") == b"\x00" * 1000
+    assert multipart.multipart_file(raw, BOUNDARY, "model") is None
 
 
 def test_too_many_parts() -> None:
-    raw = form(ONE, *(text(f"f{i}", "v") for i in range(bodies.MAX_PARTS)))
+    raw = form(ONE, *(text(f"f{i}", "v") for i in range(multipart.MAX_PARTS)))
     with pytest.raises(InvalidRequest, match="more than"):
-        bodies.multipart_parts(raw, BOUNDARY)
+        multipart.multipart_parts(raw, BOUNDARY)
 
 
 def test_replacing_a_field_keeps_every_other_byte() -> None:
     raw = form(ONE, text("response_format", "verbose_json"), audio())
-    new = bodies.replace_multipart_field(raw, BOUNDARY, "response_format", "json")
+    new = multipart.replace_multipart_field(raw, BOUNDARY, "response_format", "json")
     assert new == raw.replace(b"verbose_json", b"json")
-    assert bodies.replace_multipart_field(raw, BOUNDARY, "absent", "x") == raw
+    assert multipart.replace_multipart_field(raw, BOUNDARY, "absent", "x") == raw
     # a file part of that name is not a field: nothing to replace
-    assert bodies.replace_multipart_field(raw, BOUNDARY, "file", "x") == raw
+    assert multipart.replace_multipart_field(raw, BOUNDARY, "file", "x") == raw
     with pytest.raises(InvalidRequest, match="more than once"):
-        bodies.replace_multipart_field(form(ONE, text("a", "1"), text("a", "2")), BOUNDARY, "a", "")
+        multipart.replace_multipart_field(
+            form(ONE, text("a", "1"), text("a", "2")), BOUNDARY, "a", ""
+        )
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -324,11 +327,11 @@ def test_replacing_the_model_changes_nothing_else(
 ) -> None:
     raw = form(text("model", old), *parts)
     try:
-        before = bodies.multipart_fields(raw, BOUNDARY, {p.name for p in parts})
+        before = multipart.multipart_fields(raw, BOUNDARY, {p.name for p in parts})
     except InvalidRequest:
         return  # not a body the proxy would forward
-    changed = bodies.replace_multipart_field(raw, BOUNDARY, "model", new)
+    changed = multipart.replace_multipart_field(raw, BOUNDARY, "model", new)
     head = form(text("model", "")).split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
     assert changed == head + new.encode() + raw[len(head) + len(old.encode()) :]
-    assert bodies.multipart_fields(changed, BOUNDARY, {"model"}) == {"model": new}
-    assert bodies.multipart_fields(changed, BOUNDARY, {p.name for p in parts}) == before
+    assert multipart.multipart_fields(changed, BOUNDARY, {"model"}) == {"model": new}
+    assert multipart.multipart_fields(changed, BOUNDARY, {p.name for p in parts}) == before
