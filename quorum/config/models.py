@@ -149,6 +149,11 @@ class NodeSection(Frozen):
         default=100.0, gt=0, description="Largest request body accepted, in MiB (else 413)."
     )
     loopback_trusted: bool = Field(default=True, description="Loopback clients need no credential.")
+    allowed_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Web origins (https://app.example) whose pages may use this machine's "
+        "trust, besides local ones; * allows all (like OLLAMA_ORIGINS).",
+    )
     head_timeout_s: float = Field(
         default=10.0, gt=0, description="Seconds a client has to send a request's head, whole."
     )
@@ -257,6 +262,7 @@ class EmbeddedSection(Frozen):
         if isinstance(value, bool):
             return EmbeddedMode.ON if value else EmbeddedMode.OFF
         return value
+
     chat_format: str = Field(default="gemma", description="llama-cpp-python chat format.")
     n_ctx: int = Field(default=4096, ge=256, description="Context length in tokens.")
     threads: int | None = Field(default=None, ge=1, description="CPU threads (default: auto).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -76,8 +77,17 @@ class NodeContext:
         return int(self.config.node.max_body_mb * 1024 * 1024)
 
 
+class Caller(enum.Enum):
+    """Who a request is from, as the auth middleware established it."""
+
+    LOCAL = "local"  # this machine (loopback trust)
+    PEER = "peer"  # another node of the cluster (it proved the cluster's secret)
+    KEY = "key"  # an app with an API key
+
+
 CONTEXT: web.AppKey[NodeContext] = web.AppKey("quorum_context", NodeContext)
 ATTEMPTS: web.RequestKey[int] = web.RequestKey("quorum_attempts", int)
 KEY_INFO: web.RequestKey[KeyInfo] = web.RequestKey("quorum_key", KeyInfo)
+CALLER: web.RequestKey[Caller] = web.RequestKey("quorum_caller", Caller)
 """The API key a non-loopback client presented, once the relay vouched for it."""
 """How many holders a request was tried on (the X-Quorum-Attempts header)."""

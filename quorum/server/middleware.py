@@ -13,9 +13,10 @@ from aiohttp import web
 from quorum.api.body import check_content_encoding
 from quorum.api.endpoints import Dialect, dialect
 from quorum.api.errors import error_body, framework_error
-from quorum.errors import ApiError, Unauthorized
+from quorum.errors import ApiError, Forbidden, Unauthorized
 from quorum.keys import looks_like_key
-from quorum.server.context import ATTEMPTS, CONTEXT, KEY_INFO
+from quorum.server import origin
+from quorum.server.context import ATTEMPTS, CALLER, CONTEXT, KEY_INFO, Caller
 
 log = logging.getLogger("quorum.server")
 
@@ -76,16 +77,33 @@ def bearer(header: str | None) -> str | None:
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Loopback is trusted by default; anyone else needs the cluster token (or, later, a key)."""
+    """Who is calling (``CALLER``): a peer node (cluster token), this machine (loopback,
+    through a browser only with this machine's Host and no foreign origin), or an app
+    with an API key. Anyone else gets 401."""
     ctx = request.app[CONTEXT]
     if request.path in OPEN_PATHS:
         return await handler(request)
-    if ctx.config.node.loopback_trusted and is_loopback(request.remote):
-        return await handler(request)
+    node = ctx.config.node
     presented = bearer(request.headers.get("Authorization"))
     token = ctx.config.cluster.token
     if presented and token and hmac.compare_digest(presented.encode(), token.encode()):
+        request[CALLER] = Caller.PEER
         return await handler(request)
+    if node.loopback_trusted and is_loopback(request.remote):
+        origin_header = request.headers.get("Origin")
+        why = origin.refusal(
+            request.headers.get("Host"),
+            origin_header,
+            request.headers.get("Sec-Fetch-Site"),
+            ctx.bind,
+            node.allowed_origins,
+        )
+        if why is not None:
+            raise Forbidden(why, code="origin_not_allowed")
+        request[CALLER] = Caller.LOCAL
+        if origin_header is None:
+            return await handler(request)
+        return await _cors(request, handler, origin_header)
     if presented and looks_like_key(presented):
         if ctx.keys is None:
             raise Unauthorized(
@@ -93,6 +111,7 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             )
         # Unknown, revoked or expired: 401; relay unreachable and key never seen: 503.
         request[KEY_INFO] = await ctx.keys.verify(presented)
+        request[CALLER] = Caller.KEY
         return await handler(request)
     raise Unauthorized(
         "This node only answers other machines that present the cluster token or an "
@@ -100,3 +119,28 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if presented is None
         else "The credential presented is not valid for this cluster."
     )
+
+
+_CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+
+
+async def _cors(request: web.Request, handler: Handler, allowed: str) -> web.StreamResponse:
+    """A request from an allowed browser origin: answer its preflight, mark its answer."""
+    if request.method == "OPTIONS":
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": allowed,
+                "Access-Control-Allow-Methods": _CORS_METHODS,
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "Authorization, Content-Type"
+                ),
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = allowed
+        response.headers["Vary"] = "Origin"
+    return response

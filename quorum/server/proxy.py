@@ -18,7 +18,7 @@ from quorum.errors import BodyTooLarge
 from quorum.protocol.headers import HOP_HEADER
 from quorum.proxy import ProxyRequest, new_exchange, serve
 from quorum.routing import Endpoint
-from quorum.server.context import ATTEMPTS, CONTEXT, KEY_INFO
+from quorum.server.context import ATTEMPTS, CALLER, CONTEXT, KEY_INFO, Caller
 
 
 class ResponseSink:
@@ -80,7 +80,9 @@ def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamR
             headers=tuple(request.headers.items()),
             body=await request.read(),
             key=request.get(KEY_INFO),
-            forwarded=HOP_HEADER in request.headers,
+            # Only a peer node's hop is a hop: anyone else saying so is ignored (it
+            # would skip usage accounting and routing onward).
+            forwarded=HOP_HEADER in request.headers and request.get(CALLER) is Caller.PEER,
             request_id=request.headers.get("X-Request-Id"),
         )
         ex = new_exchange(proxied)

@@ -67,3 +67,43 @@ def test_usage_of_node_requests_reaches_the_relay_once(bg: LoopThread, tmp_path:
     assert sum(r.completion_tokens or 0 for r in records) == seen
     assert {(r.route, r.node, r.status) for r in records} == {("local", "node-a", 200)}
     assert json.dumps([r.model for r in records]).count("Qwen/Qwen3-0.6B") == 5
+
+
+def test_a_client_saying_hop_is_still_counted(bg: LoopThread, tmp_path: Path) -> None:
+    """Only a peer node's hop is one: any other client claiming it is counted anyway."""
+    (tmp_path / "relay").mkdir()
+    token = create_cluster(tmp_path / "relay", "home")
+    relay = Relay(tmp_path / "relay").start()
+    engine = FakeVLLM(chunks=3)
+    url = bg.run(engine.start())
+    config = node_config(
+        tmp_path / "a",
+        cluster={"token": token},
+        relay={"url": relay.url},
+        discovery={"enabled": False},
+        services=[{"name": "vllm", "url": url}],
+    )
+    node = bg.run(start_node(config))
+    try:
+        with openai.OpenAI(base_url=node.url + "/v1", api_key="x", max_retries=0) as client:
+            client.chat.completions.create(
+                model="Qwen/Qwen3-0.6B",
+                messages=[{"role": "user", "content": "free ride?"}],
+                extra_headers={"X-Quorum-Hop": "1"},
+            )
+        assert node.ctx.outbox is not None
+        deadline = time.monotonic() + timeout(15)
+        while node.ctx.outbox.pending() or not node.ctx.outbox.shipped:
+            assert time.monotonic() < deadline, "the request was never recorded"
+            time.sleep(0.05)
+    finally:
+        bg.run(node.stop())
+        bg.run(engine.stop())
+        relay.stop()
+    store = SqliteStore(tmp_path / "relay")
+    try:
+        (cluster,) = store.clusters()
+        records = store.usage_records(cluster.id, limit=100)
+    finally:
+        store.close()
+    assert len(records) == 1
