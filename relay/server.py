@@ -17,7 +17,6 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -28,6 +27,7 @@ from relay.hub import Hub, Link
 from relay.ratelimit import FailureLimiter
 from relay.recorder import Recorder
 from relay.store import NodeSeen, Store
+from relay.transport import WebSocketTransport
 
 log = logging.getLogger("relay.server")
 
@@ -51,30 +51,11 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
     # aiohttp refuses a message whose size *equals* max_msg_size, hence the + 1.
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_SIZE + 1, autoping=True, compress=False)
     await ws.prepare(request)
-    frames: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    async def close() -> None:
-        await ws.close()
-
-    link = hub.new_link(cluster.id, ws.send_bytes, close, request.remote or "?")
-    serving = asyncio.create_task(hub.serve(link, frames), name=f"relay-link-{request.remote}")
+    remote = request.remote or "?"
+    link = hub.new_link(cluster.id, WebSocketTransport(ws, remote), remote)
     try:
-        async for msg in ws:
-            if msg.type is aiohttp.WSMsgType.BINARY:
-                frames.put_nowait(msg.data)
-            elif msg.type is aiohttp.WSMsgType.TEXT:
-                log.warning("node %s sent a text message; closing", link.name or link.remote)
-                break
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                log.warning(
-                    "node %s: websocket error: %s", link.name or link.remote, ws.exception()
-                )
-        frames.put_nowait(None)
-        await serving
+        await hub.serve(link)
     finally:
-        if not serving.done():
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
         await ws.close()
     return ws
 

@@ -1,0 +1,73 @@
+"""Dialling the relay: the ``websockets`` client connection, as a ``quorum.link`` transport.
+
+The cluster token travels in the upgrade's ``Authorization`` header (never
+in the URL, never logged). Everything ``websockets`` raises is translated
+here, once: a 401 or 403 at the upgrade into ``AuthRefused`` (retrying
+cannot help), any other failure to connect, and any later close, into
+``TransportClosed``.
+"""
+
+from __future__ import annotations
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from quorum import __version__
+from quorum.errors import AuthRefused, TransportClosed
+from quorum.protocol import MAX_FRAME_SIZE
+
+OPEN_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
+
+
+class WebSocketTransport:
+    """A ``websockets`` client connection that sends and receives binary frames."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    async def send(self, frame: bytes) -> None:
+        try:
+            await self._ws.send(frame)
+        except ConnectionClosed as exc:
+            raise TransportClosed(_closed(exc)) from None
+
+    async def receive(self) -> bytes:
+        try:
+            message = await self._ws.recv()
+        except ConnectionClosed as exc:
+            raise TransportClosed(_closed(exc)) from None
+        if isinstance(message, str):
+            raise TransportClosed("the relay sent a text message")
+        return message
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+async def dial_relay(url: str, token: str) -> WebSocketTransport:
+    """Open the tunnel's WebSocket to ``url``; ``AuthRefused`` on 401/403,
+    ``TransportClosed`` for any other failure."""
+    try:
+        ws = await connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            user_agent_header=f"quorum/{__version__}",
+            max_size=MAX_FRAME_SIZE,
+            ping_interval=None,  # liveness is the protocol's own PING
+            compression=None,
+            open_timeout=OPEN_TIMEOUT_S,
+            close_timeout=CLOSE_TIMEOUT_S,
+        )
+    except InvalidStatus as exc:
+        code = exc.response.status_code
+        if code in (401, 403):
+            raise AuthRefused(f"the relay refused this cluster token ({code})") from None
+        raise TransportClosed(f"InvalidStatus: {exc}") from None
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise TransportClosed(f"{type(exc).__name__}: {exc}") from None
+    return WebSocketTransport(ws)
+
+
+def _closed(exc: ConnectionClosed) -> str:
+    return "the relay closed the connection" if exc.rcvd is not None else "the connection broke"
