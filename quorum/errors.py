@@ -20,7 +20,8 @@
     │   │   │   └── EngineTimeout   503 the engine sent no response headers in time
     │   │   └── StreamRefused       503 a tunnel stream was refused before it was processed:
     │   │                               safe to try again, or another holder
-    │   └── Overloaded              503 queues are full; carries Retry-After
+    │   ├── Overloaded              503 queues are full; carries Retry-After
+    │   └── RateLimited             429 too many failed attempts from this source lately
     ├── EngineError                 an engine's answer is unusable to its adapter (not HTTP)
     │   ├── EngineDown              nothing answers at the engine's address (refused, timed out)
     │   │   └── EngineSilent        it accepted the connection but sent no answer in time
@@ -191,6 +192,21 @@ class Overloaded(ApiError):
     code = "overloaded"
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class RateLimited(ApiError):
+    """429 with ``Retry-After``: this source failed too often lately."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 

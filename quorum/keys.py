@@ -23,6 +23,13 @@ Caching (``clock`` injected, seconds):
 
 Only the SHA-256 of a key is kept in memory; keys never reach a log line.
 Concurrent checks of one key share a single request to the relay.
+
+Floods of made-up keys (``source`` is the client's address): each source
+that presented unknown keys lately is limited on its own (``FailureLimiter``:
+429 with ``Retry-After``, the relay not asked), and the relay limits per
+cluster *and* client too, so unauthenticated traffic from one place never
+spends the budget of the cluster's other clients. A good key is never
+refused because of such failures.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from typing import Any
 
 import aiohttp
 
-from quorum.errors import Forbidden, NoReachableHolder, Unauthorized
+from quorum.errors import Forbidden, NoReachableHolder, RateLimited, Unauthorized
+from quorum.ratelimit import FailureLimiter
 
 log = logging.getLogger("quorum.keys")
 
@@ -112,13 +120,25 @@ class KeyVerifier:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[_Entry]] = {}
         self.relay_calls = 0
+        self.failures = FailureLimiter(rate=1.0, burst=20.0, clock=clock)
 
-    async def verify(self, key: str, model: str | None = None) -> KeyInfo:
+    async def verify(
+        self, key: str, model: str | None = None, source: str | None = None
+    ) -> KeyInfo:
         digest = hashlib.sha256(key.encode()).hexdigest()
         now = self._clock()
         entry = self._cache.get(digest)
         if entry is None or now >= entry.next_check:
-            entry = await self._refresh(digest, key, entry)
+            if entry is None and source is not None:
+                wait = self.failures.retry_after(source)
+                if wait is not None:  # this client sent unknown keys lately: ask nobody
+                    raise RateLimited(
+                        "Too many unknown API keys from this address; try again later.",
+                        retry_after_s=wait,
+                    )
+            entry = await self._refresh(digest, key, entry, source)
+        if entry.info is None and source is not None:
+            self.failures.failed(source)
         return self._decide(entry, model, self._clock())
 
     def forget(self) -> None:
@@ -138,12 +158,14 @@ class KeyVerifier:
             )
         return info
 
-    async def _refresh(self, digest: str, key: str, stale: _Entry | None) -> _Entry:
+    async def _refresh(
+        self, digest: str, key: str, stale: _Entry | None, source: str | None
+    ) -> _Entry:
         """Ask the relay once per key however many requests wait; a waiter that is
         cancelled (its client went away) does not cancel the check for the others."""
         task = self._inflight.get(digest)
         if task is None:
-            task = asyncio.create_task(self._lookup(digest, key, stale), name="key-verify")
+            task = asyncio.create_task(self._lookup(digest, key, stale, source), name="key-verify")
             self._inflight[digest] = task
 
             def done(t: asyncio.Task[_Entry]) -> None:
@@ -155,9 +177,11 @@ class KeyVerifier:
             task.add_done_callback(done)
         return await asyncio.shield(task)
 
-    async def _lookup(self, digest: str, key: str, stale: _Entry | None) -> _Entry:
+    async def _lookup(
+        self, digest: str, key: str, stale: _Entry | None, source: str | None
+    ) -> _Entry:
         try:
-            entry = await self._ask(key)
+            entry = await self._ask(key, source)
         except _Unavailable as exc:
             offline = self._offline(stale, str(exc))
             if offline is not None:
@@ -187,14 +211,16 @@ class KeyVerifier:
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
 
-    async def _ask(self, key: str) -> _Entry:
+    async def _ask(self, key: str, source: str | None) -> _Entry:
         self.relay_calls += 1
         headers = {"Authorization": f"Bearer {self._token}"}
+        body = {"key": key} if source is None else {"key": key, "client": source}
         try:
             async with self._session.post(
-                self._url, json={"key": key}, headers=headers, timeout=self._timeout
+                self._url, json=body, headers=headers, timeout=self._timeout
             ) as resp:
                 raw = await resp.read()
+                retry = resp.headers.get("Retry-After", "")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Unavailable(type(exc).__name__) from None
         now = self._clock()
@@ -221,6 +247,12 @@ class KeyVerifier:
                 return _Entry(None, message, now, now + self._negative_ttl)
             # The relay refused *our* cluster token: that says nothing about the key.
             raise _Unavailable("the relay refused this node's cluster token")
+        if resp.status == 429:
+            # This client (only) sent too many unknown keys: it waits, nobody else does.
+            raise RateLimited(
+                "Too many unknown API keys from this address; try again later.",
+                retry_after_s=int(retry) if retry.isdigit() else 10,
+            )
         raise _Unavailable(f"the relay answered {resp.status}")
 
 

@@ -33,10 +33,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from quorum.errors import Forbidden, InvalidRequest, RemoteProtocolError, Unauthorized
+from quorum.errors import Forbidden, InvalidRequest, RateLimited, RemoteProtocolError, Unauthorized
 from quorum.protocol import UsageBatch
 from relay.admin import AdminOps
-from relay.context import STATE, RateLimited, require_admin, require_cluster
+from relay.context import STATE, address, require_admin, require_cluster
 from relay.keys import KeyState, allows_model
 
 log = logging.getLogger("relay.api")
@@ -181,15 +181,18 @@ async def verify_key(request: web.Request) -> web.Response:
     """A node asks whether an API key its client presented is good for this cluster."""
     cluster = await require_cluster(request)
     state = request.app[STATE]
-    wait = state.verify_limiter.retry_after(cluster.id)
-    if wait is not None:
-        raise RateLimited("Too many unknown keys from this cluster lately.", retry_after_s=wait)
     data = await _body(request)
     presented, model = _str(data, "key"), _str(data, "model")
     key = await asyncio.to_thread(state.store.key_for_secret, presented) if presented else None
     now = state.clock()
     if key is None or key.cluster_id != cluster.id or key.state(now) is not KeyState.ACTIVE:
-        state.verify_limiter.failed(cluster.id)
+        # Failures are limited per cluster *and* client (the node says which client
+        # presented the key): one client's flood never blocks another's good key.
+        source = f"{cluster.id}|{address(request)}|{_str(data, 'client') or '-'}"
+        wait = state.verify_limiter.retry_after(source)
+        if wait is not None:
+            raise RateLimited("Too many unknown keys from this client lately.", retry_after_s=wait)
+        state.verify_limiter.failed(source)
         state.counters.auth_failures.labels("verify").inc()
         if key is not None and key.cluster_id == cluster.id:
             raise Unauthorized(f"The API key {key.shown} is {key.state(now).value}.")

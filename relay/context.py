@@ -25,30 +25,17 @@ from prometheus_client import CollectorRegistry, Counter
 from quorum.api.body import check_content_encoding
 from quorum.api.endpoints import Dialect, dialect
 from quorum.api.errors import error_body, framework_error
-from quorum.errors import ApiError, Unauthorized
+from quorum.errors import ApiError, RateLimited, Unauthorized
+from quorum.ratelimit import FailureLimiter, client_address
 from relay.hub import Hub
 from relay.keys import KeyState, same_secret
 from relay.presence import Candidate
-from relay.ratelimit import FailureLimiter, client_address
 from relay.recorder import Recorder
 from relay.store import ApiKey, Cluster, Store
 
 log = logging.getLogger("relay.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class RateLimited(ApiError):
-    status = 429
-    error_type = "rate_limit_error"
-    code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 @dataclass
@@ -155,25 +142,23 @@ def address(request: web.Request) -> str:
     )
 
 
-def _gate(request: web.Request) -> str:
-    """The client's address, or 429 if it has failed too often lately."""
-    state = request.app[STATE]
-    addr = address(request)
-    wait = state.limiter.retry_after(addr)
-    if wait is not None:
-        state.counters.auth_failures.labels("rate_limited").inc()
-        raise RateLimited(
-            "Too many failed attempts from this address; try again later.", retry_after_s=wait
-        )
-    return addr
-
-
 _CODES = {"admin": "invalid_admin_token", "cluster": "invalid_token", "key": "invalid_api_key"}
 
 
-def _refuse(request: web.Request, addr: str, kind: str, message: str) -> Unauthorized:
+def _refuse(request: web.Request, kind: str, message: str) -> ApiError:
+    """A failed credential of ``kind``: 401, or 429 once this address failed too often
+    with that kind lately. Only failures are limited, per kind and address: a valid
+    credential is never refused for others' failures (a NAT, a reverse proxy)."""
     state = request.app[STATE]
-    state.limiter.failed(addr)
+    addr = address(request)
+    source = f"{kind}|{addr}"
+    wait = state.limiter.retry_after(source)
+    if wait is not None:
+        state.counters.auth_failures.labels("rate_limited").inc()
+        return RateLimited(
+            "Too many failed attempts from this address; try again later.", retry_after_s=wait
+        )
+    state.limiter.failed(source)
     state.counters.auth_failures.labels(kind).inc()
     log.warning("refused %s credential from %s for %s", kind, addr, request.path)
     return Unauthorized(message, code=_CODES[kind])
@@ -189,21 +174,19 @@ def require_admin(request: web.Request) -> None:
 
 def check_admin_token(request: web.Request, presented: str | None, message: str) -> None:
     """Pass if ``presented`` is the admin token; else 401 with ``message``, counted as a failed
-    attempt of the client's address (429 once it has none left, before any comparison)."""
+    admin attempt of the client's address (429 once it has none left)."""
     state = request.app[STATE]
-    addr = _gate(request)
     if (
         presented is None
         or state.admin_token is None
         or not same_secret(presented, state.admin_token)
     ):
-        raise _refuse(request, addr, "admin", message)
+        raise _refuse(request, "admin", message)
 
 
 async def require_cluster(request: web.Request) -> Cluster:
     """The cluster whose join token the caller presented (a node)."""
     state = request.app[STATE]
-    addr = _gate(request)
     presented = bearer(request)
     cluster = (
         await asyncio.to_thread(state.store.cluster_for_token, presented) if presented else None
@@ -211,7 +194,6 @@ async def require_cluster(request: web.Request) -> Cluster:
     if cluster is None:
         raise _refuse(
             request,
-            addr,
             "cluster",
             "A valid cluster token is required (Authorization: Bearer ...).",
         )
@@ -221,13 +203,11 @@ async def require_cluster(request: web.Request) -> Cluster:
 async def require_key(request: web.Request) -> ApiKey:
     """The active API key the caller presented (an app)."""
     state = request.app[STATE]
-    addr = _gate(request)
     presented = bearer(request)
     key = await asyncio.to_thread(state.store.key_for_secret, presented) if presented else None
     if key is None:
         raise _refuse(
             request,
-            addr,
             "key",
             "A valid API key is required (Authorization: Bearer qk_...)."
             if presented is None
@@ -236,8 +216,8 @@ async def require_key(request: web.Request) -> ApiKey:
     now = state.clock()
     match key.state(now):
         case KeyState.REVOKED:
-            raise _refuse(request, addr, "key", f"The API key {key.shown} has been revoked.")
+            raise _refuse(request, "key", f"The API key {key.shown} has been revoked.")
         case KeyState.EXPIRED:
-            raise _refuse(request, addr, "key", f"The API key {key.shown} has expired.")
+            raise _refuse(request, "key", f"The API key {key.shown} has expired.")
     state.recorder.key_used(key.id, now)
     return key

@@ -42,10 +42,10 @@ from typing import Any
 
 from aiohttp import web
 
-from quorum.errors import Forbidden, InvalidRequest, Unauthorized
+from quorum.errors import Forbidden, InvalidRequest, RateLimited, Unauthorized
 from relay import dashboard_data as data
 from relay.admin import AdminOps
-from relay.context import STATE, RateLimited, RelayState, address, check_admin_token
+from relay.context import STATE, RelayState, address, check_admin_token
 from relay.dashboard_auth import (
     CSRF_FIELD,
     CSRF_HEADER,

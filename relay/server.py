@@ -21,10 +21,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from quorum.protocol import MAX_FRAME_SIZE
+from quorum.ratelimit import FailureLimiter
 from relay import api, dashboard, public
 from relay.context import STATE, Counters, RelayState, errors, require_cluster
 from relay.hub import Hub, Link
-from relay.ratelimit import FailureLimiter
 from relay.recorder import Recorder
 from relay.store import NodeSeen, Store
 from relay.transport import WebSocketTransport

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai._legacy_response import LegacyAPIResponse
+from openai.types.chat import ChatCompletion
 
 from tests.harness import timeout
 
@@ -198,6 +200,18 @@ def test_second_node_on_same_port_fails_clearly(
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
 
 
+def _ask(client: openai.OpenAI, text: str, tokens: int) -> ChatCompletion:
+    return client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=tokens, temperature=0
+    )
+
+
+def _ask_raw(client: openai.OpenAI, text: str, tokens: int) -> LegacyAPIResponse[ChatCompletion]:
+    return client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=tokens, temperature=0
+    )
+
+
 def _long_stream(port: int, tokens: int, first: threading.Event) -> tuple[str | None, int]:
     """Stream a long answer; returns (the last finish_reason seen, content chunks)."""
     client = openai.OpenAI(
@@ -233,12 +247,7 @@ def test_a_long_stream_is_not_cut_when_another_request_arrives(
     with ThreadPoolExecutor(2) as pool:
         streaming = pool.submit(_long_stream, port, 600, first)
         assert first.wait(timeout(60)), "the stream never started"
-        second = pool.submit(
-            client.chat.completions.create,
-            model=MODEL,
-            messages=[{"role": "user", "content": "Say hi."}],
-            max_tokens=8,
-        )
+        second = pool.submit(_ask, client, "Say hi.", 8)
         client.models.list()  # what every app does now and then
         finish, chunks = streaming.result(timeout(180))
         answer = second.result(timeout(180))
@@ -266,20 +275,9 @@ def test_a_request_sent_during_a_long_answer_waits_and_is_served(
         base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
     )
     with ThreadPoolExecutor(2) as pool:
-        long = pool.submit(
-            client.chat.completions.with_raw_response.create,
-            model=MODEL,
-            messages=[{"role": "user", "content": "Write a very long story about a lighthouse."}],
-            max_tokens=400,
-            temperature=0,
-        )
+        long = pool.submit(_ask_raw, client, "Write a very long story about a lighthouse.", 400)
         _wait_in_flight(port, 1)  # the second request arrives mid-answer
-        short = pool.submit(
-            client.chat.completions.with_raw_response.create,
-            model=MODEL,
-            messages=[{"role": "user", "content": "Say hi."}],
-            max_tokens=8,
-        )
+        short = pool.submit(_ask_raw, client, "Say hi.", 8)
         first, second = long.result(timeout(180)), short.result(timeout(180))
     assert first.http_response.status_code == 200
     assert second.http_response.status_code == 200

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai._legacy_response import LegacyAPIResponse
+from openai.types.chat import ChatCompletion
 
 from quorum.app import Node
 from tests.fakes import LoopThread
@@ -29,7 +31,7 @@ from tests.harness import node_config, start_node, timeout
 pytestmark = pytest.mark.embedded
 
 MODEL = "gemma-3-270m"
-LONG = [{"role": "user", "content": "Write a very long story about a lighthouse."}]
+LONG_PROMPT = "Write a very long story about a lighthouse."
 
 
 def _free_port() -> int:
@@ -86,6 +88,18 @@ def node(bg: LoopThread, engine: str, tmp_path: Path) -> Iterator[Node]:
         bg.run(node.stop())
 
 
+def _ask(client: openai.OpenAI, text: str, tokens: int) -> ChatCompletion:
+    return client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=tokens, temperature=0
+    )
+
+
+def _ask_raw(client: openai.OpenAI, text: str, tokens: int) -> LegacyAPIResponse[ChatCompletion]:
+    return client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=tokens, temperature=0
+    )
+
+
 def _client(node: Node) -> openai.OpenAI:
     return openai.OpenAI(base_url=node.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
@@ -110,7 +124,11 @@ def _stream_beside_another(node: Node, client: openai.OpenAI) -> None:
     def stream() -> tuple[str | None, int]:
         finish, count = None, 0
         for chunk in client.chat.completions.create(
-            model=MODEL, messages=LONG, max_tokens=300, temperature=0, stream=True
+            model=MODEL,
+            messages=[{"role": "user", "content": LONG_PROMPT}],
+            max_tokens=300,
+            temperature=0,
+            stream=True,
         ):
             for choice in chunk.choices:
                 if choice.delta.content:
@@ -122,12 +140,7 @@ def _stream_beside_another(node: Node, client: openai.OpenAI) -> None:
     with ThreadPoolExecutor(2) as pool:
         streaming = pool.submit(stream)
         assert first.wait(timeout(60))
-        other = pool.submit(
-            client.chat.completions.create,
-            model=MODEL,
-            messages=[{"role": "user", "content": "Say hi."}],
-            max_tokens=8,
-        )
+        other = pool.submit(_ask, client, "Say hi.", 8)
         finish, count = streaming.result(timeout(180))
         answer = other.result(timeout(180))
     assert finish in ("length", "stop"), f"cut after {count} chunks"
@@ -139,19 +152,8 @@ def _stream_beside_another(node: Node, client: openai.OpenAI) -> None:
 def test_a_long_answer_does_not_make_the_engine_look_down(node: Node) -> None:
     """Its /v1/models waits while an answer runs: a probe then would time out (3 s)."""
     with _client(node) as client, ThreadPoolExecutor(2) as pool:
-        long = pool.submit(
-            client.chat.completions.with_raw_response.create,
-            model=MODEL,
-            messages=LONG,
-            max_tokens=300,
-            temperature=0,
-        )
-        second = pool.submit(
-            client.chat.completions.with_raw_response.create,
-            model=MODEL,
-            messages=[{"role": "user", "content": "Say hi."}],
-            max_tokens=8,
-        )
+        long = pool.submit(_ask_raw, client, LONG_PROMPT, 300)
+        second = pool.submit(_ask_raw, client, "Say hi.", 8)
         answers = [long.result(timeout(180)), second.result(timeout(180))]
     assert [a.http_response.status_code for a in answers] == [200, 200]
     assert all(s.up for s in node.ctx.services)

@@ -110,7 +110,7 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "This node has no relay to check API keys with; use the cluster token."
             )
         # Unknown, revoked or expired: 401; relay unreachable and key never seen: 503.
-        request[KEY_INFO] = await ctx.keys.verify(presented)
+        request[KEY_INFO] = await ctx.keys.verify(presented, source=request.remote)
         request[CALLER] = Caller.KEY
         return await handler(request)
     raise Unauthorized(

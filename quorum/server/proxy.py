@@ -70,8 +70,8 @@ def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamR
         if declared is not None and declared > ctx.max_body_bytes:
             # Refused from the head alone: nothing of a body that cannot be taken is read.
             raise BodyTooLarge(
-                f"The request body is {declared} bytes; this node takes at most "
-                f"{ctx.max_body_bytes} (node.max_body_mb)."
+                f"The request body is too large: {declared} bytes, and this node takes at "
+                f"most {ctx.max_body_bytes} (node.max_body_mb)."
             )
         proxied = ProxyRequest(
             endpoint=endpoint,

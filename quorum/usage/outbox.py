@@ -179,8 +179,7 @@ class Outbox:
     def _failed_write(self, exc: BaseException) -> None:
         if self.problem is None:
             log.warning(
-                "usage records cannot be written to %s (%s); keeping them in memory and "
-                "retrying",
+                "usage records cannot be written to %s (%s); keeping them in memory and retrying",
                 self.path,
                 exc,
             )

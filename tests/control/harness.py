@@ -29,8 +29,8 @@ from quorum.protocol import (
     StreamEnded,
     StreamOpened,
 )
+from quorum.ratelimit import FailureLimiter
 from relay.hub import Hub
-from relay.ratelimit import FailureLimiter
 from relay.server import build_app
 from relay.sqlite_store import SqliteStore
 

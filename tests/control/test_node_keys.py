@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -43,7 +44,9 @@ class Site:
 
         @web.middleware
         async def from_lan(request: web.Request, handler: Handler) -> web.StreamResponse:
-            return await handler(request.clone(remote="192.0.2.44"))
+            # Its clients look like LAN machines (one address each, chosen by the test).
+            remote = request.headers.get("X-Test-Remote", "192.0.2.44")
+            return await handler(request.clone(remote=remote))
 
         app = build_app(self.node.ctx)
         app.middlewares.insert(0, from_lan)
@@ -62,13 +65,15 @@ class Site:
         assert match, out
         return match.group(0)
 
-    def call(self, key: str, model: str = "llama3.2:1b") -> int:
+    def call(self, key: str, model: str = "llama3.2:1b", remote: str | None = None) -> int:
         body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.lan_port}{CHAT}", data=body.encode(), method="POST"
         )
         req.add_header("Content-Type", "application/json")
         req.add_header("Authorization", f"Bearer {key}")
+        if remote is not None:
+            req.add_header("X-Test-Remote", remote)
         try:
             with urllib.request.urlopen(req, timeout=timeout(10)) as resp:
                 return int(resp.status)
@@ -143,3 +148,19 @@ def test_a_key_reads_nothing_of_the_inventory(site: Site) -> None:
     status, body = _get(site, "/v1/models", key)
     (model,) = json.loads(body)["data"]
     assert "quorum" not in model  # no node names, routes or services
+
+
+def test_a_flood_of_made_up_keys_blocks_only_its_sender(site: Site) -> None:
+    """One LAN address sends hundreds of random keys: it is slowed down (429); another
+    client's good key keeps working, and the relay is asked a bounded number of times."""
+    good = site.key("--name", "laptop")
+    assert site.node.ctx.keys is not None
+    statuses = [
+        site.call(f"qk_{i:08x}_{secrets.token_urlsafe(30)}", remote="192.0.2.66")
+        for i in range(150)
+    ]
+    assert statuses[0] == 401 and statuses[-1] == 429
+    assert set(statuses) == {401, 429}
+    assert site.node.ctx.keys.relay_calls < 40  # not one relay call per made-up key
+    assert site.call(good, remote="192.0.2.67") == 200
+    assert site.call(good, remote="192.0.2.66") == 200  # even from the flooding address

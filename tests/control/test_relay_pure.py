@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quorum.protocol import ModelInfo
+from quorum.ratelimit import Bucket, FailureLimiter, client_address, take, wait_s
 from relay.keys import (
     KeyState,
     allows_model,
@@ -20,7 +21,6 @@ from relay.keys import (
     secret_hash,
 )
 from relay.presence import ONLINE_FOR_S, Candidate, holders, is_online, online_models
-from relay.ratelimit import Bucket, FailureLimiter, client_address, take, wait_s
 
 
 class FakeClock:

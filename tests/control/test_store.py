@@ -10,7 +10,8 @@ import pytest
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import KeyState
 from relay.open_store import open_store
-from relay.sqlite_store import MIGRATIONS, SqliteStore
+from relay.migrations import MIGRATIONS
+from relay.sqlite_store import SqliteStore
 from relay.store import NodeSeen, StoreError, UsageBy
 
 DAY_MS = 86_400_000

@@ -42,14 +42,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Take every free byte of ``disk``; returns the file to delete to free them."""
     filler = disk / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 65536)
-            out.flush()
-    with filler.open("ab") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0")
-            out.flush()
+    # Unbuffered: a failed write raises here, not again when the file is closed.
+    with filler.open("wb", buffering=0) as out:
+        for size in (65536, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * size)
     return filler
 
 

@@ -223,21 +223,40 @@ async def test_two_clusters_stay_apart_on_every_endpoint(plane: Plane) -> None:
         assert hn.served == ["/v1/chat/completions"] * 4 and an.served == []
 
 
-async def test_failed_attempts_are_limited_per_address(plane: Plane) -> None:
+async def test_failed_attempts_are_limited_per_address_and_kind(plane: Plane) -> None:
+    """Failures are limited per credential kind and address; a valid credential from that
+    address (another client behind the same NAT or proxy) is never refused for them."""
     attacker, bystander = "127.0.0.7", "127.0.0.8"
     for i in range(10):
         status, _ = await call(
             plane, "GET", "/v1/models", f"qk_00000000_{'g' * 40}{i}", None, attacker
         )
         assert status == 401
-    status, body = await call(plane, "GET", "/api/v1/clusters", plane.admin, source=attacker)
-    assert status == 429 and body["error"]["code"] == "rate_limited"  # even with a good token
+    status, body = await call(plane, "GET", "/v1/models", f"qk_00000000_{'h' * 41}", None, attacker)
+    assert status == 429 and body["error"]["code"] == "rate_limited"
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(attacker, 0))) as s,
         s.get(plane.relay.http + "/v1/models") as resp,
     ):
         assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    # The same address with a good credential of any kind: served.
+    assert (await call(plane, "GET", "/api/v1/clusters", plane.admin, source=attacker))[0] == 200
+    # Another kind has its own bucket: a bad admin token is a plain 401, not 429.
+    assert (await call(plane, "GET", "/api/v1/clusters", "qa_wrong" * 4, source=attacker))[0] == 401
     assert (await call(plane, "GET", "/api/v1/clusters", plane.admin, source=bystander))[0] == 200
+
+
+async def test_bad_admin_tokens_lock_out_no_key_and_no_node(plane: Plane) -> None:
+    source = "127.0.0.9"
+    for _ in range(12):
+        await call(plane, "GET", "/api/v1/clusters", "qa_wrong" * 4, source=source)
+    assert (await call(plane, "GET", "/api/v1/clusters", "qa_wrong" * 4, source=source))[0] == 429
+    key = plane.cli("key", "create", "--cluster", "home")["key"]
+    assert (await call(plane, "GET", "/v1/models", key, None, source))[0] == 200
+    verified = await call(
+        plane, "POST", "/api/v1/keys/verify", plane.tokens["home"], {"key": key}, source
+    )
+    assert verified[0] == 200  # a node's credential from that address: served too
 
 
 def test_nothing_secret_at_rest_or_in_the_log(plane: Plane) -> None:

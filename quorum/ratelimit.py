@@ -1,12 +1,17 @@
-"""Failed authentication attempts, limited per client address with a token bucket.
+"""Failed authentication attempts, limited per source with a token bucket (node and relay).
 
-Each failed attempt takes one token from the address's bucket, which refills
-at ``rate`` tokens per second up to ``burst``. An address whose bucket is
-empty is refused (429 with ``Retry-After``) *before* its credential is even
-looked at, so guessing gets no faster by sending more. Successful attempts
-cost nothing. The bucket arithmetic is a pure function of an immutable value
-and an injected ``now``; ``FailureLimiter`` only keeps one bucket per address
-(bounded: full buckets carry no information and are dropped first).
+Each failed attempt takes one token from the source's bucket, which refills
+at ``rate`` tokens per second up to ``burst``. A source whose bucket is empty
+has its *failures* answered with 429 and ``Retry-After`` instead of 401.
+A valid credential is never refused because of failures from the same place
+(another client behind the same NAT or reverse proxy): callers check the
+credential first, and consult the bucket only for one that failed. Secrets
+are long random values, so this bounds load, not guessing odds. Successful
+attempts cost nothing. A source is whatever the caller keys it by: an
+address and a credential kind, a cluster and a client. The bucket arithmetic
+is a pure function of an immutable value and an injected ``now``;
+``FailureLimiter`` only keeps one bucket per source (bounded: full buckets
+carry no information and are dropped first).
 """
 
 from __future__ import annotations
