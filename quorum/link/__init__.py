@@ -8,8 +8,8 @@ its bytes and turns its events into awaitable objects, and nothing else:
   connection, the relay its aiohttp WebSocket, tests an in-memory pair.
 - :mod:`.pump`: ``Pump``, one connection's reader and writer tasks; it
   fails every stream at once when the connection ends.
-- :mod:`.keepalive`: its third task, pings and the death verdict; and how a
-  connection ended (``Ended``).
+- :mod:`.keepalive`: its heartbeat (pings, and the death verdict, on a
+  timer); and how a connection ended (``Ended``).
 - :mod:`.stream`: ``TunnelStream``, one tunnel stream as an async byte stream
   (``send_all`` / ``receive_some`` / ``send_eof`` / ``aclose``, plus
   ``reset`` and the response head), with credit granted back only as the

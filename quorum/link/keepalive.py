@@ -1,8 +1,9 @@
 """Liveness of one connection: ping about every ``interval``, call a silent peer dead.
 
-The arithmetic is the protocol's (``quorum.protocol.Liveness``); this is the
-task that sleeps on it. Any frame from the peer proves it alive (the reader
-reports each one to the same ``Liveness``), not only PONG.
+The arithmetic is the protocol's (``quorum.protocol.Liveness``); ``Heartbeat``
+runs it on a timer of the event loop (no task: an idle relay holds thousands
+of connections). Any frame from the peer proves it alive (the pump's reader
+reports each one), not only PONG.
 """
 
 from __future__ import annotations
@@ -53,29 +54,59 @@ class Ended:
     message: str
 
 
-async def keep_alive(
-    conn: Connection,
-    live: Liveness,
-    settings: Keepalive,
-    *,
-    clock: Callable[[], float],
-    rng: random.Random,
-    flush: Callable[[], None],
-    peer: str,
-) -> Ended:
-    """Ping on schedule until the peer has been silent for ``dead_after``; then say so."""
-    ping_due = live.next_ping_due(clock(), rng.uniform(-1, 1))
-    while True:
+class Heartbeat:
+    """Queues a PING when one is due; calls ``on_dead`` once the peer was silent too long."""
+
+    __slots__ = ("_clock", "_conn", "_flush", "_handle", "_on_dead", "_ping_due", "_rng", "live")
+
+    def __init__(
+        self,
+        conn: Connection,
+        settings: Keepalive,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+        flush: Callable[[], None],
+        on_dead: Callable[[], None],
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._rng = rng
+        self._flush = flush
+        self._on_dead = on_dead
         now = clock()
-        if live.is_dead(now):
-            log.info("%s silent for %.0f s: closing", peer, settings.dead_after)
-            return Ended(
-                EndReason.SILENT, f"{peer} stopped answering for {settings.dead_after:g} s"
-            )
-        if now >= ping_due:
+        self.live = Liveness(
+            now, interval=settings.interval, dead_after=settings.dead_after, jitter=settings.jitter
+        )
+        self._ping_due = self.live.next_ping_due(now, rng.uniform(-1, 1))
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._schedule(self._clock())
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def heard(self, now: float) -> None:
+        """A frame arrived from the peer."""
+        self.live.on_frame_received(now)
+
+    def _schedule(self, now: float) -> None:
+        delay = max(0.0, min(self._ping_due, self.live.dead_at()) - now)
+        self._handle = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if self.live.is_dead(now):
+            self._handle = None
+            self._on_dead()
+            return
+        if now >= self._ping_due:
             with contextlib.suppress(LocalProtocolError):  # closed meanwhile: the pump ends
-                conn.send_ping(os.urandom(8))
-            live.on_ping_sent(now)
-            flush()
-            ping_due = live.next_ping_due(now, rng.uniform(-1, 1))
-        await asyncio.sleep(max(0.0, min(ping_due, live.dead_at()) - now))
+                self._conn.send_ping(os.urandom(8))
+            self.live.on_ping_sent(now)
+            self._flush()
+            self._ping_due = self.live.next_ping_due(now, self._rng.uniform(-1, 1))
+        self._schedule(now)

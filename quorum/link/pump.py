@@ -1,8 +1,8 @@
 """One tunnel connection driven over a transport: the reader, the writer and liveness.
 
 ``Pump`` owns a :class:`quorum.protocol.Connection` (already given its HELLO
-by the caller) and a ``Transport``, and runs three owned tasks until the
-connection ends:
+by the caller) and a ``Transport``, and runs two owned tasks and a timer
+until the connection ends:
 
 - the **reader** feeds every received message to the protocol and hands the
   events out: stream events to their ``TunnelStream`` (which only buffers and
@@ -13,9 +13,9 @@ connection ends:
   control frame drained while DATA is still waiting for the socket goes out
   ahead of that DATA (unless a REQUEST is waiting: nothing about a stream may
   overtake the frame that opens it);
-- the **keepalive** sends a PING about every ``interval`` (with jitter, so a
-  relay's many nodes do not ping in lockstep) and calls the peer dead after
-  ``dead_after`` without any frame from it.
+- and a **heartbeat** (``keepalive``; a timer, not a task) queues a PING
+  about every ``interval`` (with jitter, so a relay's many nodes do not ping
+  in lockstep) and calls the peer dead after ``dead_after`` without any frame.
 
 The connection ends when the transport closes, the peer goes silent, it
 breaks the protocol (its GOAWAY PROTOCOL_ERROR is flushed first), or
@@ -45,7 +45,6 @@ from quorum.protocol import (
     Event,
     FrameType,
     GoAwayReason,
-    Liveness,
     Presence,
     RequestHead,
     ResetCode,
@@ -57,12 +56,13 @@ from quorum.protocol import (
     Usage,
 )
 
-from .keepalive import Ended, EndReason, Keepalive, keep_alive
+from .keepalive import Ended, EndReason, Heartbeat, Keepalive
 from .stream import TunnelStream
 from .transport import Transport
 
 log = logging.getLogger("quorum.link")
 
+_RNG = random.Random()  # one for all pumps: each instance holds 2.5 KB of state
 FAREWELL_TIMEOUT_S = 2.0
 """How long the last frames and the transport's close may take once the connection ended."""
 _IN_ORDER = frozenset({FrameType.DATA, FrameType.REQUEST})
@@ -111,16 +111,18 @@ class Pump:
         self.peer = peer
         self.keepalive = keepalive or Keepalive()
         self._clock = clock
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
         self.name = name
         self.ended: Ended | None = None
         self._streams: dict[int, TunnelStream] = {}
-        self._dirty = asyncio.Event()
-        self._changed = asyncio.Event()  # streams came or went: a slot may be free
+        # Futures made only while someone waits: an idle relay holds thousands of pumps.
+        self._dirty = False  # something is queued on the connection
+        self._wakeup: asyncio.Future[None] | None = None  # the writer, waiting for _dirty
+        self._slot_waiters: list[asyncio.Future[None]] = []
         self._stop: asyncio.Future[Ended] | None = None
         self._stop_early: Ended | None = None
-        self._finished = asyncio.Event()
-        self._liveness: Liveness | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self._heartbeat: Heartbeat | None = None
 
     # -- what the owner uses ------------------------------------------------------------
 
@@ -134,7 +136,9 @@ class Pump:
 
     def flush(self) -> None:
         """Something was queued on the connection: wake the writer."""
-        self._dirty.set()
+        self._dirty = True
+        if (wakeup := self._wakeup) is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def can_open_stream(self) -> bool:
         return self.ended is None and self._conn.can_open_stream()
@@ -150,8 +154,13 @@ class Pump:
             if self._conn.state is ConnectionState.DRAINING:
                 subject = self.peer[:1].upper() + self.peer[1:]
                 raise StreamRefused(f"{subject} takes no new requests (going away).")
-            self._changed.clear()
-            await self._changed.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._slot_waiters.remove(waiter)
 
     def open_stream(
         self, head: RequestHead, *, end_stream: bool = False, peer: str | None = None
@@ -195,7 +204,8 @@ class Pump:
             return
         if not self._stop.done():
             self._stop.set_result(ended)
-        await self._finished.wait()
+        assert self._finished is not None
+        await asyncio.shield(self._finished)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -206,41 +216,41 @@ class Pump:
         loop = asyncio.get_running_loop()
         clock = self._clock = self._clock or loop.time
         self._stop = loop.create_future()
+        self._finished = loop.create_future()
         if self._stop_early is not None:
             self._stop.set_result(self._stop_early)
-        ka = self.keepalive
-        self._liveness = Liveness(
-            clock(), interval=ka.interval, dead_after=ka.dead_after, jitter=ka.jitter
+        stop = self._stop
+        silent = self.keepalive.dead_after
+
+        def dead() -> None:
+            log.info("%s: %s silent for %.0f s: closing", self.name, self.peer, silent)
+            if not stop.done():
+                stop.set_result(
+                    Ended(EndReason.SILENT, f"{self.peer} stopped answering for {silent:g} s")
+                )
+
+        heartbeat = self._heartbeat = Heartbeat(
+            self._conn, self.keepalive, clock=clock, rng=self._rng, flush=self.flush, on_dead=dead
         )
+        heartbeat.start()
         self.flush()  # the HELLO, and whatever else was queued before
         tasks = [
             asyncio.create_task(self._read(), name=f"{self.name}-reader"),
             asyncio.create_task(self._write(), name=f"{self.name}-writer"),
-            asyncio.create_task(
-                keep_alive(
-                    self._conn,
-                    self._liveness,
-                    ka,
-                    clock=clock,
-                    rng=self._rng,
-                    flush=self.flush,
-                    peer=self.peer,
-                ),
-                name=f"{self.name}-keepalive",
-            ),
         ]
         ended = Ended(EndReason.STOPPED, "the tunnel was stopped")
         try:
             done, _ = await asyncio.wait([*tasks, self._stop], return_when=asyncio.FIRST_COMPLETED)
             ended = self._outcome(done)
         finally:
+            heartbeat.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             last = self._conn.data_to_send() if ended.reason is EndReason.PROTOCOL_ERROR else []
             self._lost(ended)
             await self._farewell(last)
-            self._finished.set()
+            self._finished.set_result(None)
         return ended
 
     def _outcome(self, done: set[asyncio.Future[Ended]]) -> Ended:
@@ -272,20 +282,20 @@ class Pump:
             if isinstance(event, StreamReset) and (s := self._streams.get(event.stream_id)):
                 self._guarded(s._on_reset, event.code, ended.message, False)
         self._streams.clear()
-        self._changed.set()
-        self._dirty.set()
+        self._slots_changed()
+        self.flush()
 
     async def _read(self) -> Ended:
         receive, conn, clock = self._transport.receive, self._conn, self._clock
-        assert clock is not None and self._liveness is not None
-        live = self._liveness
+        heartbeat = self._heartbeat
+        assert clock is not None and heartbeat is not None
         while True:
             try:
                 data = await receive()
             except TransportClosed as exc:
                 return Ended(EndReason.CLOSED, f"the tunnel connection was lost ({exc})")
             now = clock()
-            live.on_frame_received(now)
+            heartbeat.heard(now)
             try:
                 events = conn.receive_frame(data, now)
             except RemoteProtocolError as exc:
@@ -299,9 +309,13 @@ class Pump:
         held: deque[bytes] = deque()  # drained, waiting for the socket, in order
         requests = 0  # REQUEST frames in `held`
         while True:
-            if not held:
-                await self._dirty.wait()
-            self._dirty.clear()
+            if not held and not self._dirty:
+                self._wakeup = asyncio.get_running_loop().create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+            self._dirty = False
             if late := conn.take_events():
                 self._dispatch(late)
             try:
@@ -324,7 +338,14 @@ class Pump:
         """A stream is over both ways: it leaves the table, freeing a slot."""
         if self._streams.get(stream.id) is stream:
             del self._streams[stream.id]
-        self._changed.set()
+        self._slots_changed()
+
+    def _slots_changed(self) -> None:
+        """Streams came or went (or the connection ended): wake whoever waits for a slot."""
+        waiters, self._slot_waiters = self._slot_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _dispatch(self, events: list[Event]) -> None:
         streams = self._streams
@@ -352,7 +373,7 @@ class Pump:
                     self._accept(sid, head, end_stream)
                 case _:
                     self._guarded(self._on_event, event)
-        self._changed.set()
+        self._slots_changed()
 
     def _accept(self, sid: int, head: RequestHead, end_stream: bool) -> None:
         # No body: the StreamEnded that follows finds the stream ended already.
