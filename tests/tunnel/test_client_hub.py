@@ -24,6 +24,7 @@ from quorum.protocol import (
     ResponseHead,
     Role,
 )
+from quorum.tunnel import StreamHandler
 from relay.hub import Hub
 from tests.harness import timeout
 from tests.link.helpers import read_all, until
@@ -176,23 +177,25 @@ async def test_an_unknown_node_is_no_route() -> None:
     await relay.close()
 
 
-async def test_the_node_reconnects_after_the_relay_drops_it() -> None:
-    gate = asyncio.Event()
+def answer_after(gate: asyncio.Event) -> StreamHandler:
+    """A handler that sends the first event, then the rest once ``gate`` is set."""
 
     async def held(head: RequestHead, stream: TunnelStream) -> None:
         await read_all(stream)
         stream.send_response(SSE)
         await stream.send_all(EVENTS[0])
         await gate.wait()
-        await answer_rest(stream)
-
-    async def answer_rest(stream: TunnelStream) -> None:
         for event in EVENTS[1:]:
             await stream.send_all(event)
         await stream.send_eof()
 
+    return held
+
+
+async def test_the_node_reconnects_after_the_relay_drops_it() -> None:
+    gate = asyncio.Event()
     relay = MemoryRelay()
-    a, b = Node(relay, "node-a"), Node(relay, "node-b", serve=held, models=QWEN)
+    a, b = Node(relay, "node-a"), Node(relay, "node-b", serve=answer_after(gate), models=QWEN)
     async with running(a, b):
         await a.until_knows("node-b")
         response = await a.client.request("node-b", "POST", "/v1/chat/completions", [], BODY, 5)
@@ -288,17 +291,8 @@ async def test_the_newest_connection_of_a_node_wins() -> None:
 
 async def test_drain_refuses_new_streams_and_lets_running_ones_finish() -> None:
     gate = asyncio.Event()
-
-    async def held(head: RequestHead, stream: TunnelStream) -> None:
-        await read_all(stream)
-        stream.send_response(SSE)
-        await gate.wait()
-        for event in EVENTS:
-            await stream.send_all(event)
-        await stream.send_eof()
-
     relay = MemoryRelay()
-    a, b = Node(relay, "node-a"), Node(relay, "node-b", serve=held, models=QWEN)
+    a, b = Node(relay, "node-a"), Node(relay, "node-b", serve=answer_after(gate), models=QWEN)
     async with running(a, b):
         await a.until_knows("node-b")
         response = await a.client.request("node-b", "POST", "/v1/chat/completions", [], BODY, 5)
