@@ -36,14 +36,12 @@ from aiohttp import web
 from ._core import FakeEngine, compact_json
 from ._media import FormPart, inspect_audio, parse_multipart, transcript_for
 from ._slots import SlotPool
+from ._turn import ToolPlan, ToolSpec, params_of, plan_turn
+from ._turn import count_words as count_words
 
 JSONDict = dict[str, Any]
 DONE_FRAME = b"data: [DONE]\n\n"
 MIXED_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-
-
-def count_words(text: str) -> int:
-    return len(text.split())
 
 
 _TOKEN = re.compile(r"\s*\S+")
@@ -116,6 +114,7 @@ class Generation:
     stream: bool
     include_usage: bool
     created: int
+    call: ToolPlan | None = None  # the model calls a tool instead of answering in text
 
     @property
     def usage(self) -> JSONDict:
@@ -126,7 +125,25 @@ class Generation:
         }
 
 
-def plan_generation(engine: FakeEngine, body: JSONDict, model: str, *, chat: bool) -> Generation:
+def chat_tools(body: JSONDict) -> tuple[ToolSpec, ...]:
+    """The function tools a chat request offers (none when ``tool_choice`` is none)."""
+    if body.get("tool_choice") == "none":
+        return ()
+    specs = []
+    for tool in body.get("tools") or ():
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            specs.append(ToolSpec(fn["name"], params_of(fn.get("parameters"))))
+    return tuple(specs)
+
+
+def plan_generation(
+    engine: FakeEngine, body: JSONDict, model: str, *, chat: bool, tools: bool = False
+) -> Generation:
+    """The generation for a chat or completion request (see :mod:`._turn`); with ``tools``
+    the engine calls the tools a chat request offers."""
+    tool_result = None
+    offered: tuple[ToolSpec, ...] = ()
     if chat:
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         texts = [content_text(m.get("content")) for m in messages]
@@ -134,28 +151,36 @@ def plan_generation(engine: FakeEngine, body: JSONDict, model: str, *, chat: boo
         prompt = users[-1] if users else (texts[-1] if texts else "")
         prompt_tokens = sum(count_words(t) for t in texts)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if tools:
+            offered = chat_tools(body)
+            if messages and messages[-1].get("role") == "tool":
+                tool_result = texts[-1]
     else:
         raw = body.get("prompt", "")
         prompt = " ".join(str(p) for p in raw) if isinstance(raw, list) else str(raw)
         prompt_tokens = count_words(prompt)
         limit = body.get("max_tokens")
-    text = engine.reply(prompt)
-    finish = "stop"
-    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < count_words(text):
-        text = "".join(_TOKEN.findall(text)[:limit])
-        finish = "length"
+    turn = plan_turn(
+        engine.reply,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        tools=offered,
+        tool_result=tool_result,
+        limit=limit,
+    )
     options = body.get("stream_options")
     return Generation(
         model=model,
         prompt=prompt,
         prompt_tokens=prompt_tokens,
-        text=text,
-        pieces=split_pieces(text, engine.chunks),
-        completion_tokens=count_words(text),
-        finish_reason=finish,
+        text=turn.text,
+        pieces=split_pieces(turn.text, engine.chunks),
+        completion_tokens=turn.completion_tokens,
+        finish_reason=turn.finish,
         stream=body.get("stream") is True,
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         created=int(time.time()),
+        call=turn.call,
     )
 
 
@@ -168,11 +193,18 @@ class OpenAICompatEngine(FakeEngine):
 
     owned_by = "openai"
     headers_before_slot: ClassVar[bool] = False
+    supports_tools: ClassVar[bool] = False
+    """Whether the fake's chat completions render tool calls (vLLM's, with a tool parser);
+    without, a chat answers in text as if no tools were offered."""
     """Whether a streamed answer sends its status and headers before it has a slot (vLLM
     and llama-cpp-python return the streaming response at once) or only once it runs."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, call_tools: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.call_tools = call_tools
+        """Whether the model calls a tool the request offers (see ``_turn``); off, it answers
+        in text whatever tools it is offered. Chat completions call tools only on engines
+        that ``supports_tools``; the native APIs (Responses, Messages, Ollama's) always can."""
         self._any_pool = self.new_pool(None)
 
     # -- capacity -----------------------------------------------------------------------
@@ -212,20 +244,26 @@ class OpenAICompatEngine(FakeEngine):
             return answer()
 
     async def run_stream(
-        self, request: web.Request, model: str, frames: Sequence[bytes]
+        self,
+        request: web.Request,
+        model: str,
+        frames: Sequence[bytes],
+        headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
-        """A streamed generation: holds its slot while its frames go out."""
+        """A streamed generation: holds its slot while its frames go out (``headers``:
+        the stream's own, SSE's by default)."""
         refusal = self.refuse(request, model)
         if refusal is not None:
             return refusal
+        head = headers or self.sse_headers()
         response: web.StreamResponse | None = None
         if self.headers_before_slot:
-            response = await self.open_sse(request, self.sse_headers())
+            response = await self.open_sse(request, head)
         async with self.generation_slot(request, model) as present:
             if not present:
                 return response if response is not None else web.Response(status=499)
             if response is None:
-                response = await self.open_sse(request, self.sse_headers())
+                response = await self.open_sse(request, head)
             if await self.write_sse(request, response, frames):
                 await self.end_sse(response)
             return response
@@ -389,7 +427,9 @@ class OpenAICompatEngine(FakeEngine):
         model = self.resolve_model(request, body.get("model"), "chat" if chat else "completion")
         if isinstance(model, web.Response):
             return model
-        g = plan_generation(self, body, model, chat=chat)
+        g = plan_generation(
+            self, body, model, chat=chat, tools=self.call_tools and self.supports_tools
+        )
         self.on_generation(model)
         if chat:
             cid = self.chat_id()

@@ -130,9 +130,13 @@ class FakeLlamaCppPython(OpenAICompatEngine):
         return None
 
     async def run_stream(
-        self, request: web.Request, model: str, frames: Sequence[bytes]
+        self,
+        request: web.Request,
+        model: str,
+        frames: Sequence[bytes],
+        headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
-        response = await self.open_sse(request, self.sse_headers())
+        response = await self.open_sse(request, headers or self.sse_headers())
         pinging = asyncio.create_task(self._ping(response), name="llamacpp-python-ping")
         ends_cleanly = False
         try:

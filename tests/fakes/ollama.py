@@ -13,7 +13,9 @@ Shapes follow ollama/ollama:
   ``model "x" not found, try pulling it first``, wrapped on ``/v1`` as
   ``{"error": {"message", "type": "api_error", "param": null, "code": null}}`` (as reported
   by users of Ollama 0.3-0.11; newer builds say ``"type": "not_found_error"``).
-Unknown paths get gin's ``404 page not found`` (text/plain).
+Unknown paths get gin's ``404 page not found`` (text/plain). The native generation API
+(``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/embeddings``) is in
+``_ollama_native``.
 
 Capacity (``server/sched.go``, ``envconfig``, docs/faq.md "How does Ollama handle
 concurrent requests?"): each loaded model works on ``OLLAMA_NUM_PARALLEL`` requests at once
@@ -38,6 +40,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from ._core import ModelSpec, iso_now
+from ._ollama_native import add_native_routes
 from ._openai import Generation, JSONDict, OpenAICompatEngine
 from ._slots import SlotPool
 
@@ -108,6 +111,7 @@ class FakeOllama(OpenAICompatEngine):
         app.router.add_get("/api/version", self.handle_version)
         app.router.add_get("/api/tags", self.handle_tags)
         app.router.add_get("/api/ps", self.handle_ps)
+        add_native_routes(self, app)
         self.add_openai_routes(app)
         app.router.add_get("/v1/models/{model:.+}", self.handle_retrieve)
         app.router.add_route("*", "/{tail:.*}", self.handle_unknown)

@@ -24,6 +24,12 @@ Capacity: the scheduler runs up to ``--max-num-seqs`` requests at once (``max_nu
 waiting queue, first come first served, never refused. A streamed answer is returned at
 once, so a queued stream already has its 200 and headers, and its first chunk comes when
 it is scheduled.
+
+Tools: with tools offered, the model calls the first one (``--enable-auto-tool-choice``;
+see ``_turn``): ``message.tool_calls`` with ids ``chatcmpl-tool-<hex>``, ``content: null``,
+finish_reason ``tool_calls``; streamed, the call's id and name come first, then its
+arguments in pieces. ``native_apis=("responses", "messages")`` also serves
+``/v1/responses`` and Anthropic's ``/v1/messages`` (``_native``), as recent vLLM does.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from ._native import add_native_routes
 from ._openai import (
     DONE_FRAME,
     Generation,
@@ -78,6 +85,7 @@ class FakeVLLM(OpenAICompatEngine):
     default_models: ClassVar[tuple[str, ...]] = ("Qwen/Qwen3-0.6B",)
     owned_by = "vllm"
     headers_before_slot: ClassVar[bool] = True
+    supports_tools: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -87,9 +95,12 @@ class FakeVLLM(OpenAICompatEngine):
         root: str | None = None,
         version: str = "0.10.1.1",
         max_num_seqs: int = 256,
+        native_apis: Collection[str] = (),
         **kwargs: Any,
     ) -> None:
         self.tasks = frozenset(tasks)
+        self.native_apis = frozenset(native_apis)
+        """Foreign APIs served natively beside chat completions: responses, messages."""
         self.max_model_len = max_model_len
         self.root = root
         self.version = version
@@ -113,6 +124,7 @@ class FakeVLLM(OpenAICompatEngine):
         self.add_openai_routes(app)
         app.router.add_post("/v1/audio/transcriptions", self.handle_transcriptions)
         app.router.add_post("/v1/audio/translations", self.handle_translations)
+        add_native_routes(self, app, self.native_apis)
         app.router.add_route("*", "/{tail:.*}", self.handle_unknown)
         return app
 
@@ -202,15 +214,23 @@ class FakeVLLM(OpenAICompatEngine):
             "prompt_tokens_details": None,
         }
 
+    @staticmethod
+    def tool_call_id() -> str:
+        return f"chatcmpl-tool-{uuid_hex()}"
+
     def chat_response(self, g: Generation, cid: str) -> JSONDict:
+        calls: list[JSONDict] = []
+        if g.call is not None:
+            fn = {"name": g.call.name, "arguments": g.call.arguments}
+            calls.append({"id": self.tool_call_id(), "type": "function", "function": fn})
         message: JSONDict = {
             "role": "assistant",
-            "content": g.text,
+            "content": None if calls else g.text,
             "refusal": None,
             "annotations": None,
             "audio": None,
             "function_call": None,
-            "tool_calls": [],
+            "tool_calls": calls,
             "reasoning_content": None,
         }
         return {
@@ -237,7 +257,15 @@ class FakeVLLM(OpenAICompatEngine):
     def chat_chunks(self, g: Generation, cid: str) -> list[JSONDict]:
         base = self.chunk_base(g, cid)
         out = [{**base, "choices": [self.chat_choice({"role": "assistant", "content": ""}, None)]}]
-        out += [{**base, "choices": [self.chat_choice({"content": p}, None)]} for p in g.pieces]
+        if g.call is not None:
+            head = {"name": g.call.name, "arguments": ""}
+            first = {"id": self.tool_call_id(), "type": "function", "index": 0, "function": head}
+            out.append({**base, "choices": [self.chat_choice({"tool_calls": [first]}, None)]})
+            for piece in g.call.argument_pieces(self.chunks):
+                more = {"index": 0, "function": {"arguments": piece}}
+                out.append({**base, "choices": [self.chat_choice({"tool_calls": [more]}, None)]})
+        else:
+            out += [{**base, "choices": [self.chat_choice({"content": p}, None)]} for p in g.pieces]
         final = {**self.chat_choice({"content": ""}, g.finish_reason), "stop_reason": None}
         out.append({**base, "choices": [final]})
         if g.include_usage:
