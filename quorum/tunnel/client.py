@@ -96,7 +96,8 @@ class TunnelClient:
       relay's credit), then ``await stream.send_eof()``; or kills the stream
       with ``stream.reset(code, message)``;
     - is cancelled if the stream dies under it (the far client went away, or
-      the tunnel was lost): stop the work there, the engine's included;
+      the tunnel was lost): stop the work there, the engine's included (the
+      stream's ``listener`` is the client's, for this);
     - if it raises, the stream is reset INTERNAL; if it returns without
       ending its answer, the same.
 
