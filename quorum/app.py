@@ -45,8 +45,10 @@ from quorum.protocol.headers import HOP_HEADER
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
+from quorum.server.tunnel_edge import CoreStreamHandler
 from quorum.server.upstream import close_pool
 from quorum.tunnel import TunnelClient
+from quorum.tunnel.loopback import LoopbackForwarder
 from quorum.usage.outbox import OUTBOX_FILE, HttpShipper, Outbox
 
 log = logging.getLogger("quorum.node")
@@ -323,16 +325,20 @@ class Node:
         url, token = self.config.relay.url, self.config.cluster.token
         if url is None or token is None:
             return
+        # Streams the relay opens enter the proxy core directly (the node's read-only
+        # JSON is still asked of its own server on loopback).
+        fallback = LoopbackForwarder(
+            ctx.session, f"http://127.0.0.1:{self.port}", token, ctx.max_body_bytes
+        )
         ctx.tunnel = TunnelClient(
             url=url,
             token=token,
             node_id=ctx.node_id,
             node_name=ctx.name,
-            local_url=f"http://127.0.0.1:{self.port}",
-            session=ctx.session,
             on_fleet=self._on_fleet,
             local_models=self._model_infos,
             max_body=ctx.max_body_bytes,
+            serve_stream=CoreStreamHandler(ctx, fallback),
         )
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
         http_base = relay_http_base(url)

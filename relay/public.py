@@ -41,7 +41,7 @@ from multidict import CIMultiDict
 from quorum.api.body import request_model
 from quorum.api.endpoints import SERVED_V1, Endpoint
 from quorum.api.errors import error_code_of, stream_error
-from quorum.api.headers import RESPONSE_DROP, forwarded_request_headers
+from quorum.api.headers import KEY_MODELS_HEADER, RESPONSE_DROP, forwarded_request_headers
 from quorum.api.usage import ResponseUsageScanner
 from quorum.errors import (
     ApiError,
@@ -115,6 +115,9 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
         raise await _missing(state, ex)
     headers = forwarded_request_headers(request.headers.items())
     headers += [("X-Request-Id", ex.id)]
+    # The serving node checks the key's limits again where it routes the request.
+    models = ex.key.models
+    headers.append((KEY_MODELS_HEADER, "*" if models is None else ",".join(models)))
     if request.remote:
         headers.append(("X-Forwarded-For", request.remote))
     head = RequestHead(request.method, request.rel_url.path_qs, tuple(headers), model=ex.model)

@@ -13,6 +13,10 @@ from collections.abc import Iterable
 HOP_HEADER = "X-Quorum-Hop"
 """Set on a request one node forwards to another: it is never forwarded again."""
 
+KEY_MODELS_HEADER = "X-Quorum-Key-Models"
+"""Set by the relay on a stream an app's API key opened: the models the key may use
+(comma-separated; ``*`` for all), checked again where the request is routed."""
+
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
@@ -40,6 +44,7 @@ REQUEST_DROP = HOP_BY_HOP | frozenset(
         "Cookie",  # a browser's cookies for this host (a dashboard session) are not the next's
         "X-Request-Id",  # set by the hop: the client's own, or a new one
         HOP_HEADER,
+        KEY_MODELS_HEADER,  # only the relay says what a key may use
     )
 )
 """Request headers a hop never passes on."""

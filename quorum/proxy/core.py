@@ -31,9 +31,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from quorum.answers import verbose
+from quorum.api.headers import HOP_HEADER, forwarded_request_headers
 from quorum.errors import ApiError, Forbidden, InvalidRequest, ModelNotFound, NoReachableHolder
 from quorum.fleet import Holder, Route
-from quorum.protocol.headers import HOP_HEADER
 from quorum.proxy import foreign as foreigns
 from quorum.proxy.answer import attempt
 from quorum.proxy.context import ProxyContext
@@ -53,29 +53,6 @@ from quorum.server import body as bodies
 from quorum.usage import SseUsageScanner
 
 log = logging.getLogger("quorum.proxy")
-
-# Request headers never passed on to the holder (hop-by-hop, or set by the node).
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-        "Host",
-        "Content-Length",
-        "Accept-Encoding",
-        "Authorization",
-        "X-Api-Key",  # Anthropic's SDKs send their key here: never to an engine
-        "Cookie",
-        HOP_HEADER,
-        "X-Request-Id",  # set by the node: the client's own, or a new one
-    )
-)
 
 
 def new_exchange(request: ProxyRequest) -> Exchange:
@@ -263,7 +240,7 @@ def _adapt(
 
 
 def _upstream_headers(request: ProxyRequest, holder: Holder, ex: Exchange) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
+    headers = forwarded_request_headers(request.headers)
     headers.append(("X-Request-Id", ex.id))
     if holder.api_key:
         headers.append(("Authorization", f"Bearer {holder.api_key}"))

@@ -106,8 +106,11 @@ def test_killing_the_serving_node_ends_the_stream_with_an_error(trio: Trio) -> N
     text, _, _ = stream_until_failure(trio, stop_a)
     assert text
     wait_until(lambda: not holders(trio.b, MODEL), 5, "A's model gone from B")
-    with trio.client() as c, pytest.raises(openai.NotFoundError):
+    # Gone moments ago: "try again" (503 with Retry-After), not "no such model" (404).
+    with trio.client() as c, pytest.raises(openai.InternalServerError) as gone:
         c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert gone.value.status_code == 503
+    assert int(gone.value.response.headers["Retry-After"]) >= 1
 
 
 def test_another_cluster_can_neither_see_nor_reach(trio: Trio, bg: LoopThread) -> None:
