@@ -20,7 +20,7 @@ def imports(package: Path) -> set[str]:
 
 
 # Small pure helpers the relay shares with the node (stdlib only, checked below).
-SHARED_PURE = ("quorum.api",)
+SHARED_PURE = ("quorum.api", "quorum.ratelimit")
 
 # The tunnel's asyncio adapter, one for node and relay (asyncio, protocol and errors only).
 SHARED_ADAPTER = ("quorum.link",)
@@ -46,7 +46,7 @@ def test_relay_imports_only_the_protocol_from_quorum() -> None:
 
 def test_shared_helpers_are_stdlib_only() -> None:
     stdlib = {"__future__", "json", "dataclasses", "re", "enum", "typing", "collections"}
-    stdlib |= {"itertools"}
+    stdlib |= {"itertools", "math", "time"}
     # Besides the stdlib they may use each other and the exception tree (itself stdlib-only).
     ours = ("quorum.errors", *SHARED_PURE)
     modules = [
