@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from quorum.api.headers import HOP_HEADER
 from quorum.config.load import default_data_dir
 from quorum.config.models import Config, EmbeddedMode
 from quorum.discovery import (
@@ -41,10 +42,10 @@ from quorum.http import socket_factory
 from quorum.keys import KeyVerifier, relay_http_base
 from quorum.netguard import GuardedSite
 from quorum.protocol import ModelInfo
-from quorum.protocol.headers import HOP_HEADER
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
+from quorum.server.status import local_models
 from quorum.server.tunnel_edge import CoreStreamHandler
 from quorum.server.upstream import close_pool
 from quorum.tunnel import TunnelClient
@@ -349,11 +350,7 @@ class Node:
     def _model_infos(self) -> list[ModelInfo]:
         if self._sharing_paused:
             return []  # paused: nothing is offered to the cluster
-        return [
-            ModelInfo(h.model, h.type.value, h.service, tuple(sorted(h.features)))
-            for h in self.ctx.snapshot.local()
-            if h.online
-        ]
+        return local_models(self.ctx)
 
     def _digest(self) -> str:
         local = self.ctx.snapshot.local()

@@ -21,26 +21,17 @@ from typing import Any
 
 import aiohttp
 
-from quorum.config.models import EngineKind, ServiceType
 from quorum.discovery import presence as pr
 from quorum.discovery.events import DiscoveryEvent, PeerFound, PeerRemoved, PeerUpdated
 from quorum.discovery.txt import Advert
-from quorum.errors import PeerError, PeerRefused
+from quorum.errors import PeerError, PeerRefused, RemoteProtocolError
 from quorum.fleet import FleetEvent, Holder, PeerGone, PeerHoldersChanged, Route
+from quorum.fleet.remote import peer_holders
+from quorum.protocol import ModelInfo
 
 log = logging.getLogger("quorum.discovery.peers")
 
 LOCAL_PATH = "/quorum/v1/local"
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteModel:
-    id: str
-    type: ServiceType
-    service: str
-    engine: EngineKind
-    loaded: bool | None
-    features: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,26 +40,16 @@ class PeerListing:
 
     node_id: str
     node_name: str
-    models: tuple[RemoteModel, ...]
+    models: tuple[ModelInfo, ...]
 
 
 def parse_listing(data: Any) -> PeerListing:
     """``/quorum/v1/local``'s JSON -> PeerListing; raises PeerError on anything malformed."""
     try:
         node = data["node"]
-        models = tuple(
-            RemoteModel(
-                id=str(m["id"]),
-                type=ServiceType(m["type"]),
-                service=str(m["service"]),
-                engine=EngineKind(m["engine"]),
-                loaded=m.get("loaded") if isinstance(m.get("loaded"), bool) else None,
-                features=frozenset(str(f) for f in m.get("features") or ()),
-            )
-            for m in data["models"]
-        )
+        models = tuple(ModelInfo.from_json(m) for m in data["models"])
         return PeerListing(str(node["id"]), str(node["name"]), models)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RemoteProtocolError) as exc:
         raise PeerError(f"the peer's model list is malformed ({exc!r})") from None
 
 
@@ -258,20 +239,11 @@ class PeerTracker:
         assert listing is not None
         host = peer.addresses[0]
         host = f"[{host}]" if ":" in host else host
-        return tuple(
-            Holder(
-                model=m.id,
-                type=m.type,
-                node_id=listing.node_id,
-                node_name=listing.node_name,
-                route=Route.LAN,
-                service=m.service,
-                engine=m.engine,
-                url=f"http://{host}:{peer.advert.port}",
-                upstream_model=m.id,
-                features=m.features,
-                loaded=m.loaded,
-                api_key=self._token,
-            )
-            for m in listing.models
+        return peer_holders(
+            listing.node_id,
+            listing.node_name,
+            Route.LAN,
+            f"http://{host}:{peer.advert.port}",
+            listing.models,
+            api_key=self._token,
         )

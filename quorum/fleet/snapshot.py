@@ -44,6 +44,7 @@ class Holder:
     api_key: str | None = field(default=None, repr=False)
     header_timeout_s: float = 600.0
     down_reason: str | None = None  # why an offline local holder is down, in plain words
+    limit: int | None = None  # requests its service takes at once, as a peer announced it
 
 
 @dataclass(frozen=True)

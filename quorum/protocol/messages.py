@@ -188,6 +188,15 @@ class _Message:
         """Parse and validate ``payload``; raise ``RemoteProtocolError`` on any fault."""
         return _build(cls, _parse(payload), cls._convert)
 
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        """Build from an already parsed JSON value, with the same checks as ``decode``."""
+        return _build(cls, obj, cls._convert)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return body
+
     @staticmethod
     def _convert(values: dict[str, Any]) -> None:
         """Turn JSON-shaped values into field types in place (enums, nested messages)."""
@@ -220,13 +229,20 @@ class Hello(_Message):
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo(_Message):
-    """One model a node serves, and the kind of service that serves it."""
+    """One model a node serves, and the service that serves it: the one presence format
+    of LAN peers (``/quorum/v1/local``) and relay peers (``Presence``) alike."""
 
     id: str
     type: str = "llm"
     """Service type: llm, stt, tts, image, embedding (free-form, routing matches exactly)."""
     service: str = ""
     features: tuple[str, ...] = ()
+    engine: str = ""
+    """The engine kind behind the service (``ollama``, ``vllm``, ...; empty: unknown)."""
+    loaded: bool | None = None
+    """Whether the engine has the model in memory (None: it does not say)."""
+    limit: int = 0
+    """Requests the service takes at once (0: unknown)."""
 
     def __post_init__(self) -> None:
         _check_str("model id", self.id, max_len=_MAX_TEXT)
@@ -234,6 +250,10 @@ class ModelInfo(_Message):
         _check_str("service", self.service, empty=True)
         for item in _check_tuple("features", self.features, 64):
             _check_str("feature", item, max_len=64)
+        _check_str("engine", self.engine, empty=True, max_len=64)
+        if self.loaded is not None and not isinstance(self.loaded, bool):
+            _fail("loaded must be a boolean or null")
+        _check_int("limit", self.limit, 0, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,9 @@ from multidict import CIMultiDict
 
 from quorum.answers import cut as cuts
 from quorum.answers import verbose
+from quorum.api.headers import RESPONSE_DROP
 from quorum.errors import ApiError, EngineTimeout, NoReachableHolder, UpstreamFailed
 from quorum.fleet import Holder, Route
-from quorum.protocol.headers import RESPONSE_DROP
 from quorum.proxy import foreign as foreigns
 from quorum.proxy.exchange import Exchange, usage_record
 from quorum.proxy.foreign import Foreign

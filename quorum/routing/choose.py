@@ -16,7 +16,7 @@ from quorum.fleet import FleetSnapshot, Holder, Route
 from quorum.routing.admission import retry_after
 from quorum.routing.aliases import NO_ALIASES, resolve_alias
 from quorum.routing.failover import REPLAY_LIMIT_BYTES
-from quorum.routing.health import DEFAULT_LIMITS, NEVER_USED, Health, key_of
+from quorum.routing.health import DEFAULT_LIMITS, NEVER_USED, REMOTE_LIMIT, Health, key_of
 
 _ROUTE_COST = {Route.LOCAL: 0, Route.LAN: 1, Route.RELAY: 2}
 
@@ -143,7 +143,9 @@ def _rank(
     for h in online:
         key = (h.node_id, h.service, h.route)
         entry = entries.get(key, never)
-        limit = (limits and limits.get(key)) or _DEFAULT_LIMITS[h.engine]
+        limit = (limits and limits.get(key)) or (
+            _DEFAULT_LIMITS[h.engine] if h.route is Route.LOCAL else h.limit or REMOTE_LIMIT
+        )
         rank = _FREE
         until = entry.cooldown_until
         if until is not None:

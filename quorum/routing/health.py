@@ -167,12 +167,15 @@ so this node only bounds how many requests it sends there at once."""
 
 
 def limit_of(health: Health, holder: Holder) -> int:
-    """The holder's concurrency limit: configured for its key, else its engine's default
-    (a peer's holders: ``REMOTE_LIMIT``, since the peer enforces the real one)."""
+    """The holder's concurrency limit: configured for its key, else its engine's default;
+    a peer's holder: the limit the peer announced, else ``REMOTE_LIMIT`` (the peer
+    enforces the real one and queues the rest)."""
     configured = health.limits.get(key_of(holder))
     if configured:
         return configured
-    return DEFAULT_LIMITS[holder.engine] if holder.route is Route.LOCAL else REMOTE_LIMIT
+    if holder.route is Route.LOCAL:
+        return DEFAULT_LIMITS[holder.engine]
+    return holder.limit or REMOTE_LIMIT
 
 
 def available(health: Health, holder: Holder, now: float) -> bool:

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from quorum.api.headers import HOP_HEADER
 from quorum.errors import BodyTooLarge
-from quorum.protocol.headers import HOP_HEADER
 from quorum.proxy import ProxyRequest, new_exchange, serve
 from quorum.routing import Endpoint
 from quorum.server.context import ATTEMPTS, CALLER, CONTEXT, KEY_INFO, Caller

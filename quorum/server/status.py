@@ -12,7 +12,8 @@ from aiohttp import web
 from quorum import __version__
 from quorum.errors import Forbidden, ModelNotFound
 from quorum.fleet import Holder
-from quorum.routing import listed, resolve_alias
+from quorum.protocol import ModelInfo
+from quorum.routing import limit_of, listed, resolve_alias
 from quorum.server.context import CONTEXT, KEY_INFO, NodeContext
 
 
@@ -159,22 +160,30 @@ def _usage_json(ctx: NodeContext) -> dict[str, Any] | None:
     return {"held": outbox.held, "dropped": outbox.dropped, "problem": outbox.problem}
 
 
+def local_models(ctx: NodeContext) -> list[ModelInfo]:
+    """What this node itself holds (never what it learned from peers), in the one presence
+    format peers read over the LAN and through the relay."""
+    health = ctx.scheduler.health
+    return [
+        ModelInfo(
+            h.model,
+            h.type.value,
+            h.service,
+            tuple(sorted(h.features)),
+            engine=h.engine.value,
+            loaded=h.loaded,
+            limit=limit_of(health, h),
+        )
+        for h in ctx.snapshot.local()
+        if h.online
+    ]
+
+
 def local_json(ctx: NodeContext) -> dict[str, Any]:
-    """What this node itself holds, for peers (never what it learned from them)."""
+    """``/quorum/v1/local``: this node and its own models, for LAN peers."""
     return {
         "node": {"id": ctx.node_id, "name": ctx.name},
-        "models": [
-            {
-                "id": h.model,
-                "type": h.type.value,
-                "service": h.service,
-                "engine": h.engine.value,
-                "loaded": h.loaded,
-                "features": sorted(h.features),
-            }
-            for h in ctx.snapshot.local()
-            if h.online
-        ],
+        "models": [m.to_json() for m in local_models(ctx)],
     }
 
 

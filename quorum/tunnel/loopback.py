@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import aiohttp
 
+from quorum.api.headers import HOP_HEADER
 from quorum.http import request_body
 from quorum.link import TunnelStream
 from quorum.protocol import RequestHead, ResetCode, ResponseHead
-from quorum.protocol.headers import HOP_HEADER
 
 _SKIP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _REPLACED = frozenset({"authorization", HOP_HEADER.lower()})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quorum.config.models import EngineKind, ServiceType
-from quorum.fleet import FleetEvent, Holder, PeerGone, PeerHoldersChanged, Route
-from quorum.protocol import ModelInfo, Presence
+from quorum.fleet import FleetEvent, PeerGone, PeerHoldersChanged, Route
+from quorum.fleet.remote import peer_holders
+from quorum.protocol import Presence
 
 
 class RelayPeers:
@@ -34,29 +34,12 @@ class RelayPeers:
                 self._on_fleet(PeerGone(node_id, Route.RELAY))
             return
         self._peers[node_id] = presence
-        holders = tuple(_holder(presence, m) for m in presence.models if _known_type(m.type))
+        holders = peer_holders(
+            node_id, presence.name, Route.RELAY, f"relay://{node_id}", presence.models
+        )
         self._on_fleet(PeerHoldersChanged(node_id, holders, Route.RELAY))
 
     def forget_all(self) -> None:
         for node_id in list(self._peers):
             self._on_fleet(PeerGone(node_id, Route.RELAY))
         self._peers.clear()
-
-
-def _known_type(value: str) -> bool:
-    return value in ServiceType._value2member_map_
-
-
-def _holder(presence: Presence, model: ModelInfo) -> Holder:
-    return Holder(
-        model=model.id,
-        type=ServiceType(model.type),
-        node_id=presence.node_id,
-        node_name=presence.name or presence.node_id[:8],
-        route=Route.RELAY,
-        service=model.service,
-        engine=EngineKind.OPENAI,
-        url=f"relay://{presence.node_id}",
-        upstream_model=model.id,
-        features=frozenset(model.features),
-    )

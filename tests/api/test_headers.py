@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from quorum.api import headers
-from quorum.protocol import headers as protocol_headers
 
 
 def test_a_hop_forwards_only_end_to_end_headers() -> None:
@@ -37,6 +36,3 @@ def test_policy_sets() -> None:
     assert headers.HOP_HEADER.lower() in headers.REQUEST_DROP
     assert {"content-length", "transfer-encoding", "date"} <= headers.RESPONSE_DROP
     assert all(h == h.lower() for h in headers.REQUEST_DROP | headers.RESPONSE_DROP)
-    # The protocol package still names them, for its older importers.
-    assert protocol_headers.HOP_HEADER is headers.HOP_HEADER
-    assert protocol_headers.RESPONSE_DROP is headers.RESPONSE_DROP

@@ -8,9 +8,11 @@ import pytest
 
 from quorum.config import EngineKind, ServiceType
 from quorum.discovery import PROTOCOL_VERSION, Advert, PeerFound, PeerRemoved, PeerUpdated
-from quorum.discovery.peers import PeerListing, PeerTracker, RemoteModel, parse_listing
+from quorum.discovery.peers import PeerListing, PeerTracker, parse_listing
 from quorum.errors import PeerError, PeerRefused
 from quorum.fleet import FleetEvent, FleetSnapshot, PeerGone, Route, apply
+from quorum.fleet.remote import peer_holders
+from quorum.protocol import ModelInfo
 from tests.harness import timeout
 
 TOKEN = "t" * 32
@@ -48,7 +50,9 @@ def listing(*models: str, node_id: str = "b1") -> PeerListing:
         node_id,
         "node-b",
         tuple(
-            RemoteModel(m, ServiceType.LLM, "ollama", EngineKind.OLLAMA, True, frozenset())
+            ModelInfo(
+                m, ServiceType.LLM.value, "ollama", engine=EngineKind.OLLAMA.value, loaded=True
+            )
             for m in models
         ),
     )
@@ -156,8 +160,19 @@ async def test_a_peer_answering_as_another_node_is_ignored(rig: Rig) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [None, {}, {"node": {"id": "x", "name": "y"}, "models": [{"id": "m", "type": "video"}]}],
+    [None, {}, {"node": {"id": "x", "name": "y"}, "models": [{"id": "m", "limit": -1}]}],
 )
 def test_malformed_listing(bad: object) -> None:
     with pytest.raises(PeerError):
         parse_listing(bad)
+
+
+def test_a_newer_peers_unknown_model_type_is_left_out() -> None:
+    listed = parse_listing(
+        {
+            "node": {"id": "x", "name": "y"},
+            "models": [{"id": "m", "type": "video"}, {"id": "q", "type": "llm", "limit": 2}],
+        }
+    )
+    holders = peer_holders("x", "y", Route.LAN, "http://h:1", listed.models)
+    assert [(h.model, h.limit) for h in holders] == [("q", 2)]
