@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
-from quorum.errors import QuorumError
+from quorum.errors import AutostartError
 
 log = logging.getLogger("quorum.autostart")
 
@@ -39,10 +39,6 @@ LAUNCH_AGENT_LABEL = "io.quorum.tray"
 DESKTOP_FILE = "quorum.desktop"
 SHORTCUT_FILE = "Quorum.lnk"
 POWERSHELL_TIMEOUT_S = 30.0
-
-
-class AutostartError(QuorumError):
-    """The start-at-login entry could not be written or removed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,11 @@
     │   ├── HttpProtocolError       the engine's answer is not HTTP/1.1 it understands
     │   ├── ConnectionLost          the connection closed before the answer was complete
     │   └── ConnectTimeout          the engine did not accept the connection in time
+    ├── ShipFailed                  usage records did not reach the relay: try again later
+    │   └── ShipRefused             the relay refused the cluster token (401/403)
+    ├── ShipRejected                the relay refused a usage batch as malformed: never again
+    ├── StoreError                  the relay's store refused an operation, or is damaged
+    ├── AutostartError              the start-at-login entry could not be written or removed
     ├── PeerError                   a peer node did not give a usable answer
     │   └── PeerRefused             the peer's address refused the connection (it is gone)
     ├── TunnelError                 the tunnel (a node's WebSocket to the relay) cannot carry on
@@ -261,6 +266,27 @@ class ConnectionLost(HttpError):
 
 class ConnectTimeout(HttpError, TimeoutError):
     """The engine did not accept the connection in time."""
+
+
+class ShipFailed(QuorumError):
+    """The batch did not reach the relay, or the relay did not confirm it: try again later."""
+
+
+class ShipRefused(ShipFailed):
+    """The relay refused the cluster token (401/403)."""
+
+
+class ShipRejected(QuorumError):
+    """The relay refused the batch as malformed: sending it again cannot help."""
+
+
+class StoreError(QuorumError):
+    """The store refused an operation (a duplicate name, an unknown cluster or key), or
+    cannot be read (then the message names the file and how to restore it)."""
+
+
+class AutostartError(QuorumError):
+    """The start-at-login entry could not be written or removed."""
 
 
 class PeerError(QuorumError):

@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from quorum.errors import InvalidRequest, NotFound, QuorumError
+from quorum.errors import InvalidRequest, NotFound, QuorumError, StoreError
 from relay.keys import parse_duration
 from relay.presence import is_online
-from relay.store import ApiKey, Cluster, NodeSeen, Store, StoreError, UsageBy
+from relay.store import ApiKey, Cluster, NodeSeen, Store, UsageBy
 
 ADMIN_TOKEN_ENV = "QUORUM_RELAY_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin_token"

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from quorum.errors import RemoteProtocolError
+from quorum.errors import RemoteProtocolError, StoreError
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import new_key, secret_hash
 from relay.migrations import MIGRATIONS
@@ -29,7 +29,6 @@ from relay.store import (
     ApiKey,
     Cluster,
     NodeSeen,
-    StoreError,
     UsageBy,
     UsageGroup,
     UsagePoint,

@@ -24,13 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from quorum.errors import QuorumError
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import KeyState, display_prefix, key_state
-
-
-class StoreError(QuorumError):
-    """The store refused an operation (a duplicate name, an unknown cluster or key)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import aiohttp
 
-from quorum.errors import QuorumError, RemoteProtocolError
+from quorum.errors import RemoteProtocolError, ShipFailed, ShipRefused, ShipRejected
 from quorum.protocol import MAX_USAGE_BATCH, UsageBatch, backoff
 from quorum.protocol import RequestUsage as UsageRecord
 
@@ -47,18 +47,6 @@ log = logging.getLogger("quorum.usage")
 
 OUTBOX_FILE = "usage-outbox.sqlite3"
 MAX_HELD = 100_000  # records kept in memory while the outbox cannot be written
-
-
-class ShipFailed(QuorumError):
-    """The batch did not reach the relay, or the relay did not confirm it: try again later."""
-
-
-class ShipRejected(QuorumError):
-    """The relay refused the batch as malformed: sending it again cannot help."""
-
-
-class ShipRefused(ShipFailed):
-    """The relay refused the cluster token (401/403)."""
 
 
 Ship = Callable[[Sequence[UsageRecord]], Awaitable[None]]

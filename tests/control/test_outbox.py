@@ -15,8 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from quorum.errors import ShipFailed, ShipRejected
 from quorum.usage import UsageRecord
-from quorum.usage.outbox import HttpShipper, Outbox, ShipFailed, ShipRejected
+from quorum.usage.outbox import HttpShipper, Outbox
 from relay.sqlite_store import SqliteStore
 from relay.store import UsageBy
 from tests.control.harness import FakeClock, InProcessRelay

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from quorum.errors import StoreError
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import KeyState
-from relay.open_store import open_store
 from relay.migrations import MIGRATIONS
+from relay.open_store import open_store
 from relay.sqlite_store import SqliteStore
-from relay.store import NodeSeen, StoreError, UsageBy
+from relay.store import NodeSeen, UsageBy
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000.0

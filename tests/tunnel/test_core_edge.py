@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from quorum.api.headers import KEY_MODELS_HEADER
 from quorum.link import TunnelStream
 from quorum.protocol import ModelInfo, RequestHead
-from quorum.server.tunnel_edge import KEY_MODELS_HEADER, CoreStreamHandler, key_of
+from quorum.server.tunnel_edge import CoreStreamHandler, key_of
 from tests.proxy.test_core import ANSWER, Context, MemoryUpstream, chunk, context, holder, sse
 from tests.tunnel.helpers import MemoryRelay, Node, running
 
