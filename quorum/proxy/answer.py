@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 
 from quorum.answers import cut as cuts
 from quorum.answers import verbose
+from quorum.api.errors import stream_error
 from quorum.api.headers import RESPONSE_DROP
 from quorum.errors import ApiError, EngineTimeout, NoReachableHolder, UpstreamFailed
 from quorum.fleet import Holder, Route
@@ -203,8 +204,8 @@ async def _stream_answer(
             holder.node_name,
             exc,
         )
-        if sse:
-            await sink.write(b"data: " + json.dumps(exc.body()).encode() + b"\n\n")
+        if lines:  # the stream's own error event, in the client's API (never a clean end)
+            await sink.write(stream_error(exc, ex.endpoint.dialect))
         # Close without the terminating chunk: the client sees a truncated body, not an end.
         sink.abort()
         return Attempt(Outcome.BROKEN_MID_ANSWER)

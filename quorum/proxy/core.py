@@ -32,6 +32,7 @@ from typing import Any
 
 from quorum.answers import verbose
 from quorum.api.headers import HOP_HEADER, forwarded_request_headers
+from quorum.api.multipart import form_model
 from quorum.errors import ApiError, Forbidden, InvalidRequest, ModelNotFound, NoReachableHolder
 from quorum.fleet import Holder, Route
 from quorum.proxy import foreign as foreigns
@@ -108,9 +109,7 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
         fields = bodies.multipart_fields(
             payload, boundary, {"model", "response_format", "language"}
         )
-        if "model" not in fields:
-            raise InvalidRequest("You must provide a model parameter.", param="model")
-        ex.model = fields["model"]
+        ex.model = form_model(dict(fields))
 
     key = request.key
     ex.key_id = key.key_id if key is not None else None
