@@ -112,6 +112,16 @@ def response_headers(
     return headers
 
 
+def _broken_json(holder: Holder, exc: Exception) -> Attempt:
+    return Attempt(
+        Outcome.BAD_RESPONSE,
+        UpstreamFailed(
+            f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
+            f"JSON body ({type(exc).__name__})."
+        ),
+    )
+
+
 async def _json_answer(
     sink: Sink, upstream: Upstream, holder: Holder, headers: CIMultiDict[str], ex: Exchange
 ) -> Attempt:
@@ -123,13 +133,7 @@ async def _json_answer(
     except UpstreamFailed as err:
         return Attempt(Outcome.RESET, err)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        return Attempt(
-            Outcome.BAD_RESPONSE,
-            UpstreamFailed(
-                f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
-                f"JSON body ({type(exc).__name__})."
-            ),
-        )
+        return _broken_json(holder, exc)
     ex.first_byte = time.perf_counter()
     ex.status = upstream.status
     if ex.endpoint.label in GENERATIONS and not cuts.finished(parsed):
@@ -229,13 +233,7 @@ async def _translated_whole(
     except UpstreamFailed as err:
         return Attempt(Outcome.BAD_RESPONSE, err)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        return Attempt(
-            Outcome.BAD_RESPONSE,
-            UpstreamFailed(
-                f"The engine '{holder.service}' on {holder.node_name} answered with a broken "
-                f"JSON body ({type(exc).__name__})."
-            ),
-        )
+        return _broken_json(holder, exc)
     ex.first_byte = time.perf_counter()
     ex.status = upstream.status
     if ex.scanner is not None:
