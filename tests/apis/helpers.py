@@ -65,9 +65,22 @@ def openai_client(base_url: str, wire: Wire, api_key: str = "unused") -> openai.
 def anthropic_client(
     url: str, wire: Wire, *, key: str = "unused", bearer: bool = False
 ) -> anthropic.Anthropic:
-    """``url`` without ``/v1``; the key as ``x-api-key`` (the SDK's default) or Bearer."""
-    auth: dict[str, Any] = {"auth_token": key} if bearer else {"api_key": key}
-    return anthropic.Anthropic(base_url=url, max_retries=0, http_client=wire.http(), **auth)
+    """``url`` without ``/v1``; the key as ``x-api-key`` (how Claude Code and Anthropic's
+    SDKs before 2.x send it) or as ``Authorization: Bearer`` (``auth_token``, and this SDK's
+    ``api_key`` too)."""
+    if bearer:
+        return anthropic.Anthropic(
+            base_url=url, auth_token=key, max_retries=0, http_client=wire.http()
+        )
+    # Omit() is how the SDK drops a header it would send (its api_key as Bearer).
+    headers: Any = {"X-Api-Key": key, "Authorization": anthropic.Omit()}
+    return anthropic.Anthropic(
+        base_url=url,
+        api_key="unused",
+        default_headers=headers,
+        max_retries=0,
+        http_client=wire.http(),
+    )
 
 
 def ollama_client(url: str, wire: Wire, **kwargs: Any) -> ollama.Client:

@@ -80,6 +80,8 @@ def test_create_and_stream_translated_with_a_tool(make_rig: MakeRig, wire: Wire)
     fake = rig.fakes["vllm"]
     (first,) = fake.requests_to("/v1/chat/completions")
     assert first.json()["messages"][0] == {"role": "system", "content": "Answer briefly."}
+    assert wire.sent[0].headers["x-api-key"] == "unused"
+    assert "authorization" not in wire.sent[0].headers
     assert "x-api-key" not in first.headers and "authorization" not in first.headers
 
     with client.messages.stream(

@@ -115,6 +115,7 @@ class Generation:
     include_usage: bool
     created: int
     call: ToolPlan | None = None  # the model calls a tool instead of answering in text
+    reasoning: tuple[str, ...] = ()  # thoughts before the answer, in streamed pieces
 
     @property
     def usage(self) -> JSONDict:
@@ -138,10 +139,16 @@ def chat_tools(body: JSONDict) -> tuple[ToolSpec, ...]:
 
 
 def plan_generation(
-    engine: FakeEngine, body: JSONDict, model: str, *, chat: bool, tools: bool = False
+    engine: FakeEngine,
+    body: JSONDict,
+    model: str,
+    *,
+    chat: bool,
+    tools: bool = False,
+    reasoning: str = "",
 ) -> Generation:
     """The generation for a chat or completion request (see :mod:`._turn`); with ``tools``
-    the engine calls the tools a chat request offers."""
+    the engine calls the tools a chat request offers; a chat starts with ``reasoning``."""
     tool_result = None
     offered: tuple[ToolSpec, ...] = ()
     if chat:
@@ -181,6 +188,7 @@ def plan_generation(
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         created=int(time.time()),
         call=turn.call,
+        reasoning=split_pieces(reasoning, engine.chunks) if chat and reasoning else (),
     )
 
 
@@ -199,8 +207,11 @@ class OpenAICompatEngine(FakeEngine):
     """Whether a streamed answer sends its status and headers before it has a slot (vLLM
     and llama-cpp-python return the streaming response at once) or only once it runs."""
 
-    def __init__(self, *, call_tools: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *, call_tools: bool = True, reasoning: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.reasoning = reasoning
+        """Thoughts a chat answer starts with (vLLM's reasoning parser: ``reasoning_content``),
+        on engines whose fake renders them; empty: none."""
         self.call_tools = call_tools
         """Whether the model calls a tool the request offers (see ``_turn``); off, it answers
         in text whatever tools it is offered. Chat completions call tools only on engines
@@ -428,7 +439,12 @@ class OpenAICompatEngine(FakeEngine):
         if isinstance(model, web.Response):
             return model
         g = plan_generation(
-            self, body, model, chat=chat, tools=self.call_tools and self.supports_tools
+            self,
+            body,
+            model,
+            chat=chat,
+            tools=self.call_tools and self.supports_tools,
+            reasoning=self.reasoning,
         )
         self.on_generation(model)
         if chat:

@@ -28,7 +28,9 @@ it is scheduled.
 Tools: with tools offered, the model calls the first one (``--enable-auto-tool-choice``;
 see ``_turn``): ``message.tool_calls`` with ids ``chatcmpl-tool-<hex>``, ``content: null``,
 finish_reason ``tool_calls``; streamed, the call's id and name come first, then its
-arguments in pieces. ``native_apis=("responses", "messages")`` also serves
+arguments in pieces. ``reasoning="..."`` makes every chat answer start with those thoughts
+(``--reasoning-parser``): ``message.reasoning_content``, streamed as ``reasoning_content``
+deltas before the content. ``native_apis=("responses", "messages")`` also serves
 ``/v1/responses`` and Anthropic's ``/v1/messages`` (``_native``), as recent vLLM does.
 """
 
@@ -231,7 +233,7 @@ class FakeVLLM(OpenAICompatEngine):
             "audio": None,
             "function_call": None,
             "tool_calls": calls,
-            "reasoning_content": None,
+            "reasoning_content": "".join(g.reasoning) or None,
         }
         return {
             "id": cid,
@@ -257,6 +259,10 @@ class FakeVLLM(OpenAICompatEngine):
     def chat_chunks(self, g: Generation, cid: str) -> list[JSONDict]:
         base = self.chunk_base(g, cid)
         out = [{**base, "choices": [self.chat_choice({"role": "assistant", "content": ""}, None)]}]
+        for thought in g.reasoning:
+            out.append(
+                {**base, "choices": [self.chat_choice({"reasoning_content": thought}, None)]}
+            )
         if g.call is not None:
             head = {"name": g.call.name, "arguments": ""}
             first = {"id": self.tool_call_id(), "type": "function", "index": 0, "function": head}
