@@ -178,12 +178,15 @@ class _Guarded(asyncio.Protocol):
             return
         tracker = self._tracker
         before = tracker.phase
-        if tracker.feed(data) or (before is not Phase.HEAD and tracker.phase is Phase.HEAD):
-            self._arm(self._factory.head_timeout_s)  # from the head's first byte: no drip
-        elif tracker.phase is Phase.BODY:
+        started = tracker.feed(data)
+        phase = tracker.phase
+        if phase is Phase.HEAD:
+            if started or before is not Phase.HEAD:
+                self._arm(self._factory.head_timeout_s)  # from the head's first byte: no drip
+        elif phase is Phase.BODY:
             self._arm(self._factory.body_idle_s)  # from the last byte that came
-        elif tracker.phase is not Phase.HEAD:
-            self._disarm()
+        else:
+            self._disarm()  # between requests, or answering one: not timed here
         inner.data_received(data)
 
     def _arm(self, seconds: float) -> None:

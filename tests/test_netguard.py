@@ -59,3 +59,43 @@ def test_a_body_is_tracked_then_a_chunked_one_is_left_alone() -> None:
 def test_only_loopback_is_trusted() -> None:
     assert is_trusted("127.0.0.1") and is_trusted("::1")
     assert not is_trusted("10.213.0.2") and not is_trusted(None) and not is_trusted("x")
+
+
+async def test_a_long_answer_is_not_cut_by_the_head_deadline() -> None:
+    """A whole request in one packet, then a silent minute while it is answered: the
+    connection stays (only an unfinished head or a stalled body is timed)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from quorum.netguard import GuardedSite
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.6)
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_post("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", 0, head_timeout_s=0.2, body_idle_s=0.2)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"done")
+        writer.close()
+        # A head that never ends is still closed at its deadline.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert site.guard.timed_out == 1
+    finally:
+        await runner.cleanup()
