@@ -11,8 +11,8 @@ Rules of the layer:
   response object and its items in :mod:`.responses_items`),
   :mod:`.anthropic` + :mod:`.anthropic_stream` (Anthropic Messages),
   :mod:`.ollama` + :mod:`.ollama_stream` + :mod:`.ollama_models` (Ollama's
-  native API). :mod:`.chat` reads the engine's side once for all of them;
-  :mod:`.common` holds the small shared helpers.
+  native API). :mod:`.chat` reads the engine's side once for all of them (its SSE
+  through :mod:`.sse`); :mod:`.common` holds the small shared helpers.
 - Bad input raises :class:`~quorum.errors.InvalidRequest` naming the field by
   its path; an unusable engine answer raises :class:`~quorum.errors.UpstreamFailed`.
   The caller renders either in the client's API shape (``anthropic.error_body``,

@@ -23,7 +23,7 @@ from typing import Any
 
 from .anthropic import MessagesRequest, error_body, new_message_id, stop_reason, usage_object
 from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
-from .common import JsonObject, sse
+from .common import JsonObject, Template, slot, sse
 
 
 class AnthropicStream(StreamTranslator):
@@ -37,6 +37,7 @@ class AnthropicStream(StreamTranslator):
         self._open: list[int] = []  # blocks not yet stopped
         self._current: tuple[str, int] | None = None  # the open text or thinking block
         self._calls: dict[int, int] = {}  # tool call index -> block index
+        self._templates: dict[tuple[str, int], Template] = {}  # content_block_delta events
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> bytes:
@@ -85,17 +86,19 @@ class AnthropicStream(StreamTranslator):
             index, event = self._begin_block(empty)
             self._current = (kind, index)
             out.append(event)
-        index = self._current[1]
-        delta = (
-            {"type": "text_delta", "text": text}
-            if kind == "text"
-            else {
-                "type": "thinking_delta",
-                "thinking": text,
-            }
-        )
-        out.append(self._event("content_block_delta", index=index, delta=delta))
+        kind = "text_delta" if kind == "text" else "thinking_delta"
+        out.append(self._block_delta(self._current[1], kind, text))
         return out
+
+    def _block_delta(self, index: int, kind: str, text: str) -> bytes:
+        """A ``content_block_delta`` (one per token): ``_event``'s bytes, from a template."""
+        template = self._templates.get((kind, index))
+        if template is None:
+            key = {"text_delta": "text", "thinking_delta": "thinking"}.get(kind, "partial_json")
+            data = {"type": "content_block_delta", "index": index}
+            template = Template({**data, "delta": {"type": kind, key: slot("text")}})
+            self._templates[(kind, index)] = template
+        return b"event: content_block_delta\ndata: %s\n\n" % template.fill(text=text).encode()
 
     def _delta(self, delta: Delta) -> list[bytes]:
         if isinstance(delta, Text):
@@ -108,9 +111,8 @@ class AnthropicStream(StreamTranslator):
             self._calls[delta.index], event = self._begin_block(block)
             return [*out, event]
         if isinstance(delta, ToolArgs):
-            partial = {"type": "input_json_delta", "partial_json": delta.fragment}
             index = self._calls[delta.index]
-            return [self._event("content_block_delta", index=index, delta=partial)]
+            return [self._block_delta(index, "input_json_delta", delta.fragment)]
         if isinstance(delta, Finish):
             return self._stop_all()
         return []

@@ -1,6 +1,6 @@
 """The chat-completions side of every translation: what an engine answered, read once.
 
-- :class:`ChatSseDecoder` turns the engine's ``text/event-stream`` bytes, cut
+- :class:`~.sse.ChatSseDecoder` turns the engine's ``text/event-stream`` bytes, cut
   anywhere, into chunk objects (``data: [DONE]`` ends it).
 - :class:`ChatStreamParser` turns chunk objects into a few plain deltas
   (:class:`Text`, :class:`Reasoning`, :class:`ToolStart`, :class:`ToolArgs`,
@@ -20,7 +20,6 @@ Only the first choice is read: translated requests never ask for ``n > 1``.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from typing import Any, ClassVar
 from quorum.errors import UpstreamFailed
 
 from .common import Counts, counts_from, dumps, finish_reason, message_of, new_id
+from .sse import ChatSseDecoder as ChatSseDecoder  # re-exported: the engine side in one place
 
 CUT = "The engine ended the answer without a finish_reason: it was cut off before it finished."
-MAX_EVENT = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,59 +153,6 @@ def parse_answer(obj: Any) -> ChatAnswer:
         usage=counts_from(obj),
         timings=_timings(obj),
     )
-
-
-class ChatSseDecoder:
-    """The engine's SSE bytes, split anywhere, to chunk objects. Sans-I/O."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._data: list[bytes] = []
-        self.done = False  # the engine said data: [DONE]
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buf += data
-        chunks: list[dict[str, Any]] = []
-        while (end := self._buf.find(b"\n")) >= 0:
-            line = bytes(self._buf[:end]).rstrip(b"\r")
-            del self._buf[: end + 1]
-            self._line(line, chunks)
-        if len(self._buf) > MAX_EVENT:
-            raise UpstreamFailed("The engine sent a stream line over 16 MiB.")
-        return chunks
-
-    def end(self) -> list[dict[str, Any]]:
-        """The stream closed: what its last, unterminated event held."""
-        chunks: list[dict[str, Any]] = []
-        if self._buf:
-            self._line(bytes(self._buf).rstrip(b"\r"), chunks)
-            self._buf.clear()
-        self._line(b"", chunks)
-        return chunks
-
-    def _line(self, line: bytes, chunks: list[dict[str, Any]]) -> None:
-        if not line:
-            if self._data:
-                payload, self._data = b"\n".join(self._data), []
-                self._event(payload, chunks)
-            return
-        if line.startswith(b"data:"):
-            value = line[5:]
-            self._data.append(value[1:] if value.startswith(b" ") else value)
-        # event:, id:, retry: and comments carry nothing a chat stream needs
-
-    def _event(self, payload: bytes, chunks: list[dict[str, Any]]) -> None:
-        if self.done:
-            return
-        if payload.strip() == b"[DONE]":
-            self.done = True
-            return
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            raise UpstreamFailed("The engine sent a stream event that is not JSON.") from None
-        if isinstance(obj, dict):
-            chunks.append(obj)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
-from .common import JsonObject, ndjson
+from .common import JsonObject, Template, ndjson, slot
 from .ollama import OllamaRequest, done_reason, error_body, metrics, rfc3339, tool_calls
 
 
@@ -44,23 +44,40 @@ class OllamaStream(StreamTranslator):
         self._began = clock()
         self._first: int | None = None  # when the first token came
         self._calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces]
+        self._templates: dict[str, Template] = {}  # lines of text or thoughts
+        self._second = -1  # the wall-clock second self._stamp is for
+        self._stamp = ""
+
+    def _now(self) -> str:
+        """``rfc3339`` of the wall clock, its seconds formatted once per second."""
+        ns = self._wall()
+        second, fraction = divmod(ns, 1_000_000_000)
+        if second != self._second:
+            self._second, self._stamp = second, rfc3339(second * 1_000_000_000)[:-11]
+        return f"{self._stamp}.{fraction:09d}Z"
 
     def _line(self, **fields: Any) -> bytes:
-        line: JsonObject = {"model": self._request.model, "created_at": rfc3339(self._wall())}
+        line: JsonObject = {"model": self._request.model, "created_at": self._now()}
         return ndjson({**line, **fields, "done": False})
 
     def _say(self, content: str = "", thinking: str = "", calls: Any = None) -> bytes:
-        if self._request.kind == "chat":
-            message: JsonObject = {"role": "assistant", "content": content}
-            if thinking:
-                message["thinking"] = thinking
-            if calls:
-                message["tool_calls"] = calls
+        if calls and self._request.kind == "chat":  # /api/generate has no tool calls
+            message: JsonObject = {"role": "assistant", "content": content, "tool_calls": calls}
             return self._line(message=message)
-        fields: JsonObject = {"response": content}
-        if thinking:
-            fields["thinking"] = thinking
-        return self._line(**fields)
+        # Text and thoughts go out once per token: from a template, as _line would write them.
+        key = "thinking" if thinking else "content"
+        template = self._templates.get(key)
+        if template is None:
+            text = slot("text")
+            fields: JsonObject
+            if self._request.kind == "chat":
+                said = {"content": text} if key == "content" else {"content": "", key: text}
+                fields = {"message": {"role": "assistant", **said}}
+            else:
+                fields = {"response": text} if key == "content" else {"response": "", key: text}
+            line = {"model": self._request.model, "created_at": slot("at"), **fields, "done": False}
+            template = self._templates[key] = Template(line)
+        return (template.fill(at=self._now(), text=thinking or content) + "\n").encode()
 
     def _start(self) -> list[bytes]:
         return []
@@ -84,7 +101,7 @@ class OllamaStream(StreamTranslator):
     def _complete(self, finish: Finish) -> list[bytes]:
         now = self._clock()
         first = self._first if self._first is not None else now
-        last: JsonObject = {"model": self._request.model, "created_at": rfc3339(self._wall())}
+        last: JsonObject = {"model": self._request.model, "created_at": self._now()}
         if self._request.kind == "chat":
             last["message"] = {"role": "assistant", "content": ""}
         else:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
-from .common import JsonObject, new_id, sse
+from .common import JsonObject, Template, new_id, slot, sse
 from .responses import ResponsesRequest
 from .responses_items import (
     call_item,
@@ -66,11 +66,29 @@ class ResponsesStream(StreamTranslator):
         self._reasoning: int | None = None  # the open reasoning item
         self._calls: dict[int, int] = {}  # tool call index -> output_index
         self._made = {"message": 0, "reasoning": 0}  # items of each kind so far, for ids
+        self._templates: dict[tuple[str, int], Template] = {}  # delta events, by kind and item
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **fields}
         self._seq += 1
         return sse(kind, data)
+
+    def _delta_event(self, kind: str, index: int, text: str, content: bool = True) -> bytes:
+        """A delta event, one per token: the bytes ``_event`` would give, from a template
+        made once per item (a text delta also says ``content_index``; output text, logprobs)."""
+        template = self._templates.get((kind, index))
+        if template is None:
+            data: JsonObject = {"type": kind, "sequence_number": slot("seq")}
+            data.update(item_id=self._output[index]["id"], output_index=index)
+            if content:
+                data["content_index"] = 0
+            data["delta"] = slot("delta")
+            if kind == "response.output_text.delta":
+                data["logprobs"] = []
+            template = self._templates[(kind, index)] = Template(data)
+        seq = self._seq
+        self._seq += 1
+        return f"event: {kind}\ndata: {template.fill(seq=seq, delta=text)}\n\n".encode()
 
     def _response(self, status: str, output: list[JsonObject], **extra: Any) -> JsonObject:
         req = self._request
@@ -106,7 +124,7 @@ class ResponsesStream(StreamTranslator):
         if text:
             self._texts[index].append(text)
             kind = "output_text" if message else "reasoning_text"
-            out.append(self._text_event(f"response.{kind}.delta", index, text))
+            out.append(self._delta_event(f"response.{kind}.delta", index, text))
         return out
 
     def _delta(self, delta: Delta) -> list[bytes]:
@@ -124,14 +142,8 @@ class ResponsesStream(StreamTranslator):
         elif isinstance(delta, ToolArgs):
             index = self._calls[delta.index]
             self._texts[index].append(delta.fragment)
-            out.append(
-                self._event(
-                    "response.function_call_arguments.delta",
-                    item_id=self._output[index]["id"],
-                    output_index=index,
-                    delta=delta.fragment,
-                )
-            )
+            kind = "response.function_call_arguments.delta"
+            out.append(self._delta_event(kind, index, delta.fragment, content=False))
         elif isinstance(delta, Finish):
             if not self._output:  # an empty answer is still one message, as in a whole one
                 out += self._prose("message", "")
@@ -157,14 +169,14 @@ class ResponsesStream(StreamTranslator):
         return self._event(kind, item_id=item, output_index=index, content_index=0, part=part)
 
     def _text_event(self, kind: str, index: int, text: str) -> bytes:
-        key = "delta" if kind.endswith(".delta") else "text"
+        """``response.output_text.done`` or ``response.reasoning_text.done``: the whole text."""
         extra: JsonObject = {} if "reasoning" in kind else {"logprobs": []}
         return self._event(
             kind,
             item_id=self._output[index]["id"],
             output_index=index,
             content_index=0,
-            **{key: text},
+            text=text,
             **extra,
         )
 
