@@ -93,9 +93,7 @@ apps = false
 """
 
 
-def test_codex_exec_completes_a_prompt_through_the_node(
-    make_rig: MakeRig, tmp_path: Path
-) -> None:
+def test_codex_exec_completes_a_prompt_through_the_node(make_rig: MakeRig, tmp_path: Path) -> None:
     if not CODEX.exists():
         pytest.skip(f"{CODEX} is missing: scripts/test installs @openai/codex there")
     fake = FakeVLLM(models=[MODEL], reply=lambda prompt: REPLY, call_tools=False)
