@@ -187,7 +187,12 @@ def job_for(target: str, scenario: Scenario, settings: Settings) -> dict[str, An
     return job
 
 
-def targets(scenarios: dict[str, Any], memory: dict[str, Any]) -> list[dict[str, Any]]:
+DOWNLOAD_MIB_LIMIT = 64.0
+
+
+def targets(
+    scenarios: dict[str, Any], memory: dict[str, Any], download: dict[str, Any]
+) -> list[dict[str, Any]]:
     out = [
         report.below(
             f"relay_added_p50_{name.split('_')[1]}",
@@ -226,6 +231,16 @@ def targets(scenarios: dict[str, Any], memory: dict[str, Any]) -> list[dict[str,
         )
     out.append(
         report.below(
+            "serving_node_relayed_download",
+            f"serving node memory during one relayed download < {DOWNLOAD_MIB_LIMIT:g} MiB "
+            "above idle",
+            download["serving_node_mib_above_idle"],
+            DOWNLOAD_MIB_LIMIT,
+            "MiB",
+        )
+    )
+    out.append(
+        report.below(
             "relay_rss_per_idle_connection",
             f"relay memory per idle node connection < {IDLE_CONNECTION_LIMIT_KIB:g} KiB",
             memory["idle_connections"]["kib_per_connection"],
@@ -234,6 +249,47 @@ def targets(scenarios: dict[str, Any], memory: dict[str, Any]) -> list[dict[str,
         )
     )
     return out
+
+
+def serving_node_download(port_b: int, pid_a: int, size: int) -> dict[str, Any]:
+    """One download through the relay (client at node B, served by node A's engine), with
+    node A's resident memory sampled every few milliseconds: what a large relayed answer
+    costs the serving node (bounded by the flow-control windows, not by the answer)."""
+    import threading
+    import urllib.request
+
+    before = rss_mib(pid_a) or 0.0
+    peak = before
+    got = 0
+    done = threading.Event()
+
+    def fetch_all() -> None:
+        nonlocal got
+        body = json.dumps({"model": TTS_MODEL, "input": "x", "bench_bytes": size}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port_b}/v1/audio/speech",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as resp:
+                while chunk := resp.read(1 << 20):
+                    got += len(chunk)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=fetch_all, daemon=True)
+    thread.start()
+    while not done.is_set():
+        peak = max(peak, rss_mib(pid_a) or 0.0)
+        done.wait(0.005)
+    thread.join(5)
+    return {
+        "bytes": got,
+        "idle_rss_mib": rounded(before, 1),
+        "peak_rss_mib": rounded(peak, 1),
+        "serving_node_mib_above_idle": rounded(peak - before, 1),
+    }
 
 
 def run(settings: Settings, progress: Progress) -> dict[str, Any]:
@@ -262,6 +318,11 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         time.sleep(0.2)
         idle = {"relay": rss_mib(relay.pid), "node_a": rss_mib(node_a.pid)}
         idle["node_b"] = rss_mib(node_b.pid)
+        download = serving_node_download(port_b, node_a.pid, settings.speech_bytes)
+        progress(
+            f"one relayed {settings.speech_bytes / 1e6:.0f} MB download: serving node "
+            f"{download['serving_node_mib_above_idle']} MiB above idle at its peak"
+        )
         load = kids.start("load", [sys.executable, "-m", "bench.load", "--serve"])
         load_uvloop = bool(json.loads(load.read_line(15))["uvloop"])
         urls = {
@@ -290,6 +351,8 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             for name, child in (("relay", relay), ("node_a", node_a), ("node_b", node_b))
         }
         processes["relay"]["startup_to_healthy_ms"] = rounded(relay_startup * 1000, 1)
+        processes_report: dict[str, Any] = {**processes}
+        processes_report["node_a_relayed_download"] = download
         uvloop = {
             "relay": loads_library(relay.pid, "/uvloop/loop."),
             "node_a": loads_library(node_a.pid, "/uvloop/loop."),
@@ -329,9 +392,9 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "relay": "load -> node B -> relay -> node A -> engine",
         },
         "routes_seen": {"x_quorum_route": checked, "models_at_b": routes},
-        "processes": processes,
+        "processes": processes_report,
         "scenarios": scenarios,
         "relay_memory": memory,
-        "targets": targets(scenarios, memory),
+        "targets": targets(scenarios, memory, download),
         "request_errors": errors,
     }
