@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from quorum.errors import ApiError, QuorumError
+from quorum.netguard import GuardedSite
 from relay import systemd
 from relay.admin import ADMIN_TOKEN_ENV, AdminOps, load_admin_token
 from relay.admin_http import HttpAdmin
@@ -86,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
         help="behind a reverse proxy: rate-limit by the address it appends to X-Forwarded-For",
     )
     serve.add_argument("--max-body-mb", type=float, default=100.0, help="largest /v1 request body")
+    serve.add_argument(
+        "--protect-metrics",
+        action="store_true",
+        help="/metrics needs the admin token (Authorization: Bearer ...), for a relay on the "
+        "internet without a reverse proxy guarding it",
+    )
 
     cluster = sub.add_parser("cluster", help="clusters and their join tokens")
     csub = cluster.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -145,11 +152,18 @@ async def serve(args: argparse.Namespace) -> None:
         admin_token=admin_token,
         trust_forwarded=args.trust_forwarded,
         max_body=int(args.max_body_mb * 1024 * 1024),
+        protect_metrics=args.protect_metrics,
     )
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(
-        runner, args.host, args.port, ssl_context=ssl_context(args.tls_cert, args.tls_key)
+    # Heads must arrive whole in time and one address holds a bounded number of
+    # connections; behind a trusted reverse proxy, every client shares its address.
+    site = GuardedSite(
+        runner,
+        args.host,
+        args.port,
+        ssl_context=ssl_context(args.tls_cert, args.tls_key),
+        per_address=4096 if args.trust_forwarded else 256,
     )
     try:
         await site.start()

@@ -20,10 +20,19 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from quorum.errors import StoreError
 from quorum.protocol import MAX_FRAME_SIZE
 from quorum.ratelimit import FailureLimiter
 from relay import api, dashboard, public
-from relay.context import STATE, Counters, RelayState, errors, require_cluster
+from relay.context import (
+    STATE,
+    Counters,
+    RelayState,
+    bearer,
+    check_admin_token,
+    errors,
+    require_cluster,
+)
 from relay.hub import Hub, Link
 from relay.recorder import Recorder
 from relay.store import NodeSeen, Store
@@ -32,6 +41,7 @@ from relay.transport import WebSocketTransport
 log = logging.getLogger("relay.server")
 
 METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
+PROTECT_METRICS: web.AppKey[bool] = web.AppKey("protect_metrics", bool)
 CLOSE_TIMEOUT_S = 10.0
 
 
@@ -61,7 +71,14 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    hub = request.app[STATE].hub
+    """Ok only while the relay can serve: not draining, and its store reads whole."""
+    state = request.app[STATE]
+    hub = state.hub
+    try:
+        await asyncio.to_thread(state.store.check)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return web.json_response({"status": "store_damaged", "error": str(exc)}, status=503)
     return web.json_response(
         {"status": "draining" if hub.draining else "ok", "nodes": len(hub.nodes())},
         status=503 if hub.draining else 200,
@@ -69,6 +86,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    if request.app[PROTECT_METRICS]:
+        check_admin_token(
+            request, bearer(request), "/metrics needs the admin token (Authorization: Bearer ...)."
+        )
     registry = request.app[METRICS]
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"}
@@ -106,9 +127,11 @@ def build_app(
     trust_forwarded: bool = False,
     max_body: int = 100 * 1024 * 1024,
     header_timeout_s: float = 300.0,
+    protect_metrics: bool = False,
 ) -> web.Application:
     """The relay's app. The store stays the caller's to close; the hub's clock is the app's."""
     app = web.Application(middlewares=[errors], client_max_size=max_body)
+    app[PROTECT_METRICS] = protect_metrics
     registry = _gauges(hub)
     recorder = Recorder(store)
     state = RelayState(

@@ -114,12 +114,21 @@ class SqliteStore:
         )
 
     def check(self) -> None:
-        """Raise ``StoreError`` (saying how to restore it) unless the file reads whole."""
-        with self._lock:
-            try:
-                row = self._db.execute("PRAGMA quick_check").fetchone()
-            except sqlite3.DatabaseError as exc:
-                raise self._damaged(exc) from None
+        """Raise ``StoreError`` (saying how to restore it) unless the file reads whole.
+
+        A connection of its own, read-only: the store's connection may answer from its
+        page cache what the disk no longer holds.
+        """
+        try:
+            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
+        try:
+            row = probe.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
+        finally:
+            probe.close()
         if row is None or row[0] != "ok":
             raise self._damaged(row[0] if row else "no answer to an integrity check")
 

@@ -22,8 +22,9 @@ def imports(package: Path) -> set[str]:
 # Small pure helpers the relay shares with the node (stdlib only, checked below).
 SHARED_PURE = ("quorum.api", "quorum.ratelimit")
 
-# The tunnel's asyncio adapter, one for node and relay (asyncio, protocol and errors only).
-SHARED_ADAPTER = ("quorum.link",)
+# The tunnel's asyncio adapter, one for node and relay (asyncio, protocol and errors only),
+# and the connection guard both HTTP servers run behind (quorum.netguard).
+SHARED_ADAPTER = ("quorum.link", "quorum.netguard")
 
 
 def test_relay_imports_only_the_protocol_from_quorum() -> None:
@@ -58,7 +59,7 @@ def test_shared_helpers_are_stdlib_only() -> None:
             else [ROOT.joinpath(*module.split(".")).with_suffix(".py")]
         )
     ]
-    for module, path in [*modules, ("quorum.errors", ROOT / "quorum" / "errors.py")]:
+    for _module, path in [*modules, ("quorum.errors", ROOT / "quorum" / "errors.py")]:
         tree = ast.parse(path.read_text())
         used = {
             (n.module or "") if isinstance(n, ast.ImportFrom) else a.name

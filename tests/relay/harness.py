@@ -48,8 +48,9 @@ def create_cluster(data: Path, name: str) -> str:
 class Relay:
     """``quorum-relay serve`` as a child process on a fixed loopback port."""
 
-    def __init__(self, data: Path, port: int | None = None) -> None:
+    def __init__(self, data: Path, port: int | None = None, *extra: str) -> None:
         self.data = data
+        self.extra = extra  # more `serve` flags
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data / "relay.log"
@@ -78,6 +79,7 @@ class Relay:
                     str(self.data),
                     "--drain-timeout",
                     "5",
+                    *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
