@@ -201,9 +201,10 @@ async def require_cluster(request: web.Request) -> Cluster:
 
 
 async def require_key(request: web.Request) -> ApiKey:
-    """The active API key the caller presented (an app)."""
+    """The active API key the caller presented (an app): ``Authorization: Bearer``, or
+    ``x-api-key`` as Anthropic's SDKs send it."""
     state = request.app[STATE]
-    presented = bearer(request)
+    presented = bearer(request) or request.headers.get("x-api-key") or None
     key = await asyncio.to_thread(state.store.key_for_secret, presented) if presented else None
     if key is None:
         raise _refuse(

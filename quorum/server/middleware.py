@@ -15,6 +15,7 @@ from quorum.api.endpoints import Dialect, dialect
 from quorum.api.errors import error_body, framework_error
 from quorum.errors import ApiError, Forbidden, Unauthorized
 from quorum.keys import looks_like_key
+from quorum.secure import peer_node_id
 from quorum.server import origin
 from quorum.server.context import ATTEMPTS, CALLER, CONTEXT, KEY_INFO, Caller
 
@@ -77,19 +78,31 @@ def bearer(header: str | None) -> str | None:
 
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Who is calling (``CALLER``): a peer node (cluster token), this machine (loopback,
-    through a browser only with this machine's Host and no foreign origin), or an app
-    with an API key. Anyone else gets 401."""
+    """Who is calling (``CALLER``): a peer node, this machine (loopback, through a browser
+    only with this machine's Host and no foreign origin), or an app with an API key.
+    Anyone else gets 401.
+
+    A peer proved membership in the TLS handshake: its client certificate chains to
+    the cluster CA (``netguard`` verified it; the transport's ``ssl_object`` has it).
+    The cluster token as a bearer counts only on loopback (the relay tunnel's
+    forwarder on this machine): it never travels the LAN.
+    """
     ctx = request.app[CONTEXT]
     if request.path in OPEN_PATHS:
         return await handler(request)
-    node = ctx.config.node
-    presented = bearer(request.headers.get("Authorization"))
-    token = ctx.config.cluster.token
-    if presented and token and hmac.compare_digest(presented.encode(), token.encode()):
+    transport = request.transport
+    if transport is not None and peer_node_id(transport.get_extra_info("ssl_object")):
         request[CALLER] = Caller.PEER
         return await handler(request)
-    if node.loopback_trusted and is_loopback(request.remote):
+    node = ctx.config.node
+    # Anthropic's SDKs send their key as x-api-key; everyone else as a bearer token.
+    presented = bearer(request.headers.get("Authorization")) or request.headers.get("x-api-key")
+    token = ctx.config.cluster.token
+    local = is_loopback(request.remote)
+    if presented and token and local and hmac.compare_digest(presented.encode(), token.encode()):
+        request[CALLER] = Caller.PEER
+        return await handler(request)
+    if node.loopback_trusted and local:
         origin_header = request.headers.get("Origin")
         why = origin.refusal(
             request.headers.get("Host"),
@@ -106,16 +119,14 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await _cors(request, handler, origin_header)
     if presented and looks_like_key(presented):
         if ctx.keys is None:
-            raise Unauthorized(
-                "This node has no relay to check API keys with; use the cluster token."
-            )
+            raise Unauthorized("This node has no relay to check API keys with.")
         # Unknown, revoked or expired: 401; relay unreachable and key never seen: 503.
         request[KEY_INFO] = await ctx.keys.verify(presented, source=request.remote)
         request[CALLER] = Caller.KEY
         return await handler(request)
     raise Unauthorized(
-        "This node only answers other machines that present the cluster token or an "
-        "API key as 'Authorization: Bearer ...'."
+        "This node only answers other machines that are members of its cluster (mutual "
+        "TLS) or present an API key as 'Authorization: Bearer ...'."
         if presented is None
         else "The credential presented is not valid for this cluster."
     )

@@ -164,3 +164,22 @@ def test_a_flood_of_made_up_keys_blocks_only_its_sender(site: Site) -> None:
     assert site.node.ctx.keys.relay_calls < 40  # not one relay call per made-up key
     assert site.call(good, remote="192.0.2.67") == 200
     assert site.call(good, remote="192.0.2.66") == 200  # even from the flooding address
+
+
+def test_a_key_sent_as_x_api_key_works_like_a_bearer(site: Site) -> None:
+    """Anthropic's SDKs send their key in x-api-key."""
+    key = site.key("--name", "claude")
+    body = json.dumps({"model": "llama3.2:1b", "messages": [{"role": "user", "content": "hi"}]})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{site.lan_port}{CHAT}", data=body.encode(), method="POST"
+    )
+    req.add_header("Content-Type", "application/json")
+    req.add_header("x-api-key", key)
+    with urllib.request.urlopen(req, timeout=timeout(10)) as resp:
+        assert resp.status == 200
+    req.remove_header("X-api-key")
+    req.add_header("x-api-key", "qk_00000000_" + "n" * 40)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=timeout(10))
+    assert refused.value.code == 401
+    refused.value.close()
