@@ -20,6 +20,18 @@ class Route(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Load:
+    """A service's load as its node reported it (presence, or an answer's header).
+
+    ``service_s`` is one request's run time as that node learned it (0: unknown).
+    """
+
+    in_flight: int = 0
+    queued: int = 0
+    service_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Holder:
     """One model on one service of one node, as seen from this node.
 
@@ -44,7 +56,8 @@ class Holder:
     api_key: str | None = field(default=None, repr=False)
     header_timeout_s: float = 600.0
     down_reason: str | None = None  # why an offline local holder is down, in plain words
-    limit: int | None = None  # requests its service takes at once, as a peer announced it
+    limit: int | None = None  # requests its service takes at once, as published or announced
+    load: Load | None = None  # the service's load, as the peer (or engine) last reported it
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,9 @@ class Hello(_Message):
         values["role"] = Role(values["role"]) if type(values["role"]) is int else None
 
 
+_MAX_LOAD = 2**31 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo(_Message):
     """One model a node serves, and the service that serves it: the one presence format
@@ -243,6 +246,12 @@ class ModelInfo(_Message):
     """Whether the engine has the model in memory (None: it does not say)."""
     limit: int = 0
     """Requests the service takes at once (0: unknown)."""
+    # The health snapshot (None: not said): requests the service runs, requests of the
+    # model waiting at the node, one request's learned run time, the wait there now.
+    in_flight: int | None = None
+    queued: int | None = None
+    service_ms: int | None = None
+    wait_ms: int | None = None
 
     def __post_init__(self) -> None:
         _check_str("model id", self.id, max_len=_MAX_TEXT)
@@ -254,6 +263,10 @@ class ModelInfo(_Message):
         if self.loaded is not None and not isinstance(self.loaded, bool):
             _fail("loaded must be a boolean or null")
         _check_int("limit", self.limit, 0, 1_000_000)
+        for name in ("in_flight", "queued", "service_ms", "wait_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 0, _MAX_LOAD)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ from quorum.answers import verbose
 from quorum.api.errors import stream_error
 from quorum.api.headers import RESPONSE_DROP
 from quorum.errors import ApiError, EngineTimeout, NoReachableHolder, UpstreamFailed
-from quorum.fleet import Holder, Route
+from quorum.fleet import Holder, Load, Route
+from quorum.fleet.remote import LOAD_HEADER, parse_load
 from quorum.proxy import foreign as foreigns
 from quorum.proxy.exchange import Exchange, usage_record
 from quorum.proxy.foreign import Foreign
@@ -51,6 +52,7 @@ class Attempt:
 
     outcome: Outcome
     error: ApiError | None = None
+    load: Load | None = None  # the serving peer's load, from its answer's header
 
     @property
     def answered(self) -> bool:
@@ -81,28 +83,44 @@ async def attempt(
         return Attempt(Outcome.REFUSED, err)
     except UpstreamFailed as err:
         return Attempt(Outcome.RESET if holder.route is Route.RELAY else Outcome.BAD_RESPONSE, err)
+    load = None if holder.route is Route.LOCAL else parse_load(upstream.headers.get(LOAD_HEADER))
     try:
-        if upstream.status >= 400:
-            return Attempt(
-                outcome_of_status(upstream.status), await _engine_error(upstream, holder)
-            )
-        out = response_headers(upstream.headers, holder, ex, extra)
-        ctype = upstream.headers.get("Content-Type", "")
-        if foreign is not None:
-            if ctype.startswith("application/json"):
-                return await _translated_whole(sink, upstream, holder, out, ex, foreign, began)
-            return await _translated_stream(sink, upstream, holder, out, ex, foreign, outbox)
-        if ctype.startswith("application/json"):
-            return await _json_answer(sink, upstream, holder, out, ex)
-        return await _stream_answer(sink, upstream, holder, out, ex, ctype, outbox)
+        result = await _answer(sink, upstream, holder, ex, extra, outbox, foreign, began)
     finally:
         upstream.release()
+    result.load = load
+    return result
+
+
+async def _answer(
+    sink: Sink,
+    upstream: Upstream,
+    holder: Holder,
+    ex: Exchange,
+    extra: dict[str, str],
+    outbox: Outbox | None,
+    foreign: Foreign | None,
+    began: int,
+) -> Attempt:
+    """The answer of an engine that sent a response head, into the sink."""
+    if upstream.status >= 400:
+        return Attempt(outcome_of_status(upstream.status), await _engine_error(upstream, holder))
+    out = response_headers(upstream.headers, holder, ex, extra)
+    ctype = upstream.headers.get("Content-Type", "")
+    if foreign is not None:
+        if ctype.startswith("application/json"):
+            return await _translated_whole(sink, upstream, holder, out, ex, foreign, began)
+        return await _translated_stream(sink, upstream, holder, out, ex, foreign, outbox)
+    if ctype.startswith("application/json"):
+        return await _json_answer(sink, upstream, holder, out, ex)
+    return await _stream_answer(sink, upstream, holder, out, ex, ctype, outbox)
 
 
 def response_headers(
     upstream: Mapping[str, str], holder: Holder, ex: Exchange, extra: dict[str, str]
 ) -> CIMultiDict[str]:
     headers = CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in RESPONSE_DROP)
+    headers.popall(LOAD_HEADER, None)  # for the node that forwarded, not for its client
     # A peer already named itself as the serving node; a local engine did not.
     headers.setdefault("X-Quorum-Node", holder.node_name)
     headers["X-Quorum-Route"] = holder.route.value

@@ -28,6 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from quorum.answers import verbose
@@ -35,8 +36,9 @@ from quorum.api.headers import HOP_HEADER, forwarded_request_headers
 from quorum.api.multipart import form_model
 from quorum.errors import ApiError, Forbidden, InvalidRequest, ModelNotFound, NoReachableHolder
 from quorum.fleet import Holder, Route
+from quorum.fleet.remote import LOAD_HEADER, format_load
 from quorum.proxy import foreign as foreigns
-from quorum.proxy.answer import attempt
+from quorum.proxy.answer import Attempt, attempt
 from quorum.proxy.context import ProxyContext
 from quorum.proxy.exchange import Exchange, finish, new_request_id, usage_record
 from quorum.proxy.foreign import Foreign
@@ -54,6 +56,21 @@ from quorum.server import body as bodies
 from quorum.usage import SseUsageScanner
 
 log = logging.getLogger("quorum.proxy")
+
+
+QUEUE_WAIT_HEADER = "X-Quorum-Queue-Wait-Ms"
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What the request's body said, read once for every attempt."""
+
+    payload: bytes
+    data: dict[str, Any] | None
+    boundary: str
+    fields: Mapping[str, str]
+    foreign: Foreign | None
+    waited_s: float  # in this node's queue before the first attempt
 
 
 def new_exchange(request: ProxyRequest) -> Exchange:
@@ -129,73 +146,111 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
         await sink.whole(200, {"Content-Type": "application/json; charset=utf-8"}, body)
         return
     try:
-        candidates = await sched.admit(lambda: ctx.snapshot, route_request)
+        ticket = await sched.admit(lambda: ctx.snapshot, route_request)
     except ModelNotFound:
         _raise_if_just_gone(ctx, resolve_alias(sched.aliases, ex.model), request.forwarded)
         raise
+    candidates = ticket.candidates
+    parsed = _Parsed(payload, data, boundary, fields, foreign, ticket.waited_s)
+    held: int | None = ticket.seq  # the admitted start on candidates[0], not yet attempted
     error: ApiError | None = None
-    for index, holder in enumerate(candidates):
-        if not sched.available(holder):
-            continue
-        ex.attempts += 1
-        ex.route, ex.node = holder.route.value, holder.node_name
-        translate = None
-        path_qs = request.path_qs
+    try:
+        for index, holder in enumerate(candidates):
+            if held is not None:
+                seq, held = held, None
+            elif not sched.available(holder):
+                continue
+            else:
+                seq = sched.start(holder)
+            result = await _attempt(ctx, request, sink, ex, holder, seq, parsed)
+            if result.answered or sink.started:
+                return
+            assert result.error is not None
+            error = result.error
+            step = next_step(
+                result.outcome,
+                attempt=ex.attempts,
+                body_size=len(payload),
+                candidates_left=len(candidates) - index - 1,
+                policy=sched.failover,
+            )
+            if step.action is not Action.RETRY:
+                break
+            log.info(
+                "request %s: %s on %s failed before answering (%s); trying the next holder",
+                ex.id,
+                holder.service,
+                holder.node_name,
+                result.outcome.value,
+            )
+    finally:
+        if held is not None:  # admitted, but never attempted (a bug, or cancelled)
+            sched.abandon(candidates[0], held)
+    raise error or NoReachableHolder(
+        f"Every holder of '{ex.model}' is busy or cooling down; try again shortly."
+    )
+
+
+async def _attempt(
+    ctx: ProxyContext,
+    request: ProxyRequest,
+    sink: Sink,
+    ex: Exchange,
+    holder: Holder,
+    seq: int,
+    parsed: _Parsed,
+) -> Attempt:
+    """One attempt on ``holder``, started as ``seq``; its end is counted in the scheduler."""
+    sched = ctx.scheduler
+    foreign = parsed.foreign
+    ex.attempts += 1
+    ex.route, ex.node = holder.route.value, holder.node_name
+    translate = None
+    path_qs = request.path_qs
+    try:
         if foreign is not None and not foreigns.native(holder, foreign):
             translate, path_qs = foreign, foreign.path
             body = foreigns.engine_body(foreign, holder.upstream_model)
             extra = {"X-Quorum-Translated": foreign.translated_header}
         else:
-            body, extra = _adapt(payload, data, boundary, fields, holder, ex)
-        headers = _upstream_headers(request, holder, ex)
-        gauge = ctx.metrics.in_flight_for(holder.model, ex.route)
-        gauge.inc()
-        seq = sched.start(holder)
-        began = time.perf_counter()
-        try:
-            result = await attempt(
-                ctx.opener,
-                sink,
-                holder,
-                request.method,
-                path_qs,
-                headers,
-                body,
-                ex,
-                extra,
-                ctx.outbox,
-                translate,
+            body, extra = _adapt(
+                parsed.payload, parsed.data, parsed.boundary, parsed.fields, holder, ex
             )
-        except BaseException:
-            sched.abandon(holder, seq)  # the client went away (or a bug): not the holder's fault
-            raise
-        finally:
-            gauge.dec()
-        ttfb = None if ex.first_byte is None else ex.first_byte - began
-        sched.finish(holder, not is_failure(result.outcome), time.perf_counter() - began, ttfb)
-        if result.answered or sink.started:
-            return
-        assert result.error is not None
-        error = result.error
-        step = next_step(
-            result.outcome,
-            attempt=ex.attempts,
-            body_size=len(payload),
-            candidates_left=len(candidates) - index - 1,
-            policy=sched.failover,
+        headers = _upstream_headers(request, holder, ex)
+    except BaseException:
+        sched.abandon(holder, seq)
+        raise
+    extra[QUEUE_WAIT_HEADER] = str(round(parsed.waited_s * 1000))
+    if request.forwarded and holder.route is Route.LOCAL:
+        # The node that forwarded this learns how loaded the service is now.
+        extra[LOAD_HEADER] = format_load(sched.load_of(holder))
+    gauge = ctx.metrics.in_flight_for(holder.model, ex.route)
+    gauge.inc()
+    began = time.perf_counter()
+    try:
+        result = await attempt(
+            ctx.opener,
+            sink,
+            holder,
+            request.method,
+            path_qs,
+            headers,
+            body,
+            ex,
+            extra,
+            ctx.outbox,
+            translate,
         )
-        if step.action is not Action.RETRY:
-            break
-        log.info(
-            "request %s: %s on %s failed before answering (%s); trying the next holder",
-            ex.id,
-            holder.service,
-            holder.node_name,
-            result.outcome.value,
-        )
-    raise error or NoReachableHolder(
-        f"Every holder of '{ex.model}' is busy or cooling down; try again shortly."
-    )
+    except BaseException:
+        sched.abandon(holder, seq)  # the client went away (or a bug): not the holder's fault
+        raise
+    finally:
+        gauge.dec()
+    ttfb = None if ex.first_byte is None else ex.first_byte - began
+    if result.load is not None and holder.route is not Route.LOCAL:
+        sched.report(holder, result.load)
+    sched.finish(holder, not is_failure(result.outcome), time.perf_counter() - began, ttfb, seq)
+    return result
 
 
 def _raise_if_just_gone(ctx: ProxyContext, model: str, forwarded: bool) -> None:

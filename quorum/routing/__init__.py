@@ -18,26 +18,26 @@ transitions in :mod:`.health`, retries in :mod:`.failover`, the wait queue in
   returned; if every online holder is cooling, ``NoReachableHolder`` saying
   when the first may be tried again. A holder whose cooldown ran out
   (half-open) is returned; the request that starts on it is its probe.
-- Order, each key breaking the ties of the one before:
-  1. a holder with a free slot (in flight below its concurrency limit) before
-     one at its limit, so a full first candidate means every one is full and
-     the request queues. A request whose body is over the replay limit cannot
-     fail over, so it does not probe a half-open holder while a closed one is
-     free (the half-open one comes after the free ones);
-  2. a holder with the model loaded (or an engine that does not say, as vLLM
-     and llama.cpp, whose models are always loaded) before one that reports
-     it must load it (``loaded=False``);
-  3. route cost: local, then LAN, then relay;
-  4. score = recent time to first byte x (in flight + 1) / limit
-     x (1 + consecutive failures), in tiers: a holder within a factor
-     ``TIER_FACTOR`` (2) of the best score of its group (same keys 1-3) is in
-     tier 0, within 2^2 tier 1, and so on. Latency noise between equal
-     holders therefore never orders them, while a holder twice as slow, twice
-     as loaded or with a recent failure yields to a better one. A holder with
-     no fresh latency counts as the best known in its group;
+- Order: by expected completion time (:mod:`.estimate`: wait for a slot,
+  run at the holder's learned speed, route, loading the model), each key
+  breaking the ties of the one before:
+  1. a request whose body is over the replay limit cannot fail over, so it
+     does not probe a half-open holder: those come after the others;
+  2. expected completion, where every holder within ``EQUAL_FACTOR`` (1.5)
+     of the best counts as equal (latency noise never orders equal holders,
+     a holder twice as slow or with a queue yields). The requests waiting
+     ahead at this node (``ahead``) drain through the full holders first, so
+     a later waiter may start on a slower free holder while the first one
+     waits for a faster holder;
+  3. among equals, one with a free slot before one at its limit;
+  4. route cost: local, then LAN, then relay;
   5. the holder that started a request least recently first (rotation:
      ``Health.seq``), so equal holders take turns;
-  6. node name, node id, service and type, so the order is total.
+  6. node name, node id, service, type and loaded state, so the order is total.
+  The first candidate may be full: waiting for it is expected to be quicker
+  than starting on any other (the request waits in the model's queue).
+  A holder that must load the model (``loaded=False``) pays ``LOAD_S``, so a
+  warm holder wins unless its queue is longer than a load.
 - The same snapshot, health, request and ``now`` give the same order. No I/O,
   no clock reads, no awaits: time comes in as ``now``.
 """
@@ -51,8 +51,11 @@ from quorum.routing.admission import (
     retry_after,
 )
 from quorum.routing.aliases import NO_ALIASES, listed, resolve_alias
-from quorum.routing.choose import TIER_FACTOR, RouteRequest, choose, next_reopen
+from quorum.routing.capacity import NO_SPEED, Speed, learn
+from quorum.routing.choose import EQUAL_FACTOR, RouteRequest, choose, next_reopen
+from quorum.routing.cooling import Cooling, cooling
 from quorum.routing.endpoints import ENDPOINTS, BodyKind, Endpoint
+from quorum.routing.estimate import LOAD_S, ROUTE_S, Estimate, estimate, known_run_s
 from quorum.routing.failover import (
     MAX_ATTEMPTS,
     REPLAY_LIMIT_BYTES,
@@ -67,19 +70,19 @@ from quorum.routing.failover import (
 from quorum.routing.health import (
     DEFAULT_LIMITS,
     Circuit,
-    Cooling,
     Health,
     HealthPolicy,
     HolderHealth,
     HolderKey,
+    Report,
     abandoned,
     available,
     circuit,
-    cooling,
     finished,
     key_of,
     limit_of,
     released,
+    reported,
     reserved,
     retain,
     set_limits,
@@ -89,16 +92,20 @@ from quorum.routing.health import (
 __all__ = [
     "DEFAULT_LIMITS",
     "ENDPOINTS",
+    "EQUAL_FACTOR",
+    "LOAD_S",
     "MAX_ATTEMPTS",
     "NO_ALIASES",
+    "NO_SPEED",
     "REPLAY_LIMIT_BYTES",
-    "TIER_FACTOR",
+    "ROUTE_S",
     "Action",
     "Admission",
     "BodyKind",
     "Circuit",
     "Cooling",
     "Endpoint",
+    "Estimate",
     "FailoverPolicy",
     "Health",
     "HealthPolicy",
@@ -106,7 +113,9 @@ __all__ = [
     "HolderKey",
     "Outcome",
     "QueuePolicy",
+    "Report",
     "RouteRequest",
+    "Speed",
     "Step",
     "Verdict",
     "abandoned",
@@ -115,16 +124,20 @@ __all__ = [
     "choose",
     "circuit",
     "cooling",
+    "estimate",
     "estimated_wait_s",
     "finished",
     "is_failure",
     "key_of",
+    "known_run_s",
+    "learn",
     "limit_of",
     "listed",
     "next_reopen",
     "next_step",
     "outcome_of_status",
     "released",
+    "reported",
     "reserved",
     "resolve_alias",
     "retain",

@@ -12,8 +12,11 @@ Rules (everything that decides whether a request waits lives here):
   never waits past its deadline and the queue never grows past its size.
   A free slot wins over a passed deadline (the request waits no longer).
 - ``Retry-After`` is whole seconds, at least 1: the time the queue ahead needs
-  at the holders' recent latency and limits (``estimated_wait_s``), or, when
-  every holder is cooling, until the first cooldown ends.
+  through the holders' slots at their expected run times (``estimated_wait_s``),
+  or, when every holder is cooling, until the first cooldown ends.
+- The node's scheduler ranks each waiter with the number waiting before it
+  (``choose(..., ahead=)``): the first candidate may be a full holder that
+  will be free sooner than any other finishes (:mod:`quorum.server.scheduler`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from quorum.fleet import Holder
-from quorum.routing.health import Circuit, Health, circuit, key_of, limit_of
+from quorum.routing.estimate import estimate
+from quorum.routing.health import Circuit, Health, circuit, key_of
 
 DEFAULT_SERVICE_TIME_S = 1.0
 
@@ -93,13 +97,13 @@ def admission(
 def estimated_wait_s(health: Health, holders: Sequence[Holder], ahead: int, now: float) -> float:
     """Roughly how long ``ahead`` queued requests plus this one take on ``holders``.
 
-    The holders' slots drain at their recent latency (``DEFAULT_SERVICE_TIME_S``
-    where unknown). When every holder is cooling, the time until the first
-    cooldown ends.
+    The queue drains through every holder's slots at its expected run time
+    (:func:`quorum.routing.estimate.estimate`; ``DEFAULT_SERVICE_TIME_S`` where
+    unknown), after the requests already running or queued there. When every
+    holder is cooling, the time until the first cooldown ends.
     """
-    capacity = 0
-    total_latency = 0.0
-    known = 0
+    rate = 0.0
+    backlog = float(ahead + 1)
     reopen: list[float] = []
     for holder in holders:
         entry = health.get(key_of(holder))
@@ -109,11 +113,10 @@ def estimated_wait_s(health: Health, holders: Sequence[Holder], ahead: int, now:
             continue
         if state is Circuit.PROBING:
             continue
-        capacity += limit_of(health, holder)
-        if entry.latency_ewma_s is not None:
-            total_latency += entry.latency_ewma_s
-            known += 1
-    if capacity == 0:
+        e = estimate(health, holder, now, DEFAULT_SERVICE_TIME_S)
+        run = max(e.run_s + e.route_s + e.load_s, 0.001)
+        rate += e.slots / run
+        backlog += max(0.0, e.busy - e.slots)
+    if rate == 0.0:
         return min(reopen, default=DEFAULT_SERVICE_TIME_S)
-    service = total_latency / known if known else DEFAULT_SERVICE_TIME_S
-    return (ahead + 1) * service / capacity
+    return backlog / rate

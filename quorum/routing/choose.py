@@ -10,26 +10,24 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from quorum.config.models import ServiceType
+from quorum.config.models import EngineKind, ServiceType
 from quorum.errors import ModelNotFound, NoReachableHolder
 from quorum.fleet import FleetSnapshot, Holder, Route
 from quorum.routing.admission import retry_after
 from quorum.routing.aliases import NO_ALIASES, resolve_alias
+from quorum.routing.estimate import DEFAULT_RUN_S, estimate, known_run_s
 from quorum.routing.failover import REPLAY_LIMIT_BYTES
-from quorum.routing.health import DEFAULT_LIMITS, NEVER_USED, REMOTE_LIMIT, Health, key_of
+from quorum.routing.health import Health, HolderHealth, key_of
 
 _ROUTE_COST = {Route.LOCAL: 0, Route.LAN: 1, Route.RELAY: 2}
 
-# Ranks, the first sort key: a free holder, then a half-open one a request that
-# cannot be replayed should not probe, then holders at their concurrency limit.
-_FREE, _PROBE_LAST, _FULL = 0, 1, 2
+# Ranks, the first sort key: any holder, then a half-open one that a request which
+# cannot be replayed should not probe.
+_FIRST, _PROBE_LAST = 0, 1
 
-TIER_FACTOR = 2
-"""Scores within this factor of the best of their group count as equal (then they take turns).
-
-Fixed at 2: the tier is then the binary exponent of the ratio, exact and cheap.
-"""
-_MIN_LATENCY_S = 0.001  # a latency under 1 ms counts as 1 ms (no zero scores)
+EQUAL_FACTOR = 1.5
+"""Expected completion times within this factor of the best count as equal (they take turns)."""
+_MIN_RUN_S = 0.001  # a run time under 1 ms counts as 1 ms (no division by zero)
 
 NO_HEALTH = Health()
 
@@ -59,14 +57,17 @@ def choose(
     *,
     aliases: Mapping[str, str] = NO_ALIASES,
     replay_limit_bytes: int = REPLAY_LIMIT_BYTES,
+    ahead: int = 0,
 ) -> tuple[Holder, ...]:
     """Holders that may serve ``request``, best first; raises when there are none.
 
     ``health`` (none: every holder idle and healthy) and ``now`` (seconds on
     the clock ``health`` was built with) decide load, cooldowns and turns.
-    Candidates at their concurrency limit come last: if the first one has no
-    free slot (``health.available``), none has, and the request waits in its
-    model's queue (:mod:`quorum.routing.admission`).
+    ``ahead``: requests of the model waiting before this one at this node.
+    The first candidate is where the request is expected to finish soonest;
+    if it has no free slot (``health.available``), waiting for it is quicker
+    than starting elsewhere, and the request waits in its model's queue
+    (:mod:`quorum.routing.admission`).
     """
     if health is None:
         health = NO_HEALTH
@@ -102,6 +103,7 @@ def choose(
         health,
         now,
         replayable=request.size_bytes <= replay_limit_bytes,
+        ahead=ahead,
     )
     if not ranked:
         services = ", ".join(sorted({f"{h.service}@{h.node_name}" for h in online}))
@@ -125,72 +127,70 @@ def next_reopen(health: Health, holders: Iterable[Holder], now: float) -> float:
     return first if math.isfinite(first) else now
 
 
-# A group packs sort keys 1-3 in one int: rank, then must load, then route cost.
-_Row = tuple[int, float | None, float, int, Holder]
-_DEFAULT_LIMITS = dict(DEFAULT_LIMITS)  # a plain dict: the hot loop looks it up per holder
-
-
 def _rank(
-    online: list[Holder], health: Health, now: float, *, replayable: bool
+    online: list[Holder], health: Health, now: float, *, replayable: bool, ahead: int = 0
 ) -> tuple[Holder, ...]:
-    """The holders that are not cooling, in order."""
-    entries = health.holders
-    limits = health.limits or None
-    stale_before = now - health.policy.stale_s
-    never = NEVER_USED
-    rows: list[_Row] = []
-    best_latency: dict[int, float] = {}
+    """The holders that are not cooling, in order (the rules in the package docstring)."""
+    rows: list[tuple[int, Holder, HolderHealth]] = []
+    known: list[float] = []
     for h in online:
-        key = (h.node_id, h.service, h.route)
-        entry = entries.get(key, never)
-        limit = (limits and limits.get(key)) or (
-            _DEFAULT_LIMITS[h.engine] if h.route is Route.LOCAL else h.limit or REMOTE_LIMIT
-        )
-        rank = _FREE
+        entry = health.get(key_of(h))
+        rank = _FIRST
         until = entry.cooldown_until
         if until is not None:
             if entry.probing or now < until:  # open or probing: cooling, skipped
                 continue
             if not replayable:
                 rank = _PROBE_LAST
-        in_flight = entry.in_flight
-        if in_flight >= limit:
-            rank = _FULL
-        group = rank << 3 | (h.loaded is False) << 2 | _ROUTE_COST[h.route]
-        latency = None
-        last_ok = entry.last_ok
-        if last_ok is not None and last_ok >= stale_before:
-            latency = entry.ttfb_ewma_s
-            if latency is not None and latency < best_latency.get(group, math.inf):
-                best_latency[group] = latency
-        weight = (in_flight + 1) / limit * (1 + entry.consecutive_failures)
-        rows.append((group, latency, weight, entry.last_seq, h))
+        rows.append((rank, h, entry))
+        run = known_run_s(health, h, now)
+        if run is not None:
+            known.append(run)
     if len(rows) <= 1:
-        return tuple(row[4] for row in rows)
-    # Unknown latency counts as the best known in its group: a new holder gets its turn.
-    scored = []
-    best_score: dict[int, float] = {}
-    for group, latency, weight, last_seq, h in rows:
-        if latency is None:
-            latency = best_latency.get(group, 1.0)
-        score = max(latency, _MIN_LATENCY_S) * weight
-        if score < best_score.get(group, math.inf):
-            best_score[group] = score
-        scored.append((group, score, last_seq, h))
+        return tuple(row[1] for row in rows)
+    # Unknown speed counts as the best known: a new holder gets its turn.
+    unknown = min(known, default=DEFAULT_RUN_S)
+    estimates = [estimate(health, h, now, unknown) for _, h, _ in rows]
+    if ahead:
+        # Requests waiting ahead drain through the full holders together.
+        rate = sum(e.slots / max(e.run_s, _MIN_RUN_S) for e in estimates if e.busy >= e.slots)
+        extra = ahead / rate if rate else 0.0
+    best: dict[int, float] = {}
+    totals = []
+    for (rank, _, _), e in zip(rows, estimates, strict=True):
+        total = e.total_s
+        if ahead and e.busy >= e.slots:
+            total += extra * e.penalty
+        totals.append(total)
+        if total < best.get(rank, math.inf):
+            best[rank] = total
     keyed = []
-    for group, score, last_seq, h in scored:
-        # frexp's exponent e of ratio >= 1 is floor(log2(ratio)) + 1, exactly.
-        tier = math.frexp(score / best_score[group])[1] - 1
-        # Identity last, so the order never depends on the snapshot's order.
+    for (rank, h, entry), e, total in zip(rows, estimates, totals, strict=True):
+        equal = total <= best[rank] * EQUAL_FACTOR
         loaded = 0 if h.loaded is None else 1 if h.loaded else 2
         keyed.append(
-            ((group, tier, last_seq, h.node_name, h.node_id, h.service, h.type, loaded), h)
+            (
+                (
+                    rank,
+                    0.0 if equal else total,
+                    e.busy >= e.slots,
+                    _ROUTE_COST[h.route],
+                    entry.last_seq,
+                    h.node_name,
+                    h.node_id,
+                    h.service,
+                    h.type,
+                    loaded,
+                    h.engine,
+                ),
+                h,
+            )
         )
     keyed.sort(key=_sort_key)
     return tuple(h for _, h in keyed)
 
 
-_Key = tuple[int, int, int, str, str, str, ServiceType, int]
+_Key = tuple[int, float, bool, int, int, str, str, str, ServiceType, int, EngineKind]
 
 
 def _sort_key(item: tuple[_Key, Holder]) -> _Key:

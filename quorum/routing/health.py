@@ -10,9 +10,16 @@ Rules (everything that changes a holder's health lives here):
 - In flight: ``started`` adds one; ``finished`` and ``abandoned`` take one
   away, never below zero. A health probe of an idle engine holds a slot the
   same way (``reserved``, ``released``) and changes nothing else.
-- Concurrency limit: what ``set_limits`` set for the key (from config), else
-  the engine's default (``DEFAULT_LIMITS``). Routing places a holder at its
-  limit after every holder with a free slot.
+- Concurrency limit (``limit_of``): what ``set_limits`` set for the key (from
+  config), else what the engine publishes or the peer announced
+  (``Holder.limit``), else, given ``now``, the slots its traffic showed
+  (:mod:`.capacity`, never above the default), else the engine's default
+  (``DEFAULT_LIMITS``; a peer's holder: ``REMOTE_LIMIT``). A holder at its
+  limit takes no request until one ends: the request waits at this node.
+- Speed: each success also feeds the holder's ``Speed`` with its latency at
+  the concurrency it started at (``level``), by :mod:`.capacity`'s rules.
+- Reports: ``reported`` keeps the last load a peer or an engine reported for
+  a holder, with when it was received; :mod:`.estimate` weighs it by age.
 - Latency: EWMAs (``policy.ewma_alpha``) of the time to first byte and of the
   whole answer, fed by successful answers only. An EWMA that no success
   refreshed for ``policy.stale_s`` is stale: routing treats it as unknown and
@@ -42,10 +49,14 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeVar
 
 from quorum.config.models import EngineKind
-from quorum.fleet import Holder, Route
+from quorum.fleet import Holder, Load, Route
+from quorum.routing import capacity
+from quorum.routing.capacity import NO_SPEED, Speed
 
+_V = TypeVar("_V")
 HolderKey = tuple[str, str, Route]
 """``(node_id, service, route)``: one holder's identity for health and load."""
 
@@ -114,11 +125,21 @@ class HolderHealth:
     last_seq: int = -1  # sequence number of the last start; -1: never started
     requests: int = 0  # started, in total
     failed: int = 0  # finished with a failure, in total
+    speed: Speed = NO_SPEED  # learned from its answers (:mod:`.capacity`)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The load last reported for a holder, and when (this node's clock) it arrived."""
+
+    load: Load
+    at: float
 
 
 NEVER_USED = HolderHealth()
 _NO_ENTRIES: Mapping[HolderKey, HolderHealth] = MappingProxyType({})
 _NO_LIMITS: Mapping[HolderKey, int] = MappingProxyType({})
+_NO_REPORTS: Mapping[HolderKey, Report] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,22 +150,10 @@ class Health:
     limits: Mapping[HolderKey, int] = field(default_factory=lambda: _NO_LIMITS)
     seq: int = 0
     policy: HealthPolicy = field(default_factory=HealthPolicy)
+    reports: Mapping[HolderKey, Report] = field(default_factory=lambda: _NO_REPORTS)
 
     def get(self, key: HolderKey) -> HolderHealth:
         return self.holders.get(key, NEVER_USED)
-
-
-@dataclass(frozen=True, slots=True)
-class Cooling:
-    """A holder whose circuit is not closed, for status and ``/metrics``."""
-
-    node_id: str
-    service: str
-    route: Route
-    circuit: Circuit
-    until: float  # when the cooldown ends (in the past once half-open or probing)
-    consecutive_failures: int
-    cooldown_s: float
 
 
 def key_of(holder: Holder) -> HolderKey:
@@ -166,16 +175,19 @@ REMOTE_LIMIT = 256
 so this node only bounds how many requests it sends there at once."""
 
 
-def limit_of(health: Health, holder: Holder) -> int:
-    """The holder's concurrency limit: configured for its key, else its engine's default;
-    a peer's holder: the limit the peer announced, else ``REMOTE_LIMIT`` (the peer
-    enforces the real one and queues the rest)."""
-    configured = health.limits.get(key_of(holder))
+def limit_of(health: Health, holder: Holder, now: float | None = None) -> int:
+    """The holder's concurrency limit (the rules above); the learned one only given ``now``."""
+    key = key_of(holder)
+    configured = health.limits.get(key)
     if configured:
         return configured
-    if holder.route is Route.LOCAL:
-        return DEFAULT_LIMITS[holder.engine]
-    return holder.limit or REMOTE_LIMIT
+    if holder.limit:
+        return holder.limit
+    default = DEFAULT_LIMITS[holder.engine] if holder.route is Route.LOCAL else REMOTE_LIMIT
+    if now is None:
+        return default
+    learned = capacity.learned_slots(health.get(key).speed, now)
+    return min(learned, default) if learned else default
 
 
 def available(health: Health, holder: Holder, now: float) -> bool:
@@ -187,10 +199,10 @@ def available(health: Health, holder: Holder, now: float) -> bool:
     entry = health.get(key_of(holder))
     if circuit(entry, now) in (Circuit.OPEN, Circuit.PROBING):
         return False
-    return entry.in_flight < limit_of(health, holder)
+    return entry.in_flight < limit_of(health, holder, now)
 
 
-def _copy(entries: Mapping[HolderKey, HolderHealth]) -> dict[HolderKey, HolderHealth]:
+def _copy(entries: Mapping[HolderKey, _V]) -> dict[HolderKey, _V]:
     # A dict's (or its proxy's) own copy is ten times faster than dict(mapping).
     if isinstance(entries, dict | MappingProxyType):
         return entries.copy()
@@ -205,6 +217,7 @@ def _put(health: Health, key: HolderKey, entry: HolderHealth, seq: int | None = 
         health.limits,
         health.seq if seq is None else seq,
         health.policy,
+        health.reports,
     )
 
 
@@ -247,13 +260,18 @@ def finished(
     ok: bool,
     latency_s: float | None = None,
     ttfb_s: float | None = None,
+    *,
+    level: int | None = None,
+    tokens: int | None = None,
 ) -> Health:
     """A request on ``key`` ended: ``ok`` when the holder answered usably.
 
     ``ok`` is what ``failover.is_failure`` says of the outcome: a 4xx other
     than 429 is the request's fault, not the holder's, and counts as ok.
     ``latency_s`` and ``ttfb_s`` feed the EWMAs (only when ``ok``); with no
-    ``ttfb_s`` the whole latency stands for it.
+    ``ttfb_s`` the whole latency stands for it. With ``level`` (the requests
+    running there when it started, itself included) the latency also feeds
+    the holder's ``Speed``; ``tokens`` (completion tokens) its tokens/s.
     """
     entry = health.get(key)
     policy = health.policy
@@ -272,6 +290,9 @@ def finished(
             ttfb_ewma_s=_ewma(entry.ttfb_ewma_s, ttfb, policy.ewma_alpha, fresh),
             latency_ewma_s=_ewma(entry.latency_ewma_s, latency_s, policy.ewma_alpha, fresh),
             last_ok=now,
+            speed=entry.speed
+            if level is None or latency_s is None
+            else capacity.learn(entry.speed, level, latency_s, now, policy.ewma_alpha, tokens),
         )
         return _put(health, key, updated)
     failures = entry.consecutive_failures + 1
@@ -334,34 +355,31 @@ def set_limits(health: Health, limits: Mapping[HolderKey, int]) -> Health:
     """The same health with these concurrency limits (replacing all set before)."""
     if any(n < 1 for n in limits.values()):
         raise ValueError("a concurrency limit must be at least 1")
-    return Health(health.holders, MappingProxyType(dict(limits)), health.seq, health.policy)
+    return Health(
+        health.holders, MappingProxyType(dict(limits)), health.seq, health.policy, health.reports
+    )
+
+
+def reported(health: Health, key: HolderKey, load: Load, at: float) -> Health:
+    """The same health with ``load`` as the holder's last report, received at ``at``."""
+    reports = _copy(health.reports)
+    reports[key] = Report(load, at)
+    return Health(
+        health.holders, health.limits, health.seq, health.policy, MappingProxyType(reports)
+    )
 
 
 def retain(health: Health, keys: Iterable[HolderKey]) -> Health:
     """Forget holders not in ``keys`` (gone from the fleet), unless requests still run there."""
     keep = set(keys)
     holders = {k: e for k, e in health.holders.items() if k in keep or e.in_flight > 0}
-    if len(holders) == len(health.holders):
+    reports = {k: r for k, r in health.reports.items() if k in keep}
+    if len(holders) == len(health.holders) and len(reports) == len(health.reports):
         return health
-    return Health(MappingProxyType(holders), health.limits, health.seq, health.policy)
-
-
-def cooling(health: Health, now: float) -> tuple[Cooling, ...]:
-    """Holders whose circuit is open, half-open or probing, in key order."""
-    out = []
-    for key, entry in sorted(health.holders.items()):
-        if entry.cooldown_until is None:
-            continue
-        node_id, service, route = key
-        out.append(
-            Cooling(
-                node_id,
-                service,
-                route,
-                circuit(entry, now),
-                entry.cooldown_until,
-                entry.consecutive_failures,
-                entry.cooldown_s,
-            )
-        )
-    return tuple(out)
+    return Health(
+        MappingProxyType(holders),
+        health.limits,
+        health.seq,
+        health.policy,
+        MappingProxyType(reports),
+    )

@@ -163,20 +163,30 @@ def _usage_json(ctx: NodeContext) -> dict[str, Any] | None:
 def local_models(ctx: NodeContext) -> list[ModelInfo]:
     """What this node itself holds (never what it learned from peers), in the one presence
     format peers read over the LAN and through the relay."""
-    health = ctx.scheduler.health
-    return [
-        ModelInfo(
-            h.model,
-            h.type.value,
-            h.service,
-            tuple(sorted(h.features)),
-            engine=h.engine.value,
-            loaded=h.loaded,
-            limit=limit_of(health, h),
+    sched = ctx.scheduler
+    health, now = sched.health, sched.clock()
+    local = ctx.snapshot.local()
+    out = []
+    for h in local:
+        if not h.online:
+            continue
+        load = sched.load_of(h)
+        out.append(
+            ModelInfo(
+                h.model,
+                h.type.value,
+                h.service,
+                tuple(sorted(h.features)),
+                engine=h.engine.value,
+                loaded=h.loaded,
+                limit=limit_of(health, h, now),
+                in_flight=load.in_flight,
+                queued=load.queued,
+                service_ms=round(load.service_s * 1000),
+                wait_ms=round(sched.wait_of(local, h.model) * 1000),
+            )
         )
-        for h in ctx.snapshot.local()
-        if h.online
-    ]
+    return out
 
 
 def local_json(ctx: NodeContext) -> dict[str, Any]:

@@ -65,12 +65,15 @@ def test_two_failures_do_not_cool_but_demote() -> None:
     assert choose(snap(a, b), req(), health, 2.0)[0] == b  # b's turn: a started last
 
 
-def test_a_full_holder_goes_after_every_free_one() -> None:
+def test_a_full_holder_goes_after_a_free_one_unless_waiting_is_quicker() -> None:
     local = holder(engine=EngineKind.LMSTUDIO)  # limit 1
-    relay = holder(node="r", route=Route.RELAY, loaded=False)
+    relay = holder(node="r", route=Route.RELAY)
     health = started(Health(), key_of(local), 0.0)
     assert not available(health, local, 0.0)
     assert choose(snap(local, relay), req(), health, 0.0) == (relay, local)
+    # A relay holder that must load the model first: waiting for the local slot is quicker.
+    cold = holder(node="r", route=Route.RELAY, loaded=False)
+    assert choose(snap(local, cold), req(), health, 0.0) == (local, cold)
 
 
 def test_configured_limit_wins_over_engine_default() -> None:
@@ -93,14 +96,14 @@ def test_loaded_beats_route_even_when_busy() -> None:
 def test_much_slower_holder_yields_noise_does_not() -> None:
     fast, slow = holder(node="a"), holder(node="b")
     health = succeed(Health(), key_of(fast), 0.0, latency_s=1.0)
-    health = succeed(health, key_of(slow), 0.0, latency_s=2.1)  # over twice as slow
+    health = succeed(health, key_of(slow), 0.0, latency_s=1.6)  # over 1.5 times as slow
     s = snap(fast, slow)
     for now in (1.0, 2.0):
         assert choose(s, req(), health, now)[0] == fast
         health = succeed(health, key_of(fast), now, latency_s=1.0)
-    # Within a factor of 2 they count as equal and take turns.
+    # Within a factor of 1.5 they count as equal and take turns.
     health = succeed(Health(), key_of(fast), 0.0, latency_s=1.0)
-    health = succeed(health, key_of(slow), 0.0, latency_s=1.8)
+    health = succeed(health, key_of(slow), 0.0, latency_s=1.4)
     assert choose(s, req(), health, 1.0)[0] == fast  # it started least recently
     health = succeed(health, key_of(fast), 1.0, latency_s=1.0)
     assert choose(s, req(), health, 2.0)[0] == slow

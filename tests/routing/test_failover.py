@@ -137,11 +137,12 @@ def test_estimated_wait_from_limits_and_latency() -> None:
     a = holder(engine=EngineKind.OLLAMA)  # limit 4
     b = holder(engine=EngineKind.LMSTUDIO, service="studio")  # limit 1
     h = succeed(succeed(Health(), key_of(a), 0.0, latency_s=2.0), key_of(b), 0.0, latency_s=4.0)
-    # 10 ahead + this one, over 5 slots, each taking 3 s on average.
-    assert estimated_wait_s(h, [a, b], ahead=10, now=1.0) == pytest.approx(11 * 3.0 / 5)
+    # 10 ahead + this one drain at 4 slots / 2 s + 1 slot / 4 s = 2.25 requests a second.
+    assert estimated_wait_s(h, [a, b], ahead=10, now=1.0) == pytest.approx(11 / 2.25)
     assert estimated_wait_s(Health(), [a], ahead=3, now=0.0) == pytest.approx(1.0)
     h = set_limits(h, {key_of(a): 1})
-    assert estimated_wait_s(h, [a, b], ahead=0, now=1.0) == pytest.approx(1.5)
+    # One slot each: 1 / 2 s + 1 / 4 s = 0.75 requests a second.
+    assert estimated_wait_s(h, [a, b], ahead=0, now=1.0) == pytest.approx(1 / 0.75)
 
 
 def test_estimated_wait_when_everything_cools_is_the_first_reopening() -> None:

@@ -20,8 +20,11 @@ from quorum.routing import (
     available,
     choose,
     circuit,
+    estimate,
     key_of,
 )
+from quorum.routing.choose import EQUAL_FACTOR
+from quorum.routing.estimate import known_run_s
 from tests.routing.helpers import holder, req, snap
 
 MODELS = ["m1", "m2", "m3"]
@@ -107,18 +110,19 @@ def test_choose_with_health(
     # Deterministic for the same snapshot and health, whatever the snapshot's order.
     assert choose(snap(*reversed(hs)), request, health, now) == picked
     assert choose(snap(*hs), request, health, now) == picked
-    # Holders with a free slot come before full ones.
-    free = [available(health, h, now) for h in picked]
-    assert free == sorted(free, reverse=True)
-    # Among free holders in place (a big body puts half-open ones after the closed):
-    # loaded before must-load, then cheaper routes.
-    in_place = [
-        h
-        for h in picked
-        if available(health, h, now) and (size == 0 or health.get(key_of(h)).cooldown_until is None)
-    ]
-    order = [(h.loaded is False, list(Route).index(h.route)) for h in in_place]
-    assert order == sorted(order)
+    # By expected completion: a holder before another is never more than
+    # EQUAL_FACTOR slower than it; among equals, a free one before a full one.
+    in_place = [h for h in picked if size == 0 or health.get(key_of(h)).cooldown_until is None]
+    known = [r for h in picked if (r := known_run_s(health, h, now)) is not None]
+    unknown = min(known, default=1.0)
+    totals = {key_of(h): estimate(health, h, now, unknown).total_s for h in in_place}
+    for i, x in enumerate(in_place):
+        for y in in_place[i + 1 :]:
+            tx, ty = totals[key_of(x)], totals[key_of(y)]
+            assert tx <= EQUAL_FACTOR * ty + 1e-9
+            best = min(totals.values())
+            if tx <= best * EQUAL_FACTOR and ty <= best * EQUAL_FACTOR:
+                assert available(health, x, now) or not available(health, y, now)
 
 
 @given(worlds())
