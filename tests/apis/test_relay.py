@@ -246,13 +246,9 @@ def test_a_limited_key_is_refused_other_models_in_every_api(world: World, wire: 
     assert hidden.value.status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the relay's public /v1 (relay/context.py, require_key) and a node's key check "
-    "(quorum/server/middleware.py, auth) read only 'Authorization: Bearer', not x-api-key",
-)
 def test_x_api_key_is_a_key_too(world: World, wire: Wire) -> None:
-    """Claude Code and Anthropic's SDKs before 2.x send the key as ``x-api-key``."""
+    """Claude Code and Anthropic's SDKs before 2.x send the key as ``x-api-key``: the relay
+    and a node that checks keys take it as they take a Bearer key, limits included."""
     for base in (world.relay.http, world.keyed.url):
         claude = anthropic_client(base, wire, key=world.key)
         message = claude.messages.create(
@@ -261,3 +257,8 @@ def test_x_api_key_is_a_key_too(world: World, wire: Wire) -> None:
         assert message.content[0].text == "You said: keyed"  # type: ignore[union-attr]
         assert wire.sent[-1].headers["x-api-key"] == world.key
         assert "authorization" not in wire.sent[-1].headers
+        limited = anthropic_client(base, wire, key=world.limited)
+        with pytest.raises(anthropic.PermissionDeniedError):
+            limited.messages.create(
+                model=NATIVE, max_tokens=8, messages=[{"role": "user", "content": "x"}]
+            )
