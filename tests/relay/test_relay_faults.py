@@ -262,3 +262,54 @@ def test_newest_connection_of_a_node_wins(trio: Trio) -> None:
     events = asyncio.run(twice())
     goaways = [e for e in events if isinstance(e, GoAwayReceived)]
     assert [g.goaway.reason for g in goaways] == [GoAwayReason.REPLACED]
+
+
+def test_clients_that_leave_early_leave_no_stream_behind(trio: Trio) -> None:
+    """Every stream of a client that went away mid-answer is forgotten by the relay; so a
+    drain after them does not wait for streams that no longer exist."""
+    trio.vllm.chunks, trio.vllm.chunk_delay = 60, 0.05
+    for _ in range(40):
+        with trio.client() as c:
+            stream = c.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "w w w"}], stream=True
+            )
+            with stream:
+                next(iter(stream))  # the first chunk, then the client leaves
+    wait_until(lambda: relay_metric(trio.relay, "quorum_relay_streams") == 0, 10, "no stream left")
+    assert relay_metric(trio.relay, "quorum_relay_streams_piped") >= 40
+    started = time.monotonic()
+    assert trio.relay.stop() == 0
+    assert time.monotonic() - started < timeout(4)  # nothing left to drain for (5 s at most)
+
+
+def relay_rss_mib(relay: Relay) -> float:
+    assert relay.proc is not None
+    for line in Path(f"/proc/{relay.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_after_a_protocol_error_the_relay_reads_no_more(trio: Trio) -> None:
+    """A broken frame, then 4,000 frames of 64 KiB: the relay closes the connection at the first
+    and never queues the rest (its memory stays where it was)."""
+    before = relay_rss_mib(trio.relay)
+
+    async def flood() -> int:
+        sent = 0
+        async with RawNode(trio.relay.url, trio.pair.token, "vandal") as raw:
+            await raw.ws.send(b"\x01\xff\x00\x00\x00\x00\x07not a frame")
+            try:
+                for _ in range(4000):
+                    await raw.ws.send(b"\x01\x02\x00\x00\x00\x01" + b"x" * 65536)
+                    sent += 1
+            except Exception:
+                pass  # closed by the relay, as it should
+        return sent
+
+    sent = asyncio.run(flood())
+    assert sent < 4000, "the relay kept the connection open after a protocol error"
+    assert relay_rss_mib(trio.relay) - before < 32
+    with trio.client() as c:
+        done = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "ok"}])
+    assert done.choices[0].message.content == "You said: ok"
