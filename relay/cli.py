@@ -154,7 +154,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_body=int(args.max_body_mb * 1024 * 1024),
         protect_metrics=args.protect_metrics,
     )
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, auto_decompress=False)
     await runner.setup()
     # Heads must arrive whole in time and one address holds a bounded number of
     # connections; behind a trusted reverse proxy, every client shares its address.

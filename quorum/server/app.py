@@ -38,4 +38,5 @@ def build_app(ctx: NodeContext) -> web.Application:
 def build_runner(app: web.Application) -> web.AppRunner:
     # handler_cancellation: a client that disconnects cancels its handler, which closes
     # the upstream request, so the engine stops generating for nobody.
-    return web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # auto_decompress off: a compressed body is refused (quorum.api.body), never inflated.
+    return web.AppRunner(app, handler_cancellation=True, access_log=None, auto_decompress=False)
