@@ -1,5 +1,7 @@
 """Ollama's listing endpoints on the node: ``/api/tags``, ``/api/ps``, ``/api/show``,
 ``/api/version``, answered from the cluster's models (what a model is, not where).
+Only language and embedding models are Ollama models: speech and image models are
+neither listed nor shown.
 
 Generation (``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/embeddings``)
 goes through the proxy like every request (:mod:`quorum.proxy.foreign`).
@@ -21,6 +23,13 @@ from quorum.server.context import CONTEXT, KEY_INFO
 from quorum.translate import ollama_models
 
 
+def _kind(holders: tuple[Holder, ...]) -> str | None:
+    """The model's kind for Ollama: ``llm`` before ``embedding`` (a name may be held by
+    services of several types); None when no holder's type is an Ollama model's."""
+    kinds = {h.type.value for h in holders}
+    return next((kind for kind in ollama_models.MODEL_TYPES if kind in kinds), None)
+
+
 def _models(request: web.Request) -> list[tuple[str, tuple[Holder, ...]]]:
     ctx = request.app[CONTEXT]
     key = request.get(KEY_INFO)
@@ -32,15 +41,15 @@ def _models(request: web.Request) -> list[tuple[str, tuple[Holder, ...]]]:
 
 
 async def tags(request: web.Request) -> web.Response:
-    pairs = [(name, holders[0].type.value) for name, holders in _models(request)]
+    pairs = [(name, kind) for name, holders in _models(request) if (kind := _kind(holders))]
     return web.json_response(ollama_models.tags(pairs))
 
 
 async def ps(request: web.Request) -> web.Response:
     pairs = [
-        (name, holders[0].type.value)
+        (name, kind)
         for name, holders in _models(request)
-        if any(h.loaded is not False and h.online for h in holders)
+        if (kind := _kind(holders)) and any(h.loaded is not False and h.online for h in holders)
     ]
     return web.json_response(ollama_models.ps(pairs))
 
@@ -59,10 +68,11 @@ async def show(request: web.Request) -> web.Response:
         raise InvalidRequest("You must provide a model.", param="model")
     ctx = request.app[CONTEXT]
     key = request.get(KEY_INFO)
-    holders = ctx.snapshot.by_model.get(resolve_alias(ctx.scheduler.aliases, name))
-    if not holders or (key is not None and not key.allows(name)):
+    holders = ctx.snapshot.by_model.get(resolve_alias(ctx.scheduler.aliases, name), ())
+    kind = _kind(holders)
+    if kind is None or (key is not None and not key.allows(name)):
         raise ModelNotFound(f"model '{name}' not found")
-    return web.json_response(ollama_models.show(name, holders[0].type.value))
+    return web.json_response(ollama_models.show(name, kind))
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.apis.helpers import LOOKUP, Wire, ollama_client
 from tests.conftest import MakeRig, Rig
-from tests.fakes import FakeOllama, FakeVLLM
+from tests.fakes import FakeOllama, FakeVLLM, FakeWhisper
 
 MODEL = "Qwen/Qwen3-0.6B"
 EMBEDDER = "bge-m3"
@@ -132,3 +132,22 @@ def test_errors_in_ollama_shape(make_rig: MakeRig, wire: Wire) -> None:
         client.chat(model=MODEL, messages=[{"role": "wizard", "content": "x"}], stream=False)
     assert bad.value.status_code == 400 and "messages[0].role" in bad.value.error
     assert not [r for r in rig.fakes["vllm"].requests if r.method == "POST"]
+
+
+def test_only_language_and_embedding_models_are_ollama_models(
+    make_rig: MakeRig, wire: Wire
+) -> None:
+    rig = make_rig(
+        {
+            "vllm": (FakeVLLM(models=[MODEL]), {}),
+            "asr": (FakeWhisper(), {"type": "stt"}),
+            "emb": (FakeVLLM(models=[EMBEDDER], tasks=("embed",)), {"type": "embedding"}),
+        }
+    )
+    client = ollama_client(rig.node.url, wire)
+    assert sorted(m.model or "" for m in client.list().models) == sorted([EMBEDDER, MODEL])
+    assert client.show(EMBEDDER).capabilities == ["embedding"]
+    assert "completion" in (client.show(MODEL).capabilities or [])
+    with pytest.raises(ollama.ResponseError) as speech:
+        client.show("whisper-1")  # held, but a transcription model is no Ollama model
+    assert speech.value.status_code == 404
