@@ -26,13 +26,13 @@ Cluster token (what nodes call; a token only ever reaches its own cluster)::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from quorum.api.body import loads
 from quorum.errors import Forbidden, InvalidRequest, RateLimited, RemoteProtocolError, Unauthorized
 from quorum.protocol import UsageBatch
 from relay.admin import AdminOps
@@ -64,7 +64,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = loads(raw)  # bounded nesting: a deep body is a 400, never a 500
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("The body must be a JSON object.") from None
     if not isinstance(data, dict):

@@ -42,6 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
+from quorum.api.body import loads
 from quorum.errors import Forbidden, InvalidRequest, RateLimited, Unauthorized
 from relay import dashboard_data as data
 from relay.admin import AdminOps
@@ -249,7 +250,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if len(raw) > MAX_FORM:
         raise InvalidRequest("The request body is too large.")
     try:
-        body = json.loads(raw or b"{}")
+        body = loads(raw or b"{}")  # bounded nesting: a deep body is a 400, never a 500
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("The body must be a JSON object.") from None
     if not isinstance(body, dict):

@@ -51,3 +51,26 @@ def test_healthz_checks_the_store(tmp_path: Path) -> None:
         assert answer["status"] == "store_damaged" and str(store) in answer["error"]
     finally:
         relay.kill()
+
+
+def test_deep_json_is_a_400_on_the_control_plane(tmp_path: Path) -> None:
+    token = create_cluster(tmp_path, "home")
+    relay = Relay(tmp_path).start()
+    deep = b"[" * 50_000 + b"]" * 50_000
+    admin = (tmp_path / "admin_token").read_text().strip()
+    try:
+        for path, credential in (("/api/v1/keys/verify", token), ("/api/v1/keys", admin)):
+            request = urllib.request.Request(relay.http + path, data=deep, method="POST")
+            request.add_header("Content-Type", "application/json")
+            if credential:
+                request.add_header("Authorization", f"Bearer {credential}")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    status = resp.status
+            except urllib.error.HTTPError as err:
+                with err:
+                    status = err.code
+            assert status == 400, (path, status)  # never a 500
+    finally:
+        relay.stop()
+    assert "RecursionError" not in relay.log.read_text()
