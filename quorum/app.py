@@ -28,10 +28,10 @@ from quorum.discovery import (
     PROTOCOL_VERSION,
     Advert,
     Discovery,
-    cluster_fingerprint,
+    cluster_discriminator,
     models_digest,
 )
-from quorum.discovery.peers import PeerTracker, http_fetch
+from quorum.discovery.peers import PeerTracker, tls_fetch
 from quorum.engines import embedded
 from quorum.engines.base import ServiceState, make_http_get
 from quorum.engines.embedded import EmbeddedEngine
@@ -42,6 +42,7 @@ from quorum.http import socket_factory
 from quorum.keys import KeyVerifier, relay_http_base
 from quorum.netguard import GuardedSite
 from quorum.protocol import ModelInfo
+from quorum.secure import ClusterTLS, Identity
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
@@ -210,6 +211,7 @@ class Node:
             sharing_paused=self._sharing_paused,
         )
         try:
+            await asyncio.to_thread(self._secure, ctx)
             await self._serve(ctx)
             get = make_http_get(session)
             manager = EngineManager(
@@ -235,6 +237,16 @@ class Node:
             len(ctx.snapshot.by_model),
         )
 
+    def _secure(self, ctx: NodeContext) -> None:
+        """This node's identity key (made on first start) and, in a cluster, its TLS."""
+        ctx.identity = identity = Identity.load_or_create(self.data_dir)
+        cluster = self.config.cluster
+        if cluster.token is not None:
+            ctx.fingerprint = cluster_discriminator(cluster.token)
+            ctx.tls = ClusterTLS(
+                identity, ctx.node_id, cluster.token, self.data_dir, cluster.previous_tokens
+            )
+
     async def _serve(self, ctx: NodeContext) -> None:
         app = build_app(ctx)
         app.middlewares.append(self._sharing_gate)  # innermost: errors shape its refusals
@@ -249,6 +261,8 @@ class Node:
             head_timeout_s=node.head_timeout_s,
             body_idle_s=node.body_idle_s,
             per_address=node.max_connections_per_address,
+            tls=ctx.tls.server if ctx.tls is not None else None,
+            plain_lan=node.allow_plain_lan,
         )
         try:
             await site.start()
@@ -296,19 +310,19 @@ class Node:
 
     async def _start_lan(self, ctx: NodeContext) -> None:
         """With a cluster token: advertise over mDNS, find peers, keep their holders current."""
-        token = self.config.cluster.token
-        if token is None:
+        tls, identity = ctx.tls, ctx.identity
+        if tls is None or identity is None or ctx.fingerprint is None:
             return
-        ctx.fingerprint = await asyncio.to_thread(cluster_fingerprint, token)
         if not self.config.discovery.enabled:
             return
-        tracker = PeerTracker(http_fetch(ctx.session, token), self._on_fleet, token=token)
+        tracker = PeerTracker(tls_fetch(ctx.session, tls.client), self._on_fleet)
         advert = Advert(
             version=PROTOCOL_VERSION,
             node_id=ctx.node_id,
             node_name=ctx.name,
             port=self.port,
-            fingerprint=ctx.fingerprint,
+            cluster=ctx.fingerprint,
+            identity=identity.short,
             models_digest=self._digest(),
         )
         interfaces = self.config.discovery.interfaces or None

@@ -213,12 +213,18 @@ def print_status(data: dict[str, Any]) -> None:
     cluster = data["cluster"]
     joined = f"joined ({cluster['fingerprint']})" if cluster["joined"] else "none (local only)"
     print(f"cluster   {joined}")
+    identity = node.get("identity")
+    if identity:
+        print(f"identity  {identity['short']}  (TLS key, SHA-256 {identity['fingerprint']})")
     print(f"relay     {relay_text}")
     print(f"services  {len(data['services'])}")
     for s in data["services"]:
         state = "up" if s["up"] else f"DOWN ({s['error']})"
         print(f"  {s['name']:<16} {s['engine']:<9} {s['type']:<9} {s['url']}  {state}")
     print(f"models    {len(data['models'])}")
+    for q in data.get("queues", ()):
+        wait = q["estimated_wait_s"]
+        print(f"  {q['model']:<24} {q['depth']} waiting, about {wait:.1f} s to wait")
     print(f"peers     {len(data['peers'])}")
 
 

@@ -18,14 +18,28 @@ usual 1,024-file limit. This wraps the server's protocol factory:
 ``HeadTracker`` is the pure part (bytes in, where the heads and bodies are);
 ``GuardedFactory`` the asyncio adapter. A chunked request body is not tracked
 (the connection is then left to aiohttp's own limits).
+
+TLS on the same port (the node's): with a ``tls`` context, the first byte of a
+connection says what it is. ``0x16`` (a TLS handshake record, the ClientHello)
+runs TLS through the stdlib (``asyncio.sslproto.SSLProtocol`` fed the bytes
+already read; it is pure Python, so it runs as well on uvloop's transports),
+and the guards above then watch the decrypted stream; the server asks for a
+client certificate, and aiohttp's handlers find the verified one in the
+transport's ``ssl_object``. Anything else is plain HTTP, answered only for a
+trusted (loopback) client unless ``plain_lan``; the others get a 403 saying
+to use TLS. A connection must send its first byte within ``head_timeout_s``,
+and finish its TLS handshake within as long again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import enum
 import ipaddress
+import json
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -34,6 +48,23 @@ from aiohttp import web
 log = logging.getLogger("quorum.netguard")
 
 HEAD_LIMIT = 64 * 1024
+TLS_HANDSHAKE_RECORD = 0x16
+
+_PLAIN_REFUSED = json.dumps(
+    {
+        "error": {
+            "message": "This node answers other machines over TLS only (https://, the node's "
+            "certificate: its fingerprint is on the node page and in 'quorum status').",
+            "type": "permission_error",
+            "param": None,
+            "code": "tls_required",
+        }
+    }
+).encode()
+PLAIN_REFUSAL = (
+    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: " + str(len(_PLAIN_REFUSED)).encode() + b"\r\n\r\n" + _PLAIN_REFUSED
+)
 
 
 class Phase(enum.IntEnum):
@@ -128,14 +159,20 @@ class GuardedFactory:
         body_idle_s: float = 30.0,
         per_address: int = 64,
         trusted: Callable[[str | None], bool] = is_trusted,
+        tls: ssl.SSLContext | None = None,
+        plain_lan: bool = True,
     ) -> None:
         self.inner = inner
+        self.tls = tls
+        self.plain_lan = plain_lan
+        self.sniff = tls is not None or not plain_lan
         self.head_timeout_s = head_timeout_s
         self.body_idle_s = body_idle_s
         self.per_address = per_address
         self.trusted = trusted
         self.open: dict[str, int] = {}
         self.refused = 0  # connections closed at once: over the per-address cap
+        self.plain_refused = 0  # plain HTTP from another machine while only TLS is answered
         self.timed_out = 0  # connections closed for a slow head or a stalled body
 
     def __call__(self) -> asyncio.Protocol:
@@ -150,6 +187,9 @@ class _Guarded(asyncio.Protocol):
         self._address: str | None = None
         self._tracker = HeadTracker()
         self._timer: asyncio.TimerHandle | None = None
+        self._tls: asyncio.sslproto.SSLProtocol | None = None
+        self._sniffing = False
+        self._trusted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -157,7 +197,8 @@ class _Guarded(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else None
         factory = self._factory
-        if not factory.trusted(host):
+        self._trusted = factory.trusted(host)
+        if not self._trusted:
             key = host or "?"
             if factory.open.get(key, 0) >= factory.per_address:
                 factory.refused += 1
@@ -169,10 +210,63 @@ class _Guarded(asyncio.Protocol):
                 return
             factory.open[key] = factory.open.get(key, 0) + 1
             self._address = key
+        if factory.sniff:
+            self._sniffing = True  # the first byte says TLS or plain HTTP
+            self._arm(factory.head_timeout_s)
+            return
         self._inner = factory.inner()
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            _feed(self._tls, data)
+            return
+        if self._sniffing:
+            self._sniffing = False
+            if not self._sniffed(data):
+                return
+        self._plain_received(data)
+
+    def _sniffed(self, data: bytes) -> bool:
+        """Start TLS or plain HTTP from the first bytes; False when they went elsewhere."""
+        factory, transport = self._factory, self._transport
+        assert transport is not None
+        if data[0] == TLS_HANDSHAKE_RECORD and factory.tls is not None:
+            # The handshake has as long again as the first byte had; then the head deadline.
+            self._arm(factory.head_timeout_s)
+            self._tls = asyncio.sslproto.SSLProtocol(
+                asyncio.get_running_loop(),
+                _Decrypted(self),
+                factory.tls,
+                cast(Any, None),  # no waiter: the handshake's end is _Decrypted.connection_made
+                server_side=True,
+                ssl_handshake_timeout=cast(Any, factory.head_timeout_s),
+            )
+            self._tls.connection_made(cast(asyncio.Transport, _RawTransport(transport)))
+            _feed(self._tls, data)
+            return False
+        if not (self._trusted or factory.plain_lan):
+            factory.plain_refused += 1
+            if factory.plain_refused in (1, 100, 10_000):
+                log.warning(
+                    "refused plain HTTP from %s: this node answers the LAN over TLS", self._address
+                )
+            self._disarm()
+            transport.write(PLAIN_REFUSAL)
+            transport.close()
+            return False
+        self._disarm()
+        self._inner = factory.inner()
+        self._inner.connection_made(transport)
+        return True
+
+    def _tls_up(self, transport: asyncio.BaseTransport) -> None:
+        """The handshake is done: aiohttp's protocol gets the decrypted transport."""
+        self._disarm()
+        self._inner = self._factory.inner()
+        self._inner.connection_made(transport)
+
+    def _plain_received(self, data: bytes) -> None:
         inner = self._inner
         if inner is None:
             return
@@ -205,6 +299,9 @@ class _Guarded(asyncio.Protocol):
             self._transport.abort()
 
     def eof_received(self) -> bool | None:
+        if self._tls is not None:
+            self._tls.eof_received()
+            return None
         return self._inner.eof_received() if self._inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -216,16 +313,98 @@ class _Guarded(asyncio.Protocol):
             else:
                 self._factory.open.pop(self._address, None)
             self._address = None
-        if self._inner is not None:
+        if self._tls is not None:
+            self._tls.connection_lost(exc)  # it tells aiohttp's protocol, if that was made
+        elif self._inner is not None:
             self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        if self._inner is not None:
+        if self._tls is not None:
+            self._tls.pause_writing()
+        elif self._inner is not None:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._inner is not None:
+        if self._tls is not None:
+            self._tls.resume_writing()
+        elif self._inner is not None:
             self._inner.resume_writing()
+
+
+class _Decrypted(asyncio.Protocol):
+    """What ``SSLProtocol`` talks to: the decrypted side, handed on to the guards."""
+
+    __slots__ = ("_outer",)
+
+    def __init__(self, outer: _Guarded) -> None:
+        self._outer = outer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._outer._tls_up(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._outer._plain_received(data)
+
+    def eof_received(self) -> bool | None:
+        inner = self._outer._inner
+        return inner.eof_received() if inner is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        inner = self._outer._inner
+        if inner is not None:
+            inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._outer._inner is not None:
+            self._outer._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._outer._inner is not None:
+            self._outer._inner.resume_writing()
+
+
+class _RawTransport:
+    """The socket's transport as ``SSLProtocol`` uses it: uvloop's has no ``_force_close``."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+
+def _feed(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Hand ``data`` to a buffered protocol (``SSLProtocol`` is one) through its buffers."""
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(protocol.get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
 
 
 class GuardedSite(web.TCPSite):

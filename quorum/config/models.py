@@ -163,11 +163,21 @@ class NodeSection(Frozen):
     max_connections_per_address: int = Field(
         default=64, ge=1, description="Connections one non-loopback address may hold at once."
     )
+    allow_plain_lan: bool = Field(
+        default=False,
+        description="Answer plain HTTP from other machines too (API-key clients without TLS); "
+        "off: the LAN gets TLS only (docs/security.md).",
+    )
 
 
 class ClusterSection(Frozen):
     token: str | None = Field(
         default=None, min_length=16, description="Cluster join token (secret; never logged)."
+    )
+    previous_tokens: tuple[Annotated[str, Field(min_length=16)], ...] = Field(
+        default=(),
+        description="Tokens this cluster used before a rotation: their members are still "
+        "accepted until every node has the new token (secret; never logged).",
     )
 
 

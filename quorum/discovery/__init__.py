@@ -14,11 +14,11 @@ from quorum.discovery.txt import (
     PROTOCOL_VERSION,
     SERVICE_TYPE,
     Advert,
-    cluster_fingerprint,
     decode_txt,
     encode_txt,
     models_digest,
 )
+from quorum.secure.cluster import cluster_discriminator
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -32,7 +32,7 @@ __all__ = [
     "PeerFound",
     "PeerRemoved",
     "PeerUpdated",
-    "cluster_fingerprint",
+    "cluster_discriminator",
     "decode_txt",
     "encode_txt",
     "models_digest",

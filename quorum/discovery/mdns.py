@@ -11,7 +11,7 @@ was given, on the event loop, one call per change:
 - :class:`PeerRemoved` when it says goodbye, or turns out to be unusable.
 
 Never reported: our own service (same node id), adverts of another cluster
-(fingerprint differs) and malformed adverts; each such instance is logged
+(cluster discriminator differs) and malformed adverts; each such instance is logged
 once at warning, then at debug. Resolution reads zeroconf's cache first and
 asks the network only for what is missing, for at most ``resolve_timeout_s``.
 
@@ -150,7 +150,7 @@ class Discovery:
         A change of TXT only (e.g. the models digest) updates the registered
         service in place; a change of name, node id or port re-registers it.
         While paused or before start the advert is kept for later. Peers are
-        filtered by the fingerprint current when they resolve: to change
+        filtered by the cluster discriminator current when they resolve: to change
         cluster, close this Discovery and start a new one.
         """
         async with self._lock:
@@ -328,7 +328,7 @@ class Discovery:
                     key, "ignoring %s: it uses our node id %s", name, advert.node_id
                 )
             return
-        if advert.fingerprint != self._advert.fingerprint:
+        if advert.cluster != self._advert.cluster:
             self._quiet.warning(key, "ignoring %s: it belongs to another cluster", name)
             self._forget(key, name)
             return

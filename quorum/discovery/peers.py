@@ -1,7 +1,9 @@
 """LAN peers: from discovery events and HTTP fetches to fleet events.
 
-A peer found over mDNS is fetched at once (``GET /quorum/v1/local`` with the
-cluster token); it is then fetched again every 30 s (the heartbeat) and
+A peer found over mDNS is fetched at once (``GET /quorum/v1/local`` over
+mutual TLS: the peer must present a certificate of the cluster CA naming the
+node id of its advert and carrying the identity key the advert names; we
+present ours, and no token is sent); it is then fetched again every 30 s (the heartbeat) and
 whenever its advert's model digest changes. The pure presence rules in
 :mod:`quorum.discovery.presence` decide who is online; this module only does
 the fetching and turns the outcome into ``PeerHoldersChanged`` (online, with
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from quorum.errors import PeerError, PeerRefused, RemoteProtocolError
 from quorum.fleet import FleetEvent, Holder, PeerGone, PeerHoldersChanged, Route
 from quorum.fleet.remote import peer_holders
 from quorum.protocol import ModelInfo
+from quorum.secure import node_dns_name
 
 log = logging.getLogger("quorum.discovery.peers")
 
@@ -66,23 +70,38 @@ class PeerView:
     models: tuple[str, ...]
 
 
-Fetch = Callable[[str, int], Awaitable[PeerListing]]
+Fetch = Callable[[str, Advert], Awaitable[PeerListing]]
 
 
-def http_fetch(session: aiohttp.ClientSession, token: str, timeout_s: float = 5.0) -> Fetch:
-    """A ``Fetch`` over HTTP; refused connections raise PeerRefused, the rest PeerError."""
+def tls_fetch(
+    session: aiohttp.ClientSession, context: ssl.SSLContext, timeout_s: float = 5.0
+) -> Fetch:
+    """A ``Fetch`` over mutual TLS (``context``: :attr:`quorum.secure.ClusterTLS.client`).
+
+    Refused connections raise PeerRefused, the rest PeerError: a certificate that
+    is not the cluster's, or names another node id or another key than the
+    advert's, is a PeerError, and nothing was sent to that peer.
+    """
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    headers = {"Authorization": f"Bearer {token}"}
 
-    async def fetch(address: str, port: int) -> PeerListing:
+    async def fetch(address: str, advert: Advert) -> PeerListing:
         host = f"[{address}]" if ":" in address else address
+        port = advert.port
         try:
             async with session.get(
-                f"http://{host}:{port}{LOCAL_PATH}", headers=headers, timeout=timeout
+                f"https://{host}:{port}{LOCAL_PATH}",
+                ssl=context,
+                # The name binds the node id and the advert's key: TLS checks both.
+                server_hostname=node_dns_name(advert.node_id, advert.identity),
+                timeout=timeout,
             ) as resp:
                 if resp.status != 200:
                     raise PeerError(f"the peer answered {resp.status}")
                 return parse_listing(json.loads(await resp.read()))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise PeerError(
+                f"{address}:{port} is no member of this cluster ({exc.certificate_error})"
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise PeerRefused(f"{address}:{port} refused the connection ({exc.os_error})") from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -108,12 +127,10 @@ class PeerTracker:
         fetch: Fetch,
         on_event: Callable[[FleetEvent], None],
         *,
-        token: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self._emit = on_event
-        self._token = token
         self._clock = clock
         self._presence = pr.Presence()
         self._peers: dict[str, _Peer] = {}
@@ -194,7 +211,7 @@ class PeerTracker:
             outcome: pr.PresenceEvent | None = None
             for address in peer.addresses:
                 try:
-                    listing = await self._fetch(address, peer.advert.port)
+                    listing = await self._fetch(address, peer.advert)
                 except PeerRefused as exc:
                     outcome = pr.Refused(node_id)
                     log.debug("peer %s: %s", peer.advert.node_name, exc)
@@ -243,7 +260,6 @@ class PeerTracker:
             listing.node_id,
             listing.node_name,
             Route.LAN,
-            f"http://{host}:{peer.advert.port}",
+            f"https://{host}:{peer.advert.port}",
             listing.models,
-            api_key=self._token,
         )

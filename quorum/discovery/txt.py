@@ -10,7 +10,8 @@ v     ``version``           protocol version, decimal (1..999)
 id    ``node_id``           stable node id, 1-64 of ``[A-Za-z0-9._-]``
 n     ``node_name``         display name, UTF-8, sanitized, at most 63 bytes
 p     ``port``              HTTP port, decimal (1..65535)
-c     ``fingerprint``       :func:`cluster_fingerprint` of the join token
+c     ``cluster``           :func:`~quorum.secure.cluster_discriminator` of the token
+k     ``identity``          short fingerprint of the node's identity key (16 hex)
 m     ``models_digest``     :func:`models_digest` of the node's model ids
 ====  ====================  =============================================
 
@@ -25,10 +26,12 @@ Contract, following RFC 6763:
   NFC-normalized, with no control characters and no dots (python-zeroconf
   treats a dot as a label separator).
 
-The fingerprint lets peers of one cluster recognise each other without
-putting the token on the wire: it is PBKDF2-HMAC-SHA256 of the token under a
-fixed label, slow enough that guessing tokens from it is costly, and short
-enough that it says nothing more.
+Nothing in an advert is a credential, and nothing trusts one: anyone may copy
+or replay it. ``c`` only tells clusters apart (an HMAC of a constant under a key
+derived from the token: it reveals nothing of the token and proves nothing);
+``k`` says which identity key the node will present. A peer becomes a member
+only by completing mutual TLS with a certificate of the cluster CA that names
+its node id and carries that key (:mod:`quorum.secure`).
 """
 
 from __future__ import annotations
@@ -50,22 +53,23 @@ MAX_TXT_RECORD_BYTES = 200  # RFC 6763 §6.2, the "ideally" size
 MAX_NODE_ID_CHARS = 64
 DEFAULT_NODE_NAME = "quorum"
 
-FINGERPRINT_HEX_CHARS = 16
+CLUSTER_HEX_CHARS = 8
+IDENTITY_HEX_CHARS = 16
 DIGEST_HEX_CHARS = 16
 
 KEY_VERSION = "v"
 KEY_NODE_ID = "id"
 KEY_NAME = "n"
 KEY_PORT = "p"
-KEY_FINGERPRINT = "c"
+KEY_CLUSTER = "c"
+KEY_IDENTITY = "k"
 KEY_MODELS = "m"
 
-_FINGERPRINT_LABEL = b"quorum/discovery/cluster-fingerprint/v1"
-_FINGERPRINT_ITERATIONS = 200_000  # ~40 ms per guess on one core, paid once per start
 _MODELS_PERSON = b"quorum.models"  # blake2b personalisation: at most 16 bytes
 
 _NODE_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # MAX_NODE_ID_CHARS
 _HEX16_RE = re.compile(r"[0-9a-f]{16}")
+_HEX8_RE = re.compile(r"[0-9a-f]{8}")
 _DECIMAL_RE = re.compile(r"[0-9]{1,5}")
 _ID_SUFFIX_CHARS = 8
 _HOST_LABEL_BAD = re.compile(r"[^a-z0-9-]+")
@@ -83,7 +87,8 @@ class Advert:
     node_id: str
     node_name: str
     port: int
-    fingerprint: str
+    cluster: str
+    identity: str
     models_digest: str
 
     def __post_init__(self) -> None:
@@ -93,8 +98,10 @@ class Advert:
             raise BadAdvert("node id must be 1-64 of [A-Za-z0-9._-]", field=KEY_NODE_ID)
         if not 1 <= self.port <= 65535:
             raise BadAdvert(f"port {self.port} out of range", field=KEY_PORT)
-        if not _HEX16_RE.fullmatch(self.fingerprint):
-            raise BadAdvert("fingerprint must be 16 lower-case hex", field=KEY_FINGERPRINT)
+        if not _HEX8_RE.fullmatch(self.cluster):
+            raise BadAdvert("cluster must be 8 lower-case hex", field=KEY_CLUSTER)
+        if not _HEX16_RE.fullmatch(self.identity):
+            raise BadAdvert("identity must be 16 lower-case hex", field=KEY_IDENTITY)
         if not _HEX16_RE.fullmatch(self.models_digest):
             raise BadAdvert("models digest must be 16 lower-case hex", field=KEY_MODELS)
 
@@ -106,7 +113,8 @@ def encode_txt(advert: Advert) -> dict[bytes, bytes]:
         KEY_NODE_ID.encode(): advert.node_id.encode(),
         KEY_NAME.encode(): safe_name(advert.node_name).encode(),
         KEY_PORT.encode(): str(advert.port).encode(),
-        KEY_FINGERPRINT.encode(): advert.fingerprint.encode(),
+        KEY_CLUSTER.encode(): advert.cluster.encode(),
+        KEY_IDENTITY.encode(): advert.identity.encode(),
         KEY_MODELS.encode(): advert.models_digest.encode(),
     }
     # Guaranteed by the field limits above; checked so a future field cannot
@@ -151,7 +159,8 @@ def decode_txt(properties: Mapping[bytes, bytes | None]) -> Advert:
         node_id=text(KEY_NODE_ID),
         node_name=safe_name(text(KEY_NAME)),
         port=decimal(KEY_PORT),
-        fingerprint=text(KEY_FINGERPRINT),
+        cluster=text(KEY_CLUSTER),
+        identity=text(KEY_IDENTITY),
         models_digest=text(KEY_MODELS),
     )
 
@@ -198,24 +207,6 @@ def host_label(node_id: str) -> str:
     """A host name label (``quorum-<id>``) for the node's A records: ``[a-z0-9-]``, ≤ 63 bytes."""
     body = _HOST_LABEL_BAD.sub("-", node_id.lower()).strip("-") or "node"
     return f"quorum-{body}"[:MAX_LABEL_BYTES].rstrip("-")
-
-
-def cluster_fingerprint(token: str) -> str:
-    """16 hex chars that nodes holding the same join token share.
-
-    PBKDF2-HMAC-SHA256 over the UTF-8 token with a fixed domain-separation
-    salt and 200,000 iterations: it is neither the token nor a plain hash of
-    it, and each guess at a token costs as much as one node start. Same token,
-    same fingerprint, on every machine and version of this format.
-    """
-    raw = hashlib.pbkdf2_hmac(
-        "sha256",
-        token.encode("utf-8"),
-        _FINGERPRINT_LABEL,
-        _FINGERPRINT_ITERATIONS,
-        dklen=FINGERPRINT_HEX_CHARS // 2,
-    )
-    return raw.hex()
 
 
 def models_digest(model_ids: Iterable[str]) -> str:

@@ -12,9 +12,10 @@ nothing about the token or about the others:
   different clusters apart. It proves nothing (anyone may copy it) and nothing
   trusts it: membership is decided only by the TLS handshake.
 
-A node certificate names its node id twice: in the subject's common name (for
-people) and as a DNS name (:func:`node_dns_name`) that TLS clients check with
-the stdlib's host name verification.
+A node certificate names its node id in the subject's common name (for people)
+and in two DNS names that TLS clients check with the stdlib's host name
+verification (:func:`node_dns_name`): one for the node id alone, one for the
+node id and the short fingerprint of its identity key (what its advert says).
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ def cluster_discriminator(token: str) -> str:
     return hmac.new(key, _DISCRIMINATOR_MESSAGE, hashlib.sha256).hexdigest()[:DISCRIMINATOR_HEX]
 
 
-def node_dns_name(node_id: str) -> str:
-    """The DNS name a node certificate carries for ``node_id`` (any id fits a DNS label)."""
-    return hashlib.sha256(node_id.encode("utf-8")).hexdigest()[:32] + ".node.quorum"
+def node_dns_name(node_id: str, identity: str | None = None) -> str:
+    """A DNS name a node certificate carries for ``node_id`` (any id fits a DNS label);
+    with ``identity`` (a short key fingerprint), the one that names its key too."""
+    name = hashlib.sha256(node_id.encode("utf-8")).hexdigest()[:32] + ".node.quorum"
+    return name if identity is None else f"{identity}.{name}"
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -159,7 +162,13 @@ class ClusterCA:
             .not_valid_after(now + datetime.timedelta(days=NODE_CERT_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(node_dns_name(node_id))]), critical=False
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName(node_dns_name(node_id)),
+                        x509.DNSName(node_dns_name(node_id, identity.short)),
+                    ]
+                ),
+                critical=False,
             )
             .add_extension(
                 x509.ExtendedKeyUsage(

@@ -18,6 +18,7 @@ from quorum.fleet import FleetSnapshot
 from quorum.fleet.recent import RecentModels
 from quorum.keys import KeyInfo, KeyVerifier
 from quorum.proxy import Opener, RequestRecord
+from quorum.secure import ClusterTLS, Identity
 from quorum.server.metrics import Metrics
 from quorum.server.scheduler import Scheduler
 from quorum.server.upstream import NodeOpener
@@ -38,7 +39,7 @@ class NodeContext:
       fleet changes meanwhile. Read them afresh on each use.
     - Parts owned here and changed in place by their own methods only
       (``scheduler``, ``metrics``, ``recent``, ``recent_models``), or set once while the node
-      starts (``port``, ``bind``, ``fingerprint``, ``peers``, ``tunnel``,
+      starts (``port``, ``bind``, ``fingerprint``, ``identity``, ``tls``, ``peers``, ``tunnel``,
       ``keys``, ``outbox``, ``ready``) and toggled by the node alone
       (``sharing_paused``).
     """
@@ -54,7 +55,9 @@ class NodeContext:
     ready: bool = False
     port: int = 0
     bind: str = "127.0.0.1"
-    fingerprint: str | None = None
+    fingerprint: str | None = None  # the cluster discriminator (cluster.token's, shown)
+    identity: Identity | None = None  # this node's key; its fingerprint is shown everywhere
+    tls: ClusterTLS | None = None  # mutual TLS with members (with a cluster token)
     peers: Callable[[], Sequence[PeerView]] = lambda: ()
     tunnel: TunnelClient | None = None
     sharing_paused: bool = False

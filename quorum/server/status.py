@@ -112,6 +112,14 @@ def _relay_json(ctx: NodeContext) -> dict[str, Any]:
     }
 
 
+def _identity_json(ctx: NodeContext) -> dict[str, str] | None:
+    """This node's identity key: what TLS clients pin (curl --pinnedpubkey takes ``pin``)."""
+    identity = ctx.identity
+    if identity is None:
+        return None
+    return {"fingerprint": identity.fingerprint, "short": identity.short, "pin": identity.pin}
+
+
 def status_json(ctx: NodeContext) -> dict[str, Any]:
     cfg = ctx.config
     return {
@@ -124,6 +132,7 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
             "started_at": ctx.started_at,
             "uptime_s": round(time.time() - ctx.started_at, 1),
             "ready": ctx.ready,
+            "identity": _identity_json(ctx),
         },
         "cluster": {"joined": cfg.cluster.token is not None, "fingerprint": ctx.fingerprint},
         "sharing": {"paused": ctx.sharing_paused},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import ssl
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
@@ -32,6 +33,7 @@ from quorum.http import (
     request_body,
 )
 from quorum.proxy.upstream import Headers, Upstream
+from quorum.secure import node_dns_name
 from quorum.tunnel import TunnelClient
 
 if TYPE_CHECKING:
@@ -265,8 +267,14 @@ async def open_http(
     path_qs: str,
     headers: Headers,
     payload: bytes,
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> Upstream:
-    """Send the request to an engine or a LAN peer; return once response headers are in."""
+    """Send the request to an engine or a LAN peer; return once response headers are in.
+
+    With ``tls`` (a LAN peer: :attr:`quorum.secure.ClusterTLS.client`), the peer must
+    present the cluster's certificate for the holder's node id; ours goes with it.
+    """
     if len(payload) <= LEAN_BODY_LIMIT and not session.closed:
         target = lean_target(holder.url)
         if target is not None:
@@ -281,7 +289,14 @@ async def open_http(
                 data=request_body(payload),
                 headers=headers,
                 allow_redirects=False,
+                ssl=tls if tls is not None else True,
+                server_hostname=node_dns_name(holder.node_id) if tls is not None else None,
             )
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise EngineUnreachable(
+            f"{_who(holder).capitalize()} did not prove it is a member of this cluster "
+            f"({exc.certificate_error})."
+        ) from None
     except aiohttp.ClientConnectorError as exc:
         raise EngineUnreachable(
             f"{_who(holder).capitalize()} is not reachable "
@@ -336,4 +351,11 @@ class NodeOpener:
     ) -> Upstream:
         if holder.route is Route.RELAY:
             return await open_relay(self._ctx.tunnel, holder, method, path_qs, headers, body)
+        if holder.route is Route.LAN:
+            tls = self._ctx.tls
+            if tls is None:
+                raise NoReachableHolder(f"{_who(holder).capitalize()} is a LAN peer: no cluster.")
+            return await open_http(
+                self._ctx.session, holder, method, path_qs, headers, body, tls=tls.client
+            )
         return await open_http(self._ctx.session, holder, method, path_qs, headers, body)

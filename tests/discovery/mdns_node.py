@@ -30,7 +30,7 @@ from quorum.discovery import (
     PeerFound,
     PeerRemoved,
     PeerUpdated,
-    cluster_fingerprint,
+    cluster_discriminator,
     models_digest,
 )
 
@@ -93,7 +93,8 @@ async def main() -> None:
         node_id=args.node_id,
         node_name=args.name,
         port=args.port,
-        fingerprint=cluster_fingerprint(args.token),
+        cluster=cluster_discriminator(args.token),
+        identity="0123456789abcdef",
         models_digest=models_digest(m for m in args.models.split(",") if m),
     )
     stop = asyncio.Event()

@@ -15,7 +15,7 @@ from quorum.discovery import (
     DiscoveryEvent,
     NoInterface,
     PeerRemoved,
-    cluster_fingerprint,
+    cluster_discriminator,
     models_digest,
 )
 
@@ -24,7 +24,8 @@ ADVERT = Advert(
     node_id="n1",
     node_name="n1",
     port=32768,
-    fingerprint=cluster_fingerprint("t"),
+    cluster=cluster_discriminator("t"),
+    identity="0123456789abcdef",
     models_digest=models_digest([]),
 )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from quorum.discovery import cluster_fingerprint, models_digest
+from quorum.discovery import cluster_discriminator, models_digest
 from tests.discovery.harness import DEADLINE_S, Avahi, Event, Node
 from tests.netns import TIMEOUT_FACTOR, Lan, require_netns
 
@@ -57,7 +57,7 @@ def test_nodes_of_one_cluster_find_each_other_and_no_other(lan: Lan, tmp_path: P
         for me, other in ((x[0], x[1]), (x[1], x[0]), (y[0], y[1]), (y[1], y[0])):
             index = me.wait_for(f"found {other.node_id}", me.found(other.node_id))
             assert me.events[index]["addresses"] == [other.host.address]
-            assert me.events[index]["fingerprint"] == cluster_fingerprint(
+            assert me.events[index]["cluster"] == cluster_discriminator(
                 "token-X" if me in x else "token-Y"
             )
         # x0 heard y's adverts (y found each other over the same bridge) and
@@ -121,7 +121,7 @@ def test_avahi_sees_the_node(lan: Lan, tmp_path: Path) -> None:
     assert name == "Ünïcode box (avnode01)"
     assert address == lan.hosts[0].address
     assert port == 32768
-    assert f"c={cluster_fingerprint('tk')}" in txt
+    assert f"c={cluster_discriminator('tk')}" in txt
     assert "id=avnode01" in txt
     assert "n=Ünïcode box" in txt
 

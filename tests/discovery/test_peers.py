@@ -15,8 +15,6 @@ from quorum.fleet.remote import peer_holders
 from quorum.protocol import ModelInfo
 from tests.harness import timeout
 
-TOKEN = "t" * 32
-
 
 class Clock:
     def __init__(self) -> None:
@@ -33,7 +31,7 @@ class Peers:
         self.answers: dict[str, PeerListing | type[PeerError]] = {}
         self.calls: list[str] = []
 
-    async def fetch(self, address: str, port: int) -> PeerListing:
+    async def fetch(self, address: str, advert: Advert) -> PeerListing:
         self.calls.append(address)
         answer = self.answers.get(address, PeerRefused)
         if isinstance(answer, PeerListing):
@@ -42,7 +40,7 @@ class Peers:
 
 
 def advert(node_id: str = "b1", digest: str = "0" * 16) -> Advert:
-    return Advert(PROTOCOL_VERSION, node_id, "node-b", 32768, "f" * 16, digest)
+    return Advert(PROTOCOL_VERSION, node_id, "node-b", 32768, "f" * 8, "e" * 16, digest)
 
 
 def listing(*models: str, node_id: str = "b1") -> PeerListing:
@@ -64,7 +62,7 @@ class Rig:
         self.peers = Peers()
         self.events: list[FleetEvent] = []
         self.snapshot = FleetSnapshot("a1", "node-a")
-        self.tracker = PeerTracker(self.peers.fetch, self.on_event, token=TOKEN, clock=self.clock)
+        self.tracker = PeerTracker(self.peers.fetch, self.on_event, clock=self.clock)
 
     def on_event(self, event: FleetEvent) -> None:
         self.events.append(event)
@@ -97,9 +95,9 @@ async def test_found_peer_is_fetched_and_routed_over_lan(rig: Rig) -> None:
     (h,) = rig.snapshot.holders
     assert (h.route, h.url, h.node_name, h.api_key) == (
         Route.LAN,
-        "http://10.0.0.2:32768",
+        "https://10.0.0.2:32768",  # mutual TLS: no token goes with a forwarded request
         "node-b",
-        TOKEN,
+        None,
     )
     (view,) = rig.tracker.views()
     assert view.online and view.models == ("llama3.2:1b",)
@@ -148,7 +146,7 @@ async def test_second_address_used_when_first_fails(rig: Rig) -> None:
     rig.peers.answers["10.0.0.9"] = listing("a")
     rig.tracker.handle(PeerFound(advert(), ("10.0.0.2", "10.0.0.9")))
     await settle(rig, {"a"})
-    assert rig.snapshot.holders[0].url == "http://10.0.0.9:32768"
+    assert rig.snapshot.holders[0].url == "https://10.0.0.9:32768"
 
 
 async def test_a_peer_answering_as_another_node_is_ignored(rig: Rig) -> None:

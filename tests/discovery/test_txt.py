@@ -19,7 +19,6 @@ from quorum.discovery.txt import (
     MAX_TXT_STRING_BYTES,
     PROTOCOL_VERSION,
     Advert,
-    cluster_fingerprint,
     decode_txt,
     encode_txt,
     host_label,
@@ -28,8 +27,12 @@ from quorum.discovery.txt import (
     safe_name,
     txt_record_size,
 )
+from quorum.secure import cluster_discriminator
+
+PINNED_X = "e13a061c"
 
 HEX16 = st.text("0123456789abcdef", min_size=16, max_size=16)
+HEX8 = st.text("0123456789abcdef", min_size=8, max_size=8)
 NODE_IDS = st.text(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", min_size=1, max_size=64
 )
@@ -39,10 +42,11 @@ ADVERTS = st.builds(
     node_id=NODE_IDS,
     node_name=st.text(max_size=300),
     port=st.integers(1, 65535),
-    fingerprint=HEX16,
+    cluster=HEX8,
+    identity=HEX16,
     models_digest=HEX16,
 )
-FINGERPRINT = cluster_fingerprint("token")  # slow on purpose: compute once
+CLUSTER = cluster_discriminator("token")
 LONG_NAMES = [
     "",
     "   ",
@@ -61,7 +65,8 @@ def advert(**over: Any) -> Advert:
         node_id="3f2a9c1b7d",
         node_name="studio",
         port=32768,
-        fingerprint=FINGERPRINT,
+        cluster=CLUSTER,
+        identity="0123456789abcdef",
         models_digest=models_digest(["qwen3"]),
     )
     return dataclasses.replace(base, **over)
@@ -170,21 +175,23 @@ def test_a_bad_advert_cannot_be_built() -> None:
     with pytest.raises(BadAdvert):
         advert(port=0)
     with pytest.raises(BadAdvert):
-        advert(fingerprint="secret-token")
+        advert(cluster="secret-token")
+    with pytest.raises(BadAdvert):
+        advert(identity="0123")
 
 
-def test_fingerprint_is_stable_short_and_per_token() -> None:
+def test_discriminator_is_stable_short_and_per_token() -> None:
     # Pinned: nodes of every version must agree on it.
-    assert cluster_fingerprint("token-X") == "bc131c79eb043758"
+    assert cluster_discriminator("token-X") == PINNED_X
     tokens = ["token-X", "token-Y", "", "tokeN-X", "token-X "]
-    prints = [cluster_fingerprint(t) for t in tokens]
+    prints = [cluster_discriminator(t) for t in tokens]
     assert len(set(prints)) == len(tokens)
-    assert all(re.fullmatch(r"[0-9a-f]{16}", p) for p in prints)
+    assert all(re.fullmatch(r"[0-9a-f]{8}", p) for p in prints)
 
 
 @pytest.mark.parametrize("token", ["qk_3hR9xv2LmP0sT8wYbN4cE", "short", "0123456789abcdef"])
-def test_fingerprint_reveals_neither_the_token_nor_a_plain_hash(token: str) -> None:
-    fingerprint = cluster_fingerprint(token)
+def test_discriminator_reveals_neither_the_token_nor_a_plain_hash(token: str) -> None:
+    fingerprint = cluster_discriminator(token)
     assert token not in fingerprint and fingerprint not in token
     data = token.encode()
     for algorithm in sorted(hashlib.algorithms_guaranteed):

@@ -18,6 +18,10 @@ line of stdout, carrying the command's ``id`` back. Commands:
   ``/quorum/v1`` endpoints, which are not OpenAI's), with
   ``Authorization: Bearer <token>`` when a token is given; result ``body``.
 
+Any command may carry ``tls``: ``{"ca": path}`` trusts that CA for ``https://``
+URLs (the cluster CA: nodes are addressed by IP, so no host name is checked),
+and with ``"cert"`` and ``"key"`` presents that client certificate (a member's).
+
 Every result has ``status`` (None when no HTTP answer came), ``headers``
 (lower-case names), ``elapsed_s``, and on failure ``body`` (the error as
 JSON, or text) or ``error`` (``timeout`` / ``connection``). ``timeout``
@@ -27,6 +31,7 @@ JSON, or text) or ``error`` (``timeout`` / ``connection``). ``timeout``
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -43,13 +48,20 @@ class Clients:
     """One SDK client per (base_url, api_key), closed on exit."""
 
     def __init__(self) -> None:
-        self._made: dict[tuple[str, str, float], openai.OpenAI] = {}
+        self._made: dict[tuple[str, str, float, str], openai.OpenAI] = {}
 
-    def get(self, base_url: str, api_key: str, timeout: float) -> openai.OpenAI:
-        key = (base_url, api_key, timeout)
+    def get(
+        self, base_url: str, api_key: str, timeout: float, tls: Mapping[str, str] | None
+    ) -> openai.OpenAI:
+        key = (base_url, api_key, timeout, json.dumps(tls, sort_keys=True))
         if key not in self._made:
+            context = _context(tls)
             self._made[key] = openai.OpenAI(
-                base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0
+                base_url=base_url,
+                api_key=api_key,
+                timeout=timeout,
+                max_retries=0,
+                http_client=openai.DefaultHttpxClient(verify=context) if context else None,
             )
         return self._made[key]
 
@@ -57,6 +69,16 @@ class Clients:
         for client in self._made.values():
             client.close()
         self._made.clear()
+
+
+def _context(tls: Mapping[str, str] | None) -> ssl.SSLContext | None:
+    if not tls:
+        return None
+    context = ssl.create_default_context(cafile=tls["ca"])
+    context.check_hostname = False  # nodes are addressed by IP; the CA is pinned
+    if "cert" in tls:
+        context.load_cert_chain(tls["cert"], tls["key"])
+    return context
 
 
 def _headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -74,9 +96,9 @@ def run(clients: Clients, command: Mapping[str, Any]) -> Result:
     op = command["op"]
     timeout = float(command.get("timeout", 10.0))
     if op == "get":
-        return _get(command["url"], command.get("token"), timeout)
+        return _get(command["url"], command.get("token"), timeout, command.get("tls"))
     api_key = command.get("api_key", "unused")
-    client = clients.get(command["base_url"], api_key or "unused", timeout)
+    client = clients.get(command["base_url"], api_key or "unused", timeout, command.get("tls"))
     # The SDK insists on a key; an explicitly omitted header is how it sends none.
     extra_headers = {"Authorization": openai.Omit()} if api_key is None else None
     try:
@@ -142,12 +164,12 @@ def _stream(
         }
 
 
-def _get(url: str, token: str | None, timeout: float) -> Result:
+def _get(url: str, token: str | None, timeout: float, tls: Mapping[str, str] | None) -> Result:
     request = urllib.request.Request(url)
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=_context(tls)) as response:
             status: int = response.status
             return {
                 "status": status,

@@ -246,9 +246,10 @@ class FakeEngineProcess(LineProcess):
 class SdkClient(LineProcess):
     """``python3 -m tests.lan.client``: the ``openai`` SDK inside a namespace, driven by stdin."""
 
-    def __init__(self, lan: Lan, host: Host, log_path: Path) -> None:
+    def __init__(self, lan: Lan, host: Host, log_path: Path, tls: Json | None = None) -> None:
         argv = [sys.executable, "-W", "error", "-m", "tests.lan.client"]
         super().__init__(lan, host, argv, log_path, stdin=True)
+        self.tls = tls  # what every command carries unless it says otherwise (client.py)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -257,7 +258,8 @@ class SdkClient(LineProcess):
         with self._lock:
             command_id = next(self._ids)
             assert self.process.stdin is not None
-            line = json.dumps({"op": op, "id": command_id, "timeout": timeout, **fields})
+            command = {"op": op, "id": command_id, "timeout": timeout, "tls": self.tls, **fields}
+            line = json.dumps(command)
             self.process.stdin.write(line + "\n")
             self.process.stdin.flush()
             # The first command also waits for the SDK to import.
@@ -293,9 +295,12 @@ def _answer_id(line: str) -> object:
 
 
 def base_url(host: Host | None = None) -> str:
-    """A node's ``/v1`` URL: over loopback inside its own namespace, else at ``host``'s address."""
-    return f"http://{'127.0.0.1' if host is None else host.address}:{NODE_PORT}/v1"
+    """A node's ``/v1`` URL: plain HTTP over loopback inside its own namespace, else TLS at
+    ``host``'s address (a node answers other machines over TLS only)."""
+    return node_url(host, "/v1")
 
 
-def node_url(host: Host | None, path: str) -> str:
-    return f"http://{'127.0.0.1' if host is None else host.address}:{NODE_PORT}{path}"
+def node_url(host: Host | None, path: str, scheme: str = "https") -> str:
+    if host is None:
+        return f"http://127.0.0.1:{NODE_PORT}{path}"
+    return f"{scheme}://{host.address}:{NODE_PORT}{path}"

@@ -6,10 +6,11 @@ Five hosts of one :class:`~tests.netns.Lan`, started once for the module:
   A fronts engines, a fake Ollama and a slow fake LM Studio on its loopback;
 - D: a node of another cluster (another token) with its own fake vLLM;
 - E: a machine that runs no node, for the requests "from another machine"
-  and for avahi.
+  (over TLS, presenting a member's certificate made from the token) and for avahi.
 
-Nodes find each other over real multicast, fetch each other's models with
-the token and forward requests; every wait polls with a deadline. A is
+Nodes find each other over real multicast, fetch each other's models over
+mutual TLS (no token on the wire) and forward requests; every wait polls with
+a deadline. A is
 stopped (SIGTERM, then SIGKILL after a restart) by the last two tests, which
 therefore come last.
 """
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from quorum.discovery import cluster_fingerprint
+from quorum.discovery import cluster_discriminator
+from quorum.secure import ClusterCA, ClusterTLS, Identity
 from tests.discovery.harness import DEADLINE_S, Avahi
 from tests.lan.harness import (
     NODE_PORT,
@@ -99,6 +101,16 @@ def new_token() -> str:
     return token
 
 
+def member_tls(workdir: Path, token: str, name: str) -> Json:
+    """A member's client certificate (made from the token, as a node makes its own) and the
+    cluster CA, as ``tests.lan.client`` takes them; ``anonymous``: the CA alone."""
+    where = workdir / f"member-{name}"
+    tls = ClusterTLS(Identity.load_or_create(where), f"client-{name}", token, where)
+    ca = where / "ca.pem"
+    ca.write_text(ClusterCA.from_token(token).cert_pem)
+    return {"ca": str(ca), "cert": str(tls.cert_path), "key": str(tls.key_path)}
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_netns()
@@ -119,8 +131,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             cl.engines["D"] = FakeEngineProcess(
                 lan, hosts["D"], workdir / "engine-D.log", kind="vllm", port=8000, models=[MODEL_D]
             )
-            for name in "CE":
-                cl.clients[name] = SdkClient(lan, hosts[name], workdir / f"client-{name}.log")
+            cl.clients["C"] = SdkClient(lan, hosts["C"], workdir / "client-C.log")
+            cl.clients["E"] = SdkClient(
+                lan, hosts["E"], workdir / "client-E.log", tls=member_tls(workdir, token, "E")
+            )
             for engine in cl.engines.values():
                 engine.wait_ready()
             services = {
@@ -238,7 +252,6 @@ def test_another_cluster_stays_apart(cluster: Cluster) -> None:
     c, e = cluster.client("C"), cluster.client("E")
     cluster.running("A")
     listed(c, base_url(), MODEL_A)
-    listed(e, base_url(cluster.hosts["D"]), MODEL_D, api_key=cluster.other_token)
     # C and D heard each other's adverts (same bridge) and ignored them.
     for name in "CD":
         cluster.nodes[name].wait_line(
@@ -252,17 +265,18 @@ def test_another_cluster_stays_apart(cluster: Cluster) -> None:
     assert answer["status"] == 404, answer
     assert error_of(answer)["code"] == "model_not_found"
 
-    on_d = e.models(base_url(cluster.hosts["D"]), api_key=cluster.other_token)
-    assert set(on_d) == {MODEL_D}
-    assert [h["node"] for h in on_d[MODEL_D]["quorum"]["holders"]] == ["D"]
-    status = e.call(
-        "get", url=node_url(cluster.hosts["D"], "/quorum/v1/status"), token=cluster.other_token
-    )
-    assert status["status"] == 200, status
-    assert status["body"]["peers"] == []
-    # Our token opens nothing on D.
-    refused = e.call("get", url=node_url(cluster.hosts["D"], "/v1/models"), token=cluster.token)
-    assert refused["status"] == 401, refused
+    # D and our members do not talk: E's certificate is not of D's cluster, nor D's of ours.
+    d = cluster.hosts["D"]
+    refused = e.call("get", url=node_url(d, "/v1/models"))
+    assert (refused["status"], refused["error"]) == (None, "connection"), refused
+    e.tls = {"ca": str(cluster.workdir / "d-ca.pem")}
+    (cluster.workdir / "d-ca.pem").write_text(ClusterCA.from_token(cluster.other_token).cert_pem)
+    try:
+        # Trusting D's CA, without a member's certificate: D answers only to D's members.
+        anonymous = e.call("get", url=node_url(d, "/v1/models"))
+        assert anonymous["status"] == 401, anonymous
+    finally:
+        e.tls = member_tls(cluster.workdir, cluster.token, "E")
 
 
 def test_quorum_peers_on_c_lists_its_cluster(cluster: Cluster) -> None:
@@ -287,27 +301,34 @@ def test_quorum_peers_on_c_lists_its_cluster(cluster: Cluster) -> None:
     assert all(p["online"] and p["last_answer_age_s"] is not None for p in peers.values())
 
 
-def test_lan_clients_need_the_cluster_token(cluster: Cluster) -> None:
+def test_lan_clients_need_a_members_certificate(cluster: Cluster) -> None:
     e, b = cluster.client("E"), cluster.hosts["B"]
     cluster.running("A")
-    # From E, another machine of the LAN: no credential, then a wrong one.
-    for key, says in ((None, "cluster token"), ("qc_not-the-token-at-all", "not valid")):
-        chat = e.call("chat", base_url=base_url(b), api_key=key, model=MODEL_A)
+    plain = node_url(b, "/v1", scheme="http")
+    # Plain HTTP from E, another machine of the LAN: refused, whatever it carries.
+    for key in (None, cluster.token):
+        chat = e.call("chat", base_url=plain, api_key=key, model=MODEL_A, tls=None)
+        assert chat["status"] == 403, chat
+        assert error_of(chat)["code"] == "tls_required"
+    # TLS without a member's certificate: neither nothing nor the token as a bearer opens it.
+    anonymous = {"ca": e.tls["ca"]} if e.tls else None
+    for key, says in ((None, "members of its cluster"), (cluster.token, "not valid")):
+        chat = e.call("chat", base_url=base_url(b), api_key=key, model=MODEL_A, tls=anonymous)
         assert chat["status"] == 401, chat
         error = error_of(chat)
         assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
         assert says in error["message"]
-        local = e.call("get", url=node_url(b, "/quorum/v1/local"), token=key)
+        local = e.call("get", url=node_url(b, "/quorum/v1/local"), token=key, tls=anonymous)
         assert local["status"] == 401, local
         assert error_of(local)["code"] == "invalid_api_key"
 
-    # With the cluster token, B answers, and forwards to A.
-    local = e.call("get", url=node_url(b, "/quorum/v1/local"), token=cluster.token)
+    # With a member's certificate, B answers, and forwards to A.
+    local = e.call("get", url=node_url(b, "/quorum/v1/local"))
     assert local["status"] == 200, local
     assert local["body"]["node"]["name"] == "B"
     assert local["body"]["models"] == []  # what B holds itself: nothing
-    listed(e, base_url(b), MODEL_A, api_key=cluster.token)
-    chat = e.call("chat", base_url=base_url(b), api_key=cluster.token, model=MODEL_A)
+    listed(e, base_url(b), MODEL_A)
+    chat = e.call("chat", base_url=base_url(b), model=MODEL_A)
     assert chat["status"] == 200, chat
     assert chat["content"] == "You said: hello"
     assert (chat["headers"]["x-quorum-node"], chat["headers"]["x-quorum-route"]) == ("A", "lan")
@@ -329,7 +350,7 @@ def test_avahi_sees_a_quorum_node(cluster: Cluster) -> None:
     ((address, port, txt),) = poll(f"{instance} in avahi-browse", seen)
     assert address == cluster.hosts["A"].address
     assert port == NODE_PORT
-    assert f"c={cluster_fingerprint(cluster.token)}" in txt
+    assert f"c={cluster_discriminator(cluster.token)}" in txt
     assert f"id={a.node_id()}" in txt
     assert "n=A" in txt
 
@@ -337,7 +358,7 @@ def test_avahi_sees_a_quorum_node(cluster: Cluster) -> None:
 def test_sigterm_goodbye_takes_a_away_at_once(cluster: Cluster) -> None:
     e, b = cluster.client("E"), cluster.hosts["B"]
     a = cluster.running("A")
-    listed(e, base_url(b), MODEL_A, api_key=cluster.token)
+    listed(e, base_url(b), MODEL_A)
     seen = cluster.nodes["B"].count("peer A said goodbye")
 
     started = time.monotonic()
@@ -346,7 +367,7 @@ def test_sigterm_goodbye_takes_a_away_at_once(cluster: Cluster) -> None:
     assert a.count("stopped advertising") == 1, a.tail()
     poll(
         "A's model gone from B",
-        lambda: MODEL_A not in e.models(base_url(b), cluster.token),
+        lambda: MODEL_A not in e.models(base_url(b)),
         timeout=GOODBYE_S,
     )
     took = time.monotonic() - started
@@ -356,7 +377,7 @@ def test_sigterm_goodbye_takes_a_away_at_once(cluster: Cluster) -> None:
     assert cluster.nodes["B"].count("peer A is offline") >= 1  # named, not by node id
 
     # Gone moments ago: unreachable (503, try again), not unknown (SDKs give up on a 404).
-    answer = e.call("chat", base_url=base_url(b), api_key=cluster.token, model=MODEL_A)
+    answer = e.call("chat", base_url=base_url(b), model=MODEL_A)
     assert answer["status"] == 503, answer
     assert error_of(answer)["code"] == "no_reachable_holder", answer
     assert "s ago" in error_of(answer)["message"], answer
@@ -371,16 +392,16 @@ def test_sigkill_a_is_dropped_within_the_presence_window(cluster: Cluster) -> No
     """
     e, b = cluster.client("E"), cluster.hosts["B"]
     a = cluster.running("A")
-    listed(e, base_url(b), MODEL_A, api_key=cluster.token)
+    listed(e, base_url(b), MODEL_A)
 
     a.kill()
     started = time.monotonic()
     stale_answers: list[Json] = []
 
     def gone() -> bool:
-        if MODEL_A not in e.models(base_url(b), cluster.token):
+        if MODEL_A not in e.models(base_url(b)):
             return True
-        answer = e.call("chat", base_url=base_url(b), api_key=cluster.token, model=MODEL_A)
+        answer = e.call("chat", base_url=base_url(b), model=MODEL_A)
         stale_answers.append(answer)
         assert answer["status"] == 503, answer
         # Refused at first; after repeated failures the holder cools down and is skipped.
@@ -392,7 +413,7 @@ def test_sigkill_a_is_dropped_within_the_presence_window(cluster: Cluster) -> No
     took = time.monotonic() - started
     assert took < SILENCE_S
     print(f"A dropped {took:.1f} s after SIGKILL; {len(stale_answers)} request(s) got 503 before")
-    answer = e.call("chat", base_url=base_url(b), api_key=cluster.token, model=MODEL_A)
+    answer = e.call("chat", base_url=base_url(b), model=MODEL_A)
     assert answer["status"] == 503, answer  # gone moments ago: try again, not unknown
     assert error_of(answer)["code"] == "no_reachable_holder"
     assert cluster.nodes["B"].count("peer A is offline") >= 1

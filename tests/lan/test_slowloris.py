@@ -75,7 +75,8 @@ def test_half_open_connections_from_the_lan_cannot_take_the_node_down(tmp_path: 
     assert shutil.which("prlimit"), "prlimit (util-linux) is needed"
     config = tmp_path / "node.yaml"
     config.write_text(
-        f"node: {{name: victim, head_timeout_s: {HEAD_TIMEOUT_S}, "
+        # Plain HTTP from the LAN (off by default: TLS only) so the heads are HTTP's.
+        f"node: {{name: victim, head_timeout_s: {HEAD_TIMEOUT_S}, allow_plain_lan: true, "
         f"data_dir: {json.dumps(str(tmp_path))}}}\n"
         "autodetect: {enabled: false}\nembedded: {mode: 'off'}\n"
         "discovery: {enabled: false}\n"

@@ -55,11 +55,11 @@ def _node(tmp_path: Path, name: str, token: str, previous: tuple[str, ...] = ())
 
 
 def _handshake(
-    client: ssl.SSLContext, server: ssl.SSLContext, server_id: str
+    client: ssl.SSLContext, server: ssl.SSLContext, server_id: str, key: str | None = None
 ) -> tuple[ssl.SSLObject, ssl.SSLObject]:
     """Both ends of one TLS handshake, moved through memory; raises ssl.SSLError on refusal."""
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    c = client.wrap_bio(c_in, c_out, server_hostname=node_dns_name(server_id))
+    c = client.wrap_bio(c_in, c_out, server_hostname=node_dns_name(server_id, key))
     s = server.wrap_bio(s_in, s_out, server_side=True)
     done = {"c": False, "s": False}
     for _ in range(10):
@@ -117,3 +117,10 @@ def test_previous_token_accepted_while_configured_then_refused(tmp_path: Path) -
     done = _node(tmp_path, "done", TOKEN)  # the previous token dropped from its config
     with pytest.raises(ssl.SSLError):
         _handshake(old.client, done.server, "done")
+
+
+def test_the_certificate_names_the_advertised_key(tmp_path: Path) -> None:
+    a, b = _node(tmp_path, "node-a", TOKEN), _node(tmp_path, "node-b", TOKEN)
+    _handshake(a.client, b.server, "node-b", b.identity.short)
+    with pytest.raises(ssl.CertificateError):
+        _handshake(a.client, b.server, "node-b", a.identity.short)  # an advert with another key
