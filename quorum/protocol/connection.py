@@ -138,8 +138,7 @@ class Connection(ConnectionCore):
             chunks = [b""]
         for i, chunk in enumerate(chunks):
             flags = Flag.BLOCKED if signal and i == len(chunks) - 1 else Flag.NONE
-            frame = encode_frame(Frame(FrameType.DATA, stream_id, chunk, flags))
-            self._out.data(stream_id, frame, len(chunk))
+            self._out.data(stream_id, chunk, flags)
         stream.send_credit -= n
         self._conn_send -= n
         stream.blocked_sent |= signal
@@ -152,8 +151,7 @@ class Connection(ConnectionCore):
         stream = self._sendable(stream_id)
         if not stream.local and not stream.responded:
             raise LocalProtocolError(f"send the response head of stream {stream_id} first")
-        end = encode_frame(Frame(FrameType.DATA, stream_id, b"", Flag.END_STREAM))
-        self._out.data(stream_id, end, 0)
+        self._out.data(stream_id, b"", Flag.END_STREAM)
         stream.end_local()
         self._blocked.discard(stream_id)
         self._maybe_close(stream)
