@@ -61,9 +61,11 @@ def usage_from_object(obj: object) -> Usage | None:
         )
         if found is not None:
             return found
-    response = obj.get("response")
-    if isinstance(response, dict) and (found := usage_from_object(response)) is not None:
-        return found
+    # Responses API events nest it in "response"; Anthropic's message_start in "message".
+    for nested in ("response", "message"):
+        inner = obj.get(nested)
+        if isinstance(inner, dict) and (found := usage_from_object(inner)) is not None:
+            return found
     if "prompt_eval_count" in obj or "eval_count" in obj:
         found = _pair(obj.get("prompt_eval_count"), obj.get("eval_count"))
         if found is not None:
@@ -139,6 +141,16 @@ class SseUsageScanner:
             return
         found = usage_from_json(line)
         if found is not None:
+            # A later event may carry only part (Anthropic's message_delta: output only):
+            # what an earlier one said of the rest still holds.
+            last = self.usage
+            if last is not None:
+                found = Usage(
+                    found.prompt_tokens if found.prompt_tokens is not None else last.prompt_tokens,
+                    found.completion_tokens
+                    if found.completion_tokens is not None
+                    else last.completion_tokens,
+                )
             self.usage = found
 
 

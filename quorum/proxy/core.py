@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quorum.answers import verbose
+from quorum.api.endpoints import Dialect
 from quorum.api.headers import HOP_HEADER, forwarded_request_headers
 from quorum.api.multipart import form_model
 from quorum.errors import ApiError, Forbidden, InvalidRequest, ModelNotFound, NoReachableHolder
@@ -105,7 +106,8 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
     boundary = ""
     foreign: Foreign | None = None
     if endpoint.body is BodyKind.JSON:
-        if request.content_type != "application/json":
+        # Ollama's own examples post JSON with curl's default form type: its API takes any.
+        if request.content_type != "application/json" and endpoint.dialect is not Dialect.OLLAMA:
             raise InvalidRequest(
                 f"{endpoint.path} takes a JSON body: set 'Content-Type: application/json' "
                 f"(got '{request.content_type}')."

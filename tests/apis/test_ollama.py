@@ -3,6 +3,7 @@ an engine that serves only the OpenAI shapes, passed through to an Ollama engine
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -151,3 +152,19 @@ def test_only_language_and_embedding_models_are_ollama_models(
     with pytest.raises(ollama.ResponseError) as speech:
         client.show("whisper-1")  # held, but a transcription model is no Ollama model
     assert speech.value.status_code == 404
+
+
+def test_curl_examples_work_whatever_their_content_type(make_rig: MakeRig) -> None:
+    """Ollama's docs post JSON with curl -d, which says application/x-www-form-urlencoded."""
+    import urllib.request
+
+    rig = translated(make_rig)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    request = urllib.request.Request(
+        rig.node.url + "/api/chat",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = json.load(resp)
+    assert answer["message"]["content"] == "You said: hi" and answer["done"] is True
