@@ -354,6 +354,7 @@ class Node:
             local_models=self._model_infos,
             max_body=ctx.max_body_bytes,
             serve_stream=CoreStreamHandler(ctx, fallback),
+            tls=ctx.tls,  # node-to-node streams: TLS between the two nodes, the relay pipes it
         )
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
         http_base = relay_http_base(url)

@@ -50,6 +50,8 @@ class ClusterTLS:
         self._cadata = "".join(ca.cert_pem for ca in self.trusted)
         self.server = self._context(ssl.PROTOCOL_TLS_SERVER)
         self.server.verify_mode = ssl.CERT_OPTIONAL
+        self.member_server = self._context(ssl.PROTOCOL_TLS_SERVER)  # members only (relayed)
+        self.member_server.verify_mode = ssl.CERT_REQUIRED
         self.client = self._context(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, host names checked
 
     def _context(self, protocol: int) -> ssl.SSLContext:

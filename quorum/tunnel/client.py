@@ -53,6 +53,8 @@ from quorum.protocol import (
     ResetCode,
     Role,
 )
+from quorum.secure import ClusterTLS
+from quorum.tunnel import e2e
 from quorum.tunnel.dial import dial_relay
 from quorum.tunnel.loopback import LoopbackForwarder
 from quorum.tunnel.peers import RelayPeers
@@ -123,6 +125,7 @@ class TunnelClient:
         limits: Limits | None = None,
         ping_interval: float = 10.0,
         rng: random.Random | None = None,
+        tls: ClusterTLS | None = None,
     ) -> None:
         if serve_stream is None:
             if session is None:
@@ -141,6 +144,7 @@ class TunnelClient:
         self._pump: Pump | None = None
         self._peers = RelayPeers(node_id, on_fleet)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tls = tls
 
     # -- public -------------------------------------------------------------
 
@@ -187,7 +191,7 @@ class TunnelClient:
         headers: Sequence[tuple[str, str]],
         body: bytes,
         header_timeout_s: float,
-    ) -> TunnelResponse:
+    ) -> TunnelResponse | e2e.SecureResponse:
         """Send a request to ``node_id`` through the relay and wait for its response head.
 
         A stream refused before it was processed (a rate or stream limit on the
@@ -212,7 +216,7 @@ class TunnelClient:
         headers: Sequence[tuple[str, str]],
         body: bytes,
         header_timeout_s: float,
-    ) -> TunnelResponse:
+    ) -> TunnelResponse | e2e.SecureResponse:
         pump = self._pump
         if pump is None:
             raise NoReachableHolder("The relay is not connected; the node cannot be reached.")
@@ -225,9 +229,22 @@ class TunnelClient:
             ) from None
         except TransportClosed:
             raise NoReachableHolder("The relay connection was lost.") from None
-        head = RequestHead(method, path, tuple(headers), node=node_id)
-        stream = pump.open_stream(head, end_stream=not body, peer=_PEER)
+        tls = self._tls
+        if tls is not None:
+            # End to end: the relay sees this head only; the request goes inside TLS.
+            head = RequestHead("POST", e2e.E2E_PATH, (), node=node_id)
+        else:
+            head = RequestHead(method, path, tuple(headers), node=node_id)
+        stream = pump.open_stream(head, end_stream=not body and tls is None, peer=_PEER)
         try:
+            if tls is not None:
+                async with asyncio.timeout(header_timeout_s):
+                    outer = await stream.response()
+                if outer.status != 200:
+                    return TunnelResponse(stream, outer)  # the relay's own answer (no route)
+                return await e2e.request(
+                    stream, tls.client, node_id, method, path, headers, body, header_timeout_s
+                )
             if body:
                 await stream.send_all(body)
                 await stream.send_eof()
@@ -315,7 +332,10 @@ class TunnelClient:
 
     async def _serve(self, stream: TunnelStream) -> None:
         try:
-            await self._serve_stream(stream.head, stream)
+            if self._tls is not None and stream.head.path == e2e.E2E_PATH:
+                await e2e.serve(stream, self._tls.member_server, self._serve_stream)
+            else:
+                await self._serve_stream(stream.head, stream)
             if not stream.sent_eof:
                 stream.reset(ResetCode.INTERNAL, "the answer was left unfinished")
         except ApiError as exc:

@@ -1,0 +1,109 @@
+"""TLS over any async byte stream (a tunnel stream), through the stdlib's ``ssl.MemoryBIO``.
+
+The TLS state machine (``ssl.SSLObject``) never touches a socket: what it
+wants to send is taken from its outgoing BIO and handed to the byte stream,
+what the byte stream delivers is put in its incoming BIO. trio's ``SSLStream``
+(``src/trio/_ssl.py``) is the model; this is its small subset for streams
+that are used by one reader and one writer at a time.
+
+Errors: TLS failures (a certificate that is not the cluster's, a wrong node
+id, a record that does not authenticate) raise :class:`TLSFailed`; the byte
+stream's own errors (a reset tunnel stream) go through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from quorum.errors import QuorumError
+from quorum.secure.tls import peer_node_id
+
+T = TypeVar("T")
+RECEIVE_SIZE = 64 * 1024
+
+
+class TLSFailed(QuorumError):
+    """The TLS handshake or a record failed: the other end is no member, or not the one meant."""
+
+
+class ByteStream(Protocol):
+    async def send_all(self, data: bytes) -> None: ...
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes: ...
+
+
+class TLSStream:
+    """One TLS connection over ``inner``: ``handshake``, then ``send_all`` / ``receive_some``."""
+
+    __slots__ = ("_in", "_inner", "_out", "_receiving", "_sending", "_ssl")
+
+    def __init__(
+        self,
+        inner: ByteStream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        self._inner = inner
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+        )
+        self._sending = asyncio.Lock()  # bytes leave in the order the TLS engine made them
+        self._receiving = asyncio.Lock()
+
+    @property
+    def peer_node_id(self) -> str | None:
+        """The node id in the other end's verified certificate (after the handshake)."""
+        return peer_node_id(self._ssl)
+
+    async def handshake(self) -> None:
+        await self._retry(self._ssl.do_handshake)
+
+    async def send_all(self, data: bytes) -> None:
+        if data:
+            await self._retry(lambda: self._ssl.write(data))
+
+    async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        """Up to ``max_bytes`` of plaintext; ``b""`` once the other end closed."""
+        return await self._retry(lambda: self._ssl.read(max_bytes), eof=b"")
+
+    async def _retry(self, step: Callable[[], T], eof: T | None = None) -> T:
+        while True:
+            want_read = False
+            try:
+                result = step()
+            except ssl.SSLWantReadError:
+                want_read = True
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                if eof is None:
+                    raise TLSFailed("the other end closed during the TLS handshake") from None
+                return eof
+            except ssl.SSLError as exc:
+                await self._flush()  # the alert, so the other end learns why
+                raise TLSFailed(f"TLS failed: {exc.reason or exc}") from None
+            except ssl.CertificateError as exc:
+                await self._flush()
+                raise TLSFailed(f"TLS failed: {exc}") from None
+            await self._flush()
+            if not want_read:
+                return result
+            async with self._receiving:
+                if self._in.pending:
+                    continue  # another caller fed it meanwhile
+                data = await self._inner.receive_some(RECEIVE_SIZE)
+                if data:
+                    self._in.write(data)
+                else:
+                    self._in.write_eof()
+
+    async def _flush(self) -> None:
+        async with self._sending:
+            data = self._out.read()
+            if data:
+                await self._inner.send_all(data)
