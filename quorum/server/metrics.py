@@ -61,6 +61,18 @@ class Metrics:
             "Usage records dropped since start (held in memory past the limit).",
             registry=self.registry,
         )
+        self.queue_depth = Gauge(
+            "quorum_queue_depth",
+            "Requests waiting at this node for a holder, by model.",
+            ("model",),
+            registry=self.registry,
+        )
+        self.queue_wait = Gauge(
+            "quorum_queue_estimated_wait_seconds",
+            "How long one more request of the model would wait at this node (estimate).",
+            ("model",),
+            registry=self.registry,
+        )
         self.cooling = Gauge(
             "quorum_holder_cooldown_until_seconds",
             "Holders skipped after repeated failures: when they are tried again (unix time).",

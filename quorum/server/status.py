@@ -157,6 +157,7 @@ def status_json(ctx: NodeContext) -> dict[str, Any]:
         "peers": [asdict(p) for p in ctx.peers()],
         "cooling": cooling_json(ctx),
         "recent": [asdict(r) for r in list(ctx.recent)[-20:]],
+        "queues": queues_json(ctx),
         "usage": _usage_json(ctx),
     }
 
@@ -206,6 +207,14 @@ def local_json(ctx: NodeContext) -> dict[str, Any]:
     }
 
 
+def queues_json(ctx: NodeContext) -> list[dict[str, Any]]:
+    """Each model's requests waiting at this node, and how long one more would wait."""
+    return [
+        {"model": q.model, "depth": q.depth, "estimated_wait_s": round(q.estimated_wait_s, 3)}
+        for q in ctx.scheduler.queues()
+    ]
+
+
 def cooling_json(ctx: NodeContext) -> list[dict[str, Any]]:
     """Holders skipped after repeated failures, and when they are tried again (wall clock)."""
     now_wall, now = time.time(), ctx.scheduler.clock()
@@ -250,6 +259,11 @@ async def metrics(request: web.Request) -> web.Response:
     if ctx.outbox is not None:
         ctx.metrics.usage_held.set(ctx.outbox.held)
         ctx.metrics.usage_dropped.set(ctx.outbox.dropped)
+    ctx.metrics.queue_depth.clear()
+    ctx.metrics.queue_wait.clear()
+    for q in queues_json(ctx):
+        ctx.metrics.queue_depth.labels(q["model"]).set(q["depth"])
+        ctx.metrics.queue_wait.labels(q["model"]).set(q["estimated_wait_s"])
     ctx.metrics.cooling.clear()
     for c in cooling_json(ctx):
         ctx.metrics.cooling.labels(c["node"], c["service"], c["route"]).set(c["until"] or 0)
