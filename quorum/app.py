@@ -89,6 +89,7 @@ def local_holders(states: tuple[ServiceState, ...], nid: str, name: str) -> tupl
             down_reason=None if s.up else s.error,
             api_key=s.api_key,
             header_timeout_s=s.header_timeout_s,
+            limit=s.slots,  # what the engine publishes (llama.cpp's total slots)
         )
         for s in states
         for m in s.models

@@ -41,6 +41,7 @@ class ServiceState:
     error: str | None = None
     api_key: str | None = field(default=None, repr=False)
     header_timeout_s: float = 600.0
+    slots: int | None = None  # requests the engine runs at once, as it publishes (llama.cpp)
 
 
 class Response:

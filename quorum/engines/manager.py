@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from quorum.config.models import AutodetectSection, EngineKind, ServiceConfig, ServiceType
 from quorum.engines import ollama, openai_compat
 from quorum.engines.base import HttpGet, ModelEntry, ServiceState, auth_headers, root_url
+from quorum.engines.capacity import read_slots
 from quorum.engines.detect import identify
 from quorum.errors import EngineDown, EngineError, EngineSilent
 
@@ -178,7 +179,8 @@ class EngineManager:
                     raise
                 listed = ()  # it answers but lists nothing we understand: trust the manifest
             models = _configured_models(cfg, listed) if cfg.models else listed
-            return replace(base, engine=engine, models=models, up=True)
+            slots = await read_slots(self._get, root, auth_headers(cfg.api_key), engine)
+            return replace(base, engine=engine, models=models, up=True, slots=slots)
         except EngineSilent:
             if previous is not None and previous.up:
                 log.debug("service %s is slow to answer its probe: busy, still up", cfg.name)
@@ -197,6 +199,7 @@ class EngineManager:
                 engine = await identify(self._get, root, {}, hint)
                 self._root_kinds[root] = engine
             models = await list_models(self._get, root, engine, ServiceType.LLM, None)
+            slots = await read_slots(self._get, root, {}, engine)
         except EngineSilent:
             return previous  # it took the connection: busy if it was up, else not there yet
         except EngineError:
@@ -213,6 +216,7 @@ class EngineManager:
             models=models,
             up=True,
             detected=True,
+            slots=slots,
         )
 
 
