@@ -17,13 +17,14 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from quorum.api.headers import HOP_HEADER
 from quorum.config.load import default_data_dir
-from quorum.config.models import Config, EmbeddedMode
+from quorum.config.models import AutodetectSection, Config, EmbeddedMode
 from quorum.discovery import (
     PROTOCOL_VERSION,
     Advert,
@@ -120,6 +121,7 @@ class Node:
         self._discovery: Discovery | None = None
         self._sharing_paused = False
         self.port = config.node.port
+        self.ollama_port: int | None = None  # answering Ollama's port too, if it could
 
     @property
     def ctx(self) -> NodeContext:
@@ -216,7 +218,7 @@ class Node:
             await self._serve(ctx)
             get = make_http_get(session)
             manager = EngineManager(
-                cfg.all_services(), cfg.autodetect, get, self._on_services, _ProbeGate(ctx)
+                cfg.all_services(), self._autodetect(), get, self._on_services, _ProbeGate(ctx)
             )
             await manager.refresh()
             await self._maybe_embedded(manager)
@@ -237,6 +239,15 @@ class Node:
             self.url,
             len(ctx.snapshot.by_model),
         )
+
+    def _autodetect(self) -> AutodetectSection:
+        """What to probe for engines: never the Ollama port this node answers on itself."""
+        section = self.config.autodetect
+        port = self.ollama_port
+        if port is None:
+            return section
+        kept = tuple(t for t in section.targets if urlsplit(t.url).port != port)
+        return section.model_copy(update={"targets": kept})
 
     def _secure(self, ctx: NodeContext) -> None:
         """This node's identity key (made on first start) and, in a cluster, its TLS."""
@@ -276,6 +287,21 @@ class Node:
             raise QuorumError(f"cannot listen on {bind}: {exc}") from None
         self.port = int(runner.addresses[0][1])
         ctx.port, ctx.bind = self.port, bind
+        if node.ollama_port is not None:
+            await self._serve_ollama_port(runner, node.ollama_port)
+
+    async def _serve_ollama_port(self, runner: web.AppRunner, port: int) -> None:
+        """Apps that assume Ollama reach the cluster on its port, if nothing holds it."""
+        site = GuardedSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise QuorumError(f"cannot listen on 127.0.0.1:{port}: {exc}") from None
+            log.info("port %d is taken (Ollama runs here): not answering on it", port)
+            return
+        self.ollama_port = port
+        log.info("also answering Ollama's API on 127.0.0.1:%d", port)
 
     async def _maybe_embedded(self, manager: EngineManager) -> None:
         mode = self.config.embedded.mode

@@ -79,6 +79,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("relay", ("relay", "url")),
         ("token", ("cluster", "token")),
         ("data_dir", ("node", "data_dir")),
+        ("ollama_port", ("node", "ollama_port")),
         ("log_level", ("log_level",)),
     ):
         value = getattr(args, flag, None)
@@ -115,6 +116,11 @@ def parser() -> argparse.ArgumentParser:
         node_cmd.add_argument("--relay", help="relay URL, wss://host/tunnel")
         node_cmd.add_argument("--token", help="cluster join token")
         node_cmd.add_argument("--no-mdns", action="store_true", help="do not use LAN discovery")
+        node_cmd.add_argument(
+            "--ollama-port",
+            type=int,
+            help="also answer on Ollama's port (11434) when no Ollama is there",
+        )
         node_cmd.add_argument(
             "--service",
             action="append",

@@ -154,6 +154,13 @@ class NodeSection(Frozen):
         description="Web origins (https://app.example) whose pages may use this machine's "
         "trust, besides local ones; * allows all (like OLLAMA_ORIGINS).",
     )
+    ollama_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Also answer on this port (Ollama's is 11434) for apps that assume Ollama, "
+        "when no Ollama holds it; loopback only.",
+    )
     head_timeout_s: float = Field(
         default=10.0, gt=0, description="Seconds a client has to send a request's head, whole."
     )
