@@ -161,6 +161,12 @@ class NodeSection(Frozen):
         description="Also answer on this port (Ollama's is 11434) for apps that assume Ollama, "
         "when no Ollama holds it; loopback only.",
     )
+    peer_liveness_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a LAN peer may be silent before its health is checked (a "
+        "frozen one fails the request then, instead of at the header timeout).",
+    )
     head_timeout_s: float = Field(
         default=10.0, gt=0, description="Seconds a client has to send a request's head, whole."
     )

@@ -16,6 +16,7 @@ import ipaddress
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ from quorum.http import (
 )
 from quorum.proxy.upstream import Headers, Upstream
 from quorum.secure import node_dns_name
+from quorum.server.liveness import health_probe, watched
 from quorum.tunnel import TunnelClient
 
 if TYPE_CHECKING:
@@ -355,7 +357,13 @@ class NodeOpener:
             tls = self._ctx.tls
             if tls is None:
                 raise NoReachableHolder(f"{_who(holder).capitalize()} is a LAN peer: no cluster.")
-            return await open_http(
-                self._ctx.session, holder, method, path_qs, headers, body, tls=tls.client
+            session = self._ctx.session
+            every = self._ctx.config.node.peer_liveness_s
+            health = replace(holder, header_timeout_s=every)
+            probe = health_probe(
+                lambda: open_http(session, health, "GET", "/healthz", (), b"", tls=tls.client),
+                every,
             )
+            opening = open_http(session, holder, method, path_qs, headers, body, tls=tls.client)
+            return await watched(opening, holder, probe, every)
         return await open_http(self._ctx.session, holder, method, path_qs, headers, body)
