@@ -22,9 +22,11 @@ Audio billed by duration (``usage.type == "duration"``) has no token counts.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 _MAX_COUNT = 2**53
+_DONE_LINE = re.compile(rb"(?m)^data:[ \t]*\[DONE\][ \t]*\r?$")
 _HINTS = (b'"usage"', b'"timings"', b'"eval_count"', b'"prompt_eval_count"')
 
 
@@ -102,6 +104,11 @@ class SseUsageScanner:
         """The stream said ``data: [DONE]``: the client has the whole answer."""
 
     def feed(self, chunk: bytes) -> None:
+        if not self._buf and chunk.endswith(b"\n") and not any(h in chunk for h in _HINTS):
+            # Whole lines, none of them with counts (most of a stream): nothing to decode.
+            if b"[DONE]" in chunk and _DONE_LINE.search(chunk):
+                self.done = True
+            return
         start = 0
         while (end := chunk.find(b"\n", start)) >= 0:
             if self._buf:
