@@ -19,10 +19,9 @@ from typing import Any
 import openai
 import pytest
 
-from relay.sqlite_store import SqliteStore
-from tests.fakes import FakeVLLM, LoopThread
-from tests.harness import node_config, start_node, timeout
-from tests.relay.harness import Relay, create_cluster
+from tests.control.test_node_usage import node_behind_relay, stored_usage
+from tests.fakes import LoopThread
+from tests.harness import timeout
 
 MODEL = "Qwen/Qwen3-0.6B"
 
@@ -60,21 +59,8 @@ def status(url: str) -> dict[str, Any]:
 def test_a_full_disk_never_fails_a_request(
     bg: LoopThread, tmp_path: Path, small_disk: Path
 ) -> None:
-    (tmp_path / "relay").mkdir()
-    token = create_cluster(tmp_path / "relay", "home")
-    relay = Relay(tmp_path / "relay").start()
-    engine = FakeVLLM(chunks=3)
-    url = bg.run(engine.start())
-    config = node_config(
-        small_disk / "node",
-        cluster={"token": token},
-        relay={"url": relay.url},
-        discovery={"enabled": False},
-        services=[{"name": "vllm", "url": url}],
-    )
-    node = bg.run(start_node(config))
-    filler = fill(small_disk)
-    try:
+    with node_behind_relay(bg, tmp_path, small_disk / "node") as node:
+        filler = fill(small_disk)
         with openai.OpenAI(base_url=node.url + "/v1", api_key="x", max_retries=0) as client:
             for i in range(3):
                 done = client.chat.completions.create(
@@ -98,15 +84,6 @@ def test_a_full_disk_never_fails_a_request(
             assert time.monotonic() < deadline, (outbox.pending(), outbox.problem)
             time.sleep(0.05)
         assert status(node.url)["usage"] == {"held": 0, "dropped": 0, "problem": None}
-    finally:
-        bg.run(node.stop())
-        bg.run(engine.stop())
-        relay.stop()
-    store = SqliteStore(tmp_path / "relay")
-    try:
-        (cluster,) = store.clusters()
-        records = store.usage_records(cluster.id, limit=100)
-    finally:
-        store.close()
+    records = stored_usage(tmp_path)
     assert len(records) == 5 == len({r.request_id for r in records})
     assert {r.status for r in records} == {200}
