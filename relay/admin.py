@@ -238,6 +238,18 @@ class AdminOps:
             for n in self.store.nodes(cluster_id)
         ]
 
+    def remove_node(self, cluster: str, node_id: str) -> JSON:
+        """Refuse ``node_id``'s key from now on (and any connection under that id without
+        a new key); ``removed`` is False for a node id that never joined with a key."""
+        target = self._cluster(cluster)
+        removed = self.store.remove_node(target.id, node_id, now=self.clock())
+        return {
+            "cluster": target.name,
+            "cluster_id": target.id,
+            "node_id": node_id,
+            "removed": removed,
+        }
+
     def usage(
         self, cluster: str | None, by: str, since: str | None = None, until: str | None = None
     ) -> JSON:

@@ -88,6 +88,10 @@ class HttpAdmin:
     def nodes(self, cluster: str | None = None) -> list[JSON]:
         return list(self._call("GET", "/nodes", cluster=cluster)["data"])
 
+    def remove_node(self, cluster: str, node_id: str) -> JSON:
+        path = "/nodes/" + urllib.parse.quote(node_id, safe="")
+        return dict(self._call("DELETE", path, cluster=cluster))
+
     def usage(
         self, cluster: str | None, by: str, since: str | None = None, until: str | None = None
     ) -> JSON:

@@ -11,6 +11,8 @@ Admin token (``Authorization: Bearer <admin token>``)::
     DELETE /api/v1/keys/{id|prefix}               revoke (also POST .../revoke)
     POST   /api/v1/keys/{id|prefix}/rotate        {expires?} -> the replacement + key (once)
     GET    /api/v1/nodes?cluster=C                last heartbeat, online (< 60 s), connected
+    DELETE /api/v1/nodes/{node id}?cluster=C      remove a node: its key is refused from now
+                                                  on, its tunnel (if up) closed at once
     GET    /api/v1/usage?cluster=C&by=model|node|key|day&since=7d&until=...
     GET    /api/v1/usage/records?cluster=C&limit=100
 
@@ -154,6 +156,17 @@ async def list_nodes(request: web.Request) -> web.Response:
     )
 
 
+async def remove_node(request: web.Request) -> web.Response:
+    require_admin(request)
+    node_id = request.match_info["node"]
+    result = await _run(_ops(request).remove_node, request.query.get("cluster") or "", node_id)
+    hub = request.app[STATE].hub
+    hub.bound.add((result["cluster_id"], node_id))
+    hub.drop(result["cluster_id"], node_id, "this node was removed from the cluster")
+    log.info("node %s of cluster %s removed through the API", node_id, result["cluster"])
+    return web.json_response(result)
+
+
 async def usage(request: web.Request) -> web.Response:
     require_admin(request)
     q = request.query
@@ -244,6 +257,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/keys/{key}/revoke", revoke_key)
     r.add_post("/api/v1/keys/{key}/rotate", rotate_key)
     r.add_get("/api/v1/nodes", list_nodes)
+    r.add_delete("/api/v1/nodes/{node}", remove_node)
     r.add_post("/api/v1/usage", ingest_usage)
     r.add_get("/api/v1/usage", usage)
     r.add_get("/api/v1/usage/records", usage_records)

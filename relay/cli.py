@@ -52,6 +52,7 @@ class Ops(Protocol):
     def revoke_key(self, ref: str) -> JSON: ...
     def rotate_key(self, ref: str, expires: object = "keep") -> JSON: ...
     def nodes(self, cluster: str | None = None) -> list[JSON]: ...
+    def remove_node(self, cluster: str, node_id: str) -> JSON: ...
     def usage(
         self, cluster: str | None, by: str, since: str | None = None, until: str | None = None
     ) -> JSON: ...
@@ -129,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
     nlist = nsub.add_parser("list", help="nodes with last heartbeat and online state")
     nlist.add_argument("--cluster")
     _target(nlist)
+    nremove = nsub.add_parser(
+        "remove", help="refuse a node's key from now on (through --url: its tunnel closes too)"
+    )
+    nremove.add_argument("--cluster", required=True)
+    nremove.add_argument("node_id")
+    _target(nremove)
 
     usage = sub.add_parser("usage", help="usage of a cluster, summed by model, node, key or day")
     usage.add_argument("--cluster", required=True)
@@ -274,6 +281,14 @@ def manage(args: argparse.Namespace) -> list[str]:
                         f"{n['name'] or '-'}\t{state}\t{n['cluster']}\t"
                         f"seen {n['seen_s_ago']:.0f}s ago\t{models}\t{n['node_id']}"
                     )
+            case "node", "remove":
+                result = ops.remove_node(args.cluster, args.node_id)
+                where = result["cluster"]
+                out.append(
+                    f"removed  {args.node_id} ({where}): its key is refused from now on"
+                    if result["removed"]
+                    else f"{args.node_id} never joined {where} with a key: nothing removed"
+                )
             case "usage", _:
                 result = ops.usage(args.cluster, args.by, args.since, args.until)
                 out.append(f"{args.by}\trequests\terrors\tprompt\tcompletion")

@@ -69,6 +69,8 @@ class Link:
     """Wall-clock time of the last heartbeat (PRESENCE), by the hub's clock."""
     connected_at: float = field(default_factory=time.time)
     draining: bool = False
+    proven: str | None = None
+    """The node id its certificate names, when it joined with one (``quorum.secure.join``)."""
 
     @property
     def conn(self) -> Connection:
@@ -92,6 +94,9 @@ class Hub:
         self.limits = limits or Limits(max_streams=512, max_opens_per_second=1000.0)
         self.keepalive = Keepalive(interval=ping_interval, dead_after=ping_interval * 2.5)
         self._links: dict[tuple[str, str], Link] = {}
+        self.bound: set[tuple[str, str]] = set()
+        self.refused_ids = 0  # hellos refused: a node id another key owns, or not its own
+        # (cluster, node id) pairs bound to a key: no connection without a proof may use them.
         self._all: set[Link] = set()
         self._pipes: set[Pipe] = set()
         self._local: set[TunnelStream] = set()
@@ -131,8 +136,11 @@ class Hub:
 
     # -- one connection -----------------------------------------------------
 
-    def new_link(self, cluster_id: str, transport: Transport, remote: str) -> Link:
-        """A link for a node's freshly upgraded WebSocket; ``serve`` runs it."""
+    def new_link(
+        self, cluster_id: str, transport: Transport, remote: str, *, proven: str | None = None
+    ) -> Link:
+        """A link for a node's freshly upgraded WebSocket; ``serve`` runs it. ``proven``: the
+        node id its certificate names (its hello must say the same)."""
         conn = Connection(Role.RELAY, self.limits)
         conn.send_hello("relay", capabilities=("presence", "streams"))
         link: Link
@@ -152,7 +160,7 @@ class Hub:
             keepalive=self.keepalive,
             name=f"relay-link-{remote}",
         )
-        link = Link(cluster_id, pump, remote)
+        link = Link(cluster_id, pump, remote, proven=proven)
         self._all.add(link)
         return link
 
@@ -175,8 +183,29 @@ class Hub:
             case GoAwayReceived():
                 link.draining = True
 
+    def drop(self, cluster_id: str, node_id: str, why: str) -> bool:
+        """Close ``node_id``'s tunnel (a removed node); False if it is not connected."""
+        link = self._links.get((cluster_id, node_id))
+        if link is None:
+            return False  # (its end, in _lost, tells the others it is gone)
+        log.warning("closing node %s's tunnel: %s", link.label, why)
+        link.pump.send_goaway(GoAwayReason.PROTOCOL_ERROR, why)
+        self._spawn(_close_after(link, 0.0), "relay-close-removed")
+        return True
+
     def _register(self, link: Link, node_id: str) -> None:
         key = (link.cluster_id, node_id)
+        why = None
+        if link.proven is not None and node_id != link.proven:
+            why = "its hello names another node than its certificate"
+        elif link.proven is None and key in self.bound:
+            why = "this node id is bound to a key: only a connection proving it may use it"
+        if why is not None:
+            self.refused_ids += 1
+            log.warning("refused node id %s from %s: %s", node_id, link.remote, why)
+            link.pump.send_goaway(GoAwayReason.PROTOCOL_ERROR, why)
+            self._spawn(_close_after(link, 0.0), "relay-close-refused")
+            return
         old = self._links.get(key)
         if old is not None and old is not link:
             log.info("node %s reconnected: the newer connection wins", old.name or node_id)

@@ -59,4 +59,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_records_time ON usage_records (cluster_id, time_ms);
     """,
+    """
+    CREATE TABLE node_keys (
+        cluster_id TEXT NOT NULL REFERENCES clusters (id),
+        node_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        bound_at DOUBLE PRECISION NOT NULL,
+        removed_at DOUBLE PRECISION,
+        PRIMARY KEY (cluster_id, node_id, fingerprint)
+    );
+    CREATE INDEX node_keys_fingerprint ON node_keys (cluster_id, fingerprint);
+    """,
 )

@@ -4,9 +4,13 @@
 The node's cluster token is checked from the upgrade request's
 ``Authorization`` header *before* the WebSocket upgrade: a wrong token gets a
 plain 401 and never a socket, and counts as a failed attempt of its address
-(``context``). Tokens are never logged. The public ``/v1`` is ``public``, the
-control plane ``api``; the ``Recorder`` task started here writes heartbeats
-and the relay's own usage records to the store.
+(``context``). Tokens are never logged. A node that sends its certificate and
+a proof of its key (``quorum.secure.join``) is checked against the cluster CA
+(derived from the token, as members do) and its node id bound to its key on
+first join; another key for that id, or a removed node's key, gets a 403.
+The public ``/v1`` is ``public``, the control plane ``api``; the ``Recorder``
+task started here writes heartbeats and the relay's own usage records to the
+store.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +28,8 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from quorum.errors import StoreError
 from quorum.protocol import MAX_FRAME_SIZE
 from quorum.ratelimit import FailureLimiter
+from quorum.secure.cluster import ca_key
+from quorum.secure.join import CERT_HEADER, PROOF_HEADER, JoinRefused, verify_join
 from relay import api, dashboard, public
 from relay.context import (
     STATE,
@@ -34,6 +41,7 @@ from relay.context import (
     require_cluster,
 )
 from relay.hub import Hub, Link
+from relay.node_keys import Binding
 from relay.recorder import Recorder
 from relay.store import NodeSeen, Store
 from relay.transport import WebSocketTransport
@@ -58,11 +66,49 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
     cluster = await require_cluster(request)
     if hub.draining:
         return _error(503, "The relay is shutting down.", "draining")
+    remote = request.remote or "?"
+    proven = None
+    cert, proof = request.headers.get(CERT_HEADER), request.headers.get(PROOF_HEADER)
+    if cert is not None or proof is not None:
+        token = bearer(request) or ""  # checked by require_cluster
+        now = time.time()
+        try:
+            joiner = verify_join(cert or "", proof or "", ca_key(token).public_key(), now)
+        except JoinRefused as exc:
+            log.warning("refused a node of cluster %s from %s: %s", cluster.name, remote, exc)
+            return _error(403, f"This node's certificate is refused: {exc}.", "node_key_refused")
+        store = request.app[STATE].store
+        binding = await asyncio.to_thread(
+            store.bind_node_key, cluster.id, joiner.node_id, joiner.fingerprint, now=now
+        )
+        if binding in (Binding.OTHER, Binding.REMOVED):
+            log.warning(
+                "refused node %s of cluster %s from %s: %s",
+                joiner.node_id,
+                cluster.name,
+                remote,
+                "another key than the one bound to this node id"
+                if binding is Binding.OTHER
+                else "the key of a removed node",
+            )
+            return _error(
+                403,
+                "This node id is bound to another key, or this node was removed.",
+                "node_key_refused",
+            )
+        if binding is Binding.BOUND:
+            log.info(
+                "node %s of cluster %s bound to key %s",
+                joiner.node_id,
+                cluster.name,
+                joiner.fingerprint[:16],
+            )
+        hub.bound.add((cluster.id, joiner.node_id))
+        proven = joiner.node_id
     # aiohttp refuses a message whose size *equals* max_msg_size, hence the + 1.
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_SIZE + 1, autoping=True, compress=False)
     await ws.prepare(request)
-    remote = request.remote or "?"
-    link = hub.new_link(cluster.id, WebSocketTransport(ws, remote), remote)
+    link = hub.new_link(cluster.id, WebSocketTransport(ws, remote), remote, proven=proven)
     try:
         await hub.serve(link)
     finally:
@@ -160,6 +206,8 @@ def build_app(
             )
 
     hub.on_presence = on_presence
+    # Node ids bound to a key (removed ones too): no connection without a proof may use them.
+    hub.bound.update((k.cluster_id, k.node_id) for k in store.node_keys())
     app[STATE] = state
     app[METRICS] = registry
     app.cleanup_ctx.append(_run_recorder)

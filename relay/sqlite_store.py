@@ -25,6 +25,7 @@ from quorum.errors import RemoteProtocolError, StoreError
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import new_key, secret_hash
 from relay.migrations import MIGRATIONS
+from relay.node_keys import NodeKeys
 from relay.store import (
     ApiKey,
     Cluster,
@@ -83,7 +84,7 @@ def _private(path: Path) -> None:
         pass  # not ours to change: SQLite says what is wrong when it opens it
 
 
-class SqliteStore:
+class SqliteStore(NodeKeys):
     """The ``Store`` interface on one SQLite file; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:

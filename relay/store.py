@@ -26,6 +26,7 @@ from typing import Protocol
 
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import KeyState, display_prefix, key_state
+from relay.node_keys import Binding, NodeKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,15 @@ class Store(Protocol):
     def record_presence(self, seen: Sequence[NodeSeen]) -> None: ...
 
     def nodes(self, cluster_id: str | None = None) -> list[NodeSeen]: ...
+
+    # Node identity keys (relay/node_keys.py): the first key a node id joins with is its own.
+    def bind_node_key(
+        self, cluster_id: str, node_id: str, fingerprint: str, *, now: float
+    ) -> Binding: ...
+
+    def remove_node(self, cluster_id: str, node_id: str, *, now: float) -> bool: ...
+
+    def node_keys(self, cluster_id: str | None = None) -> list[NodeKey]: ...
 
     # -- usage --
     def add_usage(self, cluster_id: str, records: Sequence[RequestUsage]) -> tuple[int, int]:

@@ -59,6 +59,12 @@ def cluster_discriminator(token: str) -> str:
     return hmac.new(key, _DISCRIMINATOR_MESSAGE, hashlib.sha256).hexdigest()[:DISCRIMINATOR_HEX]
 
 
+def ca_key(token: str) -> ec.EllipticCurvePrivateKey:
+    """The cluster CA's key: the same on every member (and at a relay that saw the token)."""
+    scalar = int.from_bytes(_derive(token, _INFO_CA_KEY, 48), "big") % (_P256_ORDER - 1) + 1
+    return ec.derive_private_key(scalar, ec.SECP256R1())
+
+
 def node_dns_name(node_id: str, identity: str | None = None) -> str:
     """A DNS name a node certificate carries for ``node_id`` (any id fits a DNS label);
     with ``identity`` (a short key fingerprint), the one that names its key too."""
@@ -79,8 +85,7 @@ class ClusterCA:
 
     @classmethod
     def from_token(cls, token: str) -> ClusterCA:
-        scalar = int.from_bytes(_derive(token, _INFO_CA_KEY, 48), "big") % (_P256_ORDER - 1) + 1
-        key = ec.derive_private_key(scalar, ec.SECP256R1())
+        key = ca_key(token)
         public = key.public_key()
         name = x509.Name(
             [x509.NameAttribute(NameOID.COMMON_NAME, "quorum cluster " + ca_id(public))]

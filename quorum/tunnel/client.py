@@ -136,7 +136,7 @@ class TunnelClient:
         self._name = node_name
         self._local_models = local_models
         self._serve_stream = serve_stream
-        self._dial: Dial = dial or functools.partial(dial_relay, url, token)
+        self._dial: Dial = dial or functools.partial(dial_relay, url, token, tls)
         self._limits = limits or NODE_LIMITS
         self._keepalive = Keepalive(interval=ping_interval, dead_after=ping_interval * 2.5)
         self._rng = rng or random.Random()

@@ -9,12 +9,16 @@ cannot help), any other failure to connect, and any later close, into
 
 from __future__ import annotations
 
+import time
+
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from quorum import __version__
 from quorum.errors import AuthRefused, TransportClosed
 from quorum.protocol import MAX_FRAME_SIZE
+from quorum.secure import ClusterTLS
+from quorum.secure.join import join_headers
 
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
@@ -45,13 +49,18 @@ class WebSocketTransport:
         await self._ws.close()
 
 
-async def dial_relay(url: str, token: str) -> WebSocketTransport:
+async def dial_relay(url: str, token: str, tls: ClusterTLS | None = None) -> WebSocketTransport:
     """Open the tunnel's WebSocket to ``url``; ``AuthRefused`` on 401/403,
-    ``TransportClosed`` for any other failure."""
+    ``TransportClosed`` for any other failure. With ``tls``, the node's certificate and
+    a fresh proof of its key go along (:mod:`quorum.secure.join`): the relay binds the
+    node id to that key."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if tls is not None:
+        headers |= join_headers(tls, time.time())
     try:
         ws = await connect(
             url,
-            additional_headers={"Authorization": f"Bearer {token}"},
+            additional_headers=headers,
             user_agent_header=f"quorum/{__version__}",
             max_size=MAX_FRAME_SIZE,
             ping_interval=None,  # liveness is the protocol's own PING
@@ -62,7 +71,9 @@ async def dial_relay(url: str, token: str) -> WebSocketTransport:
     except InvalidStatus as exc:
         code = exc.response.status_code
         if code in (401, 403):
-            raise AuthRefused(f"the relay refused this cluster token ({code})") from None
+            raise AuthRefused(
+                f"the relay refused this cluster token or this node's key ({code})"
+            ) from None
         raise TransportClosed(f"InvalidStatus: {exc}") from None
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise TransportClosed(f"{type(exc).__name__}: {exc}") from None

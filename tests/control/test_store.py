@@ -11,6 +11,7 @@ from quorum.errors import StoreError
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.keys import KeyState
 from relay.migrations import MIGRATIONS
+from relay.node_keys import Binding
 from relay.open_store import open_store
 from relay.sqlite_store import SqliteStore
 from relay.store import NodeSeen, UsageBy
@@ -57,12 +58,12 @@ def test_a_version_one_store_is_migrated_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     store = SqliteStore(tmp_path)
-    assert store.schema_version == len(MIGRATIONS) == 2
+    assert store.schema_version == len(MIGRATIONS) == 3
     assert [c.name for c in store.clusters()] == ["home"]
     store.create_key("c1", name="k", models=None, expires_at=None, now=T0)
     store.close()
     again = SqliteStore(tmp_path)  # opening twice applies nothing twice
-    assert again.schema_version == 2 and len(again.keys()) == 1
+    assert again.schema_version == 3 and len(again.keys()) == 1
 
 
 def test_keys_and_tokens_are_never_stored_in_clear(store: SqliteStore, tmp_path: Path) -> None:
@@ -234,3 +235,21 @@ def test_the_cli_says_what_to_do_with_a_damaged_store(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "is damaged" in done.stderr and ".damaged" in done.stderr
+
+
+def test_a_node_id_is_bound_to_its_first_key_and_a_removed_key_stays_out(
+    store: SqliteStore,
+) -> None:
+    cluster, _ = store.create_cluster("home", now=T0)
+    bind = store.bind_node_key
+    assert bind(cluster.id, "n1", "k1", now=T0) is Binding.BOUND
+    assert bind(cluster.id, "n1", "k1", now=T0 + 1) is Binding.SAME
+    assert bind(cluster.id, "n1", "k2", now=T0 + 2) is Binding.OTHER
+    assert store.remove_node(cluster.id, "n1", now=T0 + 3)
+    assert not store.remove_node(cluster.id, "n1", now=T0 + 4)  # once
+    assert bind(cluster.id, "n1", "k1", now=T0 + 5) is Binding.REMOVED
+    assert bind(cluster.id, "n9", "k1", now=T0 + 5) is Binding.REMOVED  # under any id
+    assert bind(cluster.id, "n1", "k3", now=T0 + 6) is Binding.BOUND  # a new machine
+    keys = [(k.node_id, k.fingerprint, k.removed_at) for k in store.node_keys(cluster.id)]
+    assert keys == [("n1", "k1", T0 + 3), ("n1", "k3", None)]
+    assert bind(cluster.id, "n9", "k1", now=T0 + 7) is Binding.REMOVED  # still out
