@@ -16,7 +16,7 @@ same arrival times to:
 - ``quorum``: node A, with no configuration;
 - ``litellm-<strategy>``: LiteLLM's proxy (``bench/.venv-litellm``) with the
   four engines as deployments of one model, for each routing strategy, at
-  70 % (both modes) and 90 % (non-streamed).
+  70 % and 90 % (non-streamed).
 
 Each run warms up for ``--warmup`` seconds (kept out of the numbers), then
 measures for ``--duration`` seconds: p50 and p99 latency (to the last byte),
@@ -171,7 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 for strategy in STRATEGIES:
                     url = await asyncio.to_thread(_start_litellm, kids, tmp, engines, strategy)
-                    for stream, load in ((False, 0.7), (False, 0.9), (True, 0.7)):
+                    for stream, load in ((False, 0.7), (False, 0.9)):
                         await measure(f"litellm-{strategy}", url, stream, load)
                     kids.stop_all()  # only this LiteLLM is left: the nodes are done
     await oracle.stop()

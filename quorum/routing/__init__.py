@@ -23,17 +23,20 @@ transitions in :mod:`.health`, retries in :mod:`.failover`, the wait queue in
   breaking the ties of the one before:
   1. a request whose body is over the replay limit cannot fail over, so it
      does not probe a half-open holder: those come after the others;
-  2. expected completion, where every holder within ``EQUAL_FACTOR`` (1.5)
-     of the best counts as equal (latency noise never orders equal holders,
-     a holder twice as slow or with a queue yields). The requests waiting
-     ahead at this node (``ahead``) drain through the full holders first, so
-     a later waiter may start on a slower free holder while the first one
-     waits for a faster holder;
-  3. among equals, one with a free slot before one at its limit;
-  4. route cost: local, then LAN, then relay;
-  5. the holder that started a request least recently first (rotation:
+  2. expected completion: a holder at its limit whose expected completion
+     (waiting included) is under the best free holder's by ``WAIT_MARGIN``
+     (1.1) goes first, quickest first: waiting for it is quicker than
+     starting elsewhere. Then the free holders within ``EQUAL_FACTOR`` (1.5)
+     of the best free one, as equals (latency noise never orders equal
+     holders; a holder twice as slow yields). Then the rest, quickest first.
+     The requests waiting ahead at this node (``ahead``) drain through the
+     full holders first, so a later waiter may start on a slower free holder
+     while the first one waits for a faster holder;
+  3. among equals, route cost: local, then LAN, then relay;
+  4. the holder that started a request least recently first (rotation:
      ``Health.seq``), so equal holders take turns;
-  6. node name, node id, service, type and loaded state, so the order is total.
+  5. node name, node id, service, type, loaded state and engine, so the order
+     is total.
   The first candidate may be full: waiting for it is expected to be quicker
   than starting on any other (the request waits in the model's queue).
   A holder that must load the model (``loaded=False``) pays ``LOAD_S``, so a
@@ -52,7 +55,7 @@ from quorum.routing.admission import (
 )
 from quorum.routing.aliases import NO_ALIASES, listed, resolve_alias
 from quorum.routing.capacity import NO_SPEED, Speed, learn
-from quorum.routing.choose import EQUAL_FACTOR, RouteRequest, choose, next_reopen
+from quorum.routing.choose import EQUAL_FACTOR, WAIT_MARGIN, RouteRequest, choose, next_reopen
 from quorum.routing.cooling import Cooling, cooling
 from quorum.routing.endpoints import ENDPOINTS, BodyKind, Endpoint
 from quorum.routing.estimate import LOAD_S, ROUTE_S, Estimate, estimate, known_run_s
@@ -99,6 +102,7 @@ __all__ = [
     "NO_SPEED",
     "REPLAY_LIMIT_BYTES",
     "ROUTE_S",
+    "WAIT_MARGIN",
     "Action",
     "Admission",
     "BodyKind",

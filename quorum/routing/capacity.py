@@ -6,8 +6,10 @@ Rules (everything this node learns of a holder's capacity lives here):
   had running there, this one included). Samples feed an EWMA per level
   (levels above ``MAX_LEVEL`` count as ``MAX_LEVEL``).
 - A level not fed for ``LEVEL_TTL_S`` is forgotten (the engine may have
-  changed: another model, other clients); so a level once seen as saturated
-  is tried again instead of capping the holder for good.
+  changed: another model, other clients). The saturated level that caps the
+  slots (below) is kept for ``BASE_TTL_S`` while the holder is used, since
+  the cap keeps requests from ever reaching it; then it is tried again
+  instead of capping the holder for good.
 - The base run time (``Speed.base_s``) is one request's time when it does
   not wait: level 1's EWMA while known, else the fastest level known. It is
   kept for ``BASE_TTL_S`` after the last sample, longer than the levels, so a
@@ -63,8 +65,11 @@ def learn(
 ) -> Speed:
     """``speed`` after one successful answer that started at ``level`` and took ``latency_s``."""
     level = min(max(level, 1), MAX_LEVEL)
-    cutoff = now - LEVEL_TTL_S
-    levels = {n: v for n, v in speed.levels.items() if v[1] >= cutoff}
+    cutoff, cap_cutoff = now - LEVEL_TTL_S, now - BASE_TTL_S
+    cap = None if speed.slots is None else speed.slots + 1
+    levels = {
+        n: v for n, v in speed.levels.items() if v[1] >= cutoff or (n == cap and v[1] >= cap_cutoff)
+    }
     old = levels.get(level)
     levels[level] = (_ewma(None if old is None else old[0], latency_s, alpha), now)
     base = levels[1][0] if 1 in levels else min(v[0] for v in levels.values())
@@ -96,6 +101,6 @@ def at_level(speed: Speed, level: int, now: float) -> float | None:
 
 def learned_slots(speed: Speed, now: float) -> int | None:
     """Requests the holder runs at once, as its traffic shows; None: not seen saturated."""
-    if speed.slots is None or now - speed.base_at > LEVEL_TTL_S:
+    if speed.slots is None or now - speed.base_at > BASE_TTL_S:
         return None
     return speed.slots

@@ -26,7 +26,9 @@ _ROUTE_COST = {Route.LOCAL: 0, Route.LAN: 1, Route.RELAY: 2}
 _FIRST, _PROBE_LAST = 0, 1
 
 EQUAL_FACTOR = 1.5
-"""Expected completion times within this factor of the best count as equal (they take turns)."""
+"""Free holders within this factor of the best free one count as equal (they take turns)."""
+WAIT_MARGIN = 1.1
+"""A full holder goes before the free ones when waiting for it is quicker by this factor."""
 _MIN_RUN_S = 0.001  # a run time under 1 ms counts as 1 ms (no division by zero)
 
 NO_HEALTH = Health()
@@ -155,25 +157,33 @@ def _rank(
         # Requests waiting ahead drain through the full holders together.
         rate = sum(e.slots / max(e.run_s, _MIN_RUN_S) for e in estimates if e.busy >= e.slots)
         extra = ahead / rate if rate else 0.0
-    best: dict[int, float] = {}
+    best_free: dict[int, float] = {}
     totals = []
     for (rank, _, _), e in zip(rows, estimates, strict=True):
         total = e.total_s
-        if ahead and e.busy >= e.slots:
+        full = e.busy >= e.slots
+        if ahead and full:
             total += extra * e.penalty
         totals.append(total)
-        if total < best.get(rank, math.inf):
-            best[rank] = total
+        if not full and total < best_free.get(rank, math.inf):
+            best_free[rank] = total
     keyed = []
     for (rank, h, entry), e, total in zip(rows, estimates, totals, strict=True):
-        equal = total <= best[rank] * EQUAL_FACTOR
+        free_best = best_free.get(rank, math.inf)
+        if e.busy >= e.slots:
+            # Waiting for a full holder goes first only when clearly quicker.
+            tier, order = (0, total) if total * WAIT_MARGIN < free_best else (2, total)
+        elif total <= free_best * EQUAL_FACTOR:
+            tier, order = 1, 0.0  # equal free holders take turns
+        else:
+            tier, order = 2, total
         loaded = 0 if h.loaded is None else 1 if h.loaded else 2
         keyed.append(
             (
                 (
                     rank,
-                    0.0 if equal else total,
-                    e.busy >= e.slots,
+                    tier,
+                    order,
                     _ROUTE_COST[h.route],
                     entry.last_seq,
                     h.node_name,
@@ -190,7 +200,7 @@ def _rank(
     return tuple(h for _, h in keyed)
 
 
-_Key = tuple[int, float, bool, int, int, str, str, str, ServiceType, int, EngineKind]
+_Key = tuple[int, int, float, int, int, str, str, str, ServiceType, int, EngineKind]
 
 
 def _sort_key(item: tuple[_Key, Holder]) -> _Key:

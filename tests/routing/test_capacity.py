@@ -28,7 +28,7 @@ from quorum.routing import (
     reported,
     started,
 )
-from quorum.routing.capacity import LEVEL_TTL_S, base_s, learned_slots
+from quorum.routing.capacity import BASE_TTL_S, LEVEL_TTL_S, base_s, learned_slots
 from quorum.routing.estimate import REPORT_TTL_S
 from tests.routing.helpers import holder, req, snap
 
@@ -45,9 +45,12 @@ def test_level_one_is_the_base_and_a_saturated_level_caps_the_slots() -> None:
 def test_levels_are_forgotten_after_their_ttl_so_the_cap_is_tried_again() -> None:
     speed = learn(learn(NO_SPEED, 1, 1.0, 0.0, 0.3), 2, 2.0, 0.0, 0.3)
     assert learned_slots(speed, 1.0) == 1
-    assert learned_slots(speed, LEVEL_TTL_S + 1) is None
+    # The cap keeps requests from level 2, so level 2 is kept while level 1 is fed...
     later = learn(speed, 1, 1.0, LEVEL_TTL_S + 1, 0.3)
-    assert 2 not in later.levels
+    assert 2 in later.levels and learned_slots(later, LEVEL_TTL_S + 1) == 1
+    # ... but not for ever: then the holder is tried at level 2 again.
+    much_later = learn(later, 1, 1.0, BASE_TTL_S + 1, 0.3)
+    assert 2 not in much_later.levels and learned_slots(much_later, BASE_TTL_S + 1) is None
 
 
 @given(
@@ -98,8 +101,8 @@ def test_waiting_for_a_fast_holder_beats_starting_on_a_slow_one() -> None:
     assert not available(health, fast, 1.0) and available(health, slow, 1.0)
     # fast frees a slot in about 0.05 s and runs 0.2 s: quicker than 1.6 s on slow.
     assert choose(snap(fast, slow), req(), health, 1.0)[0] == fast
-    # With 24 waiting ahead, the slow one is quicker for this request.
-    assert choose(snap(fast, slow), req(), health, 1.0, ahead=24)[0] == slow
+    # With 30 waiting ahead (1.5 s at 20 a second), the slow one is quicker for this request.
+    assert choose(snap(fast, slow), req(), health, 1.0, ahead=30)[0] == slow
 
 
 def test_a_peers_report_counts_for_less_as_it_ages() -> None:
