@@ -47,15 +47,30 @@ class TLSStream:
         *,
         server_side: bool,
         server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
     ) -> None:
         self._inner = inner
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(
-            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+            self._in,
+            self._out,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            session=session,
         )
         self._sending = asyncio.Lock()  # bytes leave in the order the TLS engine made them
         self._receiving = asyncio.Lock()
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """What resumes this connection's session on the next one to the same peer (a client's,
+        once a ticket arrived: after the first bytes read past the handshake)."""
+        return self._ssl.session
+
+    @property
+    def session_reused(self) -> bool:
+        return self._ssl.session_reused
 
     @property
     def peer_node_id(self) -> str | None:

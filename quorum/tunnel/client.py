@@ -145,6 +145,8 @@ class TunnelClient:
         self._peers = RelayPeers(node_id, on_fleet)
         self._tasks: set[asyncio.Task[None]] = set()
         self._tls = tls
+        # End to end with other nodes: kept channels and TLS sessions, per node.
+        self._channels = e2e.Channels(tls.client) if tls is not None else None
 
     # -- public -------------------------------------------------------------
 
@@ -229,22 +231,14 @@ class TunnelClient:
             ) from None
         except TransportClosed:
             raise NoReachableHolder("The relay connection was lost.") from None
-        tls = self._tls
-        if tls is not None:
-            # End to end: the relay sees this head only; the request goes inside TLS.
-            head = RequestHead("POST", e2e.E2E_PATH, (), node=node_id)
-        else:
-            head = RequestHead(method, path, tuple(headers), node=node_id)
-        stream = pump.open_stream(head, end_stream=not body and tls is None, peer=_PEER)
+        channels = self._channels
+        if channels is not None:
+            return await self._request_e2e(
+                pump, channels, node_id, method, path, headers, body, header_timeout_s
+            )
+        head = RequestHead(method, path, tuple(headers), node=node_id)
+        stream = pump.open_stream(head, end_stream=not body, peer=_PEER)
         try:
-            if tls is not None:
-                async with asyncio.timeout(header_timeout_s):
-                    outer = await stream.response()
-                if outer.status != 200:
-                    return TunnelResponse(stream, outer)  # the relay's own answer (no route)
-                return await e2e.request(
-                    stream, tls.client, node_id, method, path, headers, body, header_timeout_s
-                )
             if body:
                 await stream.send_all(body)
                 await stream.send_eof()
@@ -259,6 +253,76 @@ class TunnelClient:
             stream.reset(ResetCode.CANCEL, "the client went away")
             raise
         return TunnelResponse(stream, answer)
+
+    async def _request_e2e(
+        self,
+        pump: Pump,
+        channels: e2e.Channels,
+        node_id: str,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        header_timeout_s: float,
+    ) -> TunnelResponse | e2e.SecureResponse:
+        """End to end: the relay sees ``POST /quorum/v1/e2e`` to ``node_id`` once per channel;
+        the requests go inside TLS between the two nodes, on a kept channel when one is idle."""
+        channel = channels.take(node_id)
+        if channel is not None:
+            try:
+                return await self._on_channel(
+                    channel, channels, method, path, headers, body, header_timeout_s, True
+                )
+            except e2e.ChannelClosed:
+                pass  # the node closed it as we sent: it served nothing; a new one
+        head = RequestHead("POST", e2e.E2E_PATH, (), node=node_id)
+        stream = pump.open_stream(head, end_stream=False, peer=_PEER)
+        try:
+            async with asyncio.timeout(header_timeout_s):
+                outer = await stream.response()
+            if outer.status != 200:
+                return TunnelResponse(stream, outer)  # the relay's own answer (no route)
+            channel = await channels.connect(stream, node_id, header_timeout_s)
+            response = await self._on_channel(
+                channel, channels, method, path, headers, body, header_timeout_s, False
+            )
+            channels.keep_session(channel)  # the ticket came before the answer
+            return response
+        except TimeoutError:
+            stream.reset(ResetCode.CANCEL, "no response in time")
+            raise NoReachableHolder(
+                f"The node did not answer through the relay within {header_timeout_s:g} s."
+            ) from None
+        except asyncio.CancelledError:
+            stream.reset(ResetCode.CANCEL, "the client went away")
+            raise
+
+    @staticmethod
+    async def _on_channel(
+        channel: e2e.Channel,
+        channels: e2e.Channels,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        header_timeout_s: float,
+        reused: bool,
+    ) -> e2e.SecureResponse:
+        try:
+            return await channel.request(
+                method, path, headers, body, header_timeout_s, channels.put, reused=reused
+            )
+        except e2e.ChannelClosed:
+            channel.close()
+            raise
+        except TimeoutError:
+            channel.stream.reset(ResetCode.CANCEL, "no response in time")
+            raise NoReachableHolder(
+                f"The node did not answer through the relay within {header_timeout_s:g} s."
+            ) from None
+        except asyncio.CancelledError:
+            channel.stream.reset(ResetCode.CANCEL, "the client went away")
+            raise
 
     # -- one connection -----------------------------------------------------
 
@@ -302,6 +366,8 @@ class TunnelClient:
     def _lost(self) -> None:
         """The connection is over (its streams failed already): forget the relay's peers."""
         self._pump = None
+        if self._channels is not None:
+            self._channels.forget_all()  # their streams died with the connection
         self.status.connected = False
         self._peers.forget_all()
         self.status.peers = 0
@@ -312,6 +378,8 @@ class TunnelClient:
                 self._peers.heard(presence)
                 self.status.peers = len(self._peers)
             case GoAwayReceived(goaway):
+                if self._channels is not None:
+                    self._channels.close_all()
                 log.info(
                     "relay says goodbye (%s): reconnecting", goaway.message or goaway.reason.name
                 )
@@ -333,7 +401,9 @@ class TunnelClient:
     async def _serve(self, stream: TunnelStream) -> None:
         try:
             if self._tls is not None and stream.head.path == e2e.E2E_PATH:
-                await e2e.serve(stream, self._tls.member_server, self._serve_stream)
+                await e2e.serve(
+                    stream, self._tls.member_server, self._serve_stream, idle_s=e2e.SERVER_IDLE_S
+                )
             else:
                 await self._serve_stream(stream.head, stream)
             if not stream.sent_eof:

@@ -17,7 +17,7 @@ from quorum.errors import UpstreamFailed
 from quorum.link import Transport, TunnelStream
 from quorum.protocol import ModelInfo, RequestHead, ResponseHead
 from quorum.secure import ClusterTLS, Identity
-from quorum.tunnel import StreamHandler, TunnelClient
+from quorum.tunnel import StreamHandler, TunnelClient, e2e
 from tests.link.helpers import read_all, until
 from tests.tunnel.helpers import MemoryRelay, ZeroRandom
 
@@ -168,5 +168,45 @@ async def test_a_node_without_the_token_gets_nothing(tmp_path: Path) -> None:
         # The member still reaches the member.
         status, _, body = await ask(member, "node-b", chat())
         assert status == 200 and ANSWER in body
+    finally:
+        await rig.close()
+
+
+async def test_requests_share_one_channel_until_the_node_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(e2e, "SERVER_IDLE_S", 0.2)  # the node closes an idle channel soon
+    rig = Rig(tmp_path)
+    a = rig.node("node-a", rig.tls("node-a", TOKEN))
+    rig.node("node-b", rig.tls("node-b", TOKEN), serve=rig.answer)
+    hub = rig.relay.hub
+    try:
+        await rig.connected()
+        for _ in range(3):
+            status, _, body = await ask(a, "node-b", chat())
+            assert status == 200 and body.count(ANSWER) == 3
+        assert hub.streams_piped == 1  # one handshake, three requests
+        await until(lambda: hub.open_streams == 0)  # idle: the node closed it, and so did A
+        status, _, _ = await ask(a, "node-b", chat())
+        assert status == 200 and hub.streams_piped == 2  # a new channel, transparently
+        assert len(rig.served) == 4
+    finally:
+        await rig.close()
+
+
+async def test_a_client_hanging_up_resets_only_its_channel(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    a = rig.node("node-a", rig.tls("node-a", TOKEN))
+    rig.node("node-b", rig.tls("node-b", TOKEN), serve=rig.answer)
+    hub = rig.relay.hub
+    try:
+        await rig.connected()
+        response = await a.request("node-b", "POST", "/v1/chat/completions", [], chat(), 5)
+        async for _ in response.chunks():
+            break  # one chunk, then the client goes away
+        response.release()
+        await until(lambda: hub.open_streams == 0)
+        status, _, body = await ask(a, "node-b", chat())  # a new channel
+        assert status == 200 and ANSWER in body and hub.streams_piped == 2
     finally:
         await rig.close()
