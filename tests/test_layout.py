@@ -26,6 +26,10 @@ SHARED_PURE = ("quorum.api", "quorum.ratelimit")
 # and the connection guard both HTTP servers run behind (quorum.netguard).
 SHARED_ADAPTER = ("quorum.link", "quorum.netguard")
 
+# Keys and certificates both ends check (the relay verifies a node's certificate and proof):
+# the stdlib's ssl and ``cryptography`` only.
+SHARED_SECURE = ("quorum.secure",)
+
 
 def test_relay_imports_only_the_protocol_from_quorum() -> None:
     allowed = (
@@ -34,6 +38,7 @@ def test_relay_imports_only_the_protocol_from_quorum() -> None:
         "quorum.__init__",
         *SHARED_PURE,
         *SHARED_ADAPTER,
+        *SHARED_SECURE,
     )
     bad = {
         m
@@ -69,6 +74,16 @@ def test_shared_helpers_are_stdlib_only() -> None:
         }
         foreign = {m for m in used if not m.startswith(ours)}
         assert {m.split(".")[0] for m in foreign} <= stdlib, f"{path} imports {sorted(used)}"
+
+
+def test_secure_uses_only_the_stdlib_and_cryptography() -> None:
+    allowed = {"quorum", "cryptography", "__future__", "asyncio", "base64", "binascii"}
+    allowed |= {"dataclasses", "datetime", "hashlib", "hmac", "logging", "os", "pathlib"}
+    allowed |= {"ssl", "typing", "collections"}
+    used = {m.split(".")[0] for m in imports(ROOT / "quorum" / "secure")}
+    assert used <= allowed, sorted(used - allowed)
+    ours = {m for m in imports(ROOT / "quorum" / "secure") if m.startswith("quorum.")}
+    assert all(m.startswith(("quorum.secure", "quorum.errors")) for m in ours), sorted(ours)
 
 
 def test_pure_layers_do_no_io() -> None:

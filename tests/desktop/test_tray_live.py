@@ -28,6 +28,7 @@ from typing import Any, cast
 import pytest
 from PIL import Image
 
+from quorum.secure import ClusterCA, ClusterTLS, Identity
 from quorum.tray.icon import GREEN, GREY
 from tests.desktop.xdisplay import XTray, missing_tools, wait_until
 from tests.fakes import closed_port
@@ -109,21 +110,36 @@ class Driver:
         return code
 
 
-def http_from(lan: Lan, host: Host, url: str, token: str | None = None) -> tuple[int, Any]:
-    """GET ``url`` from inside ``host``; (status, parsed JSON body)."""
+def http_from(
+    lan: Lan, host: Host, url: str, token: str | None = None, member: Path | None = None
+) -> tuple[int, Any]:
+    """GET ``url`` from inside ``host``; (status, parsed JSON body). With ``member`` (a
+    directory of :func:`member_tls`), over TLS with a member's client certificate."""
     script = (
-        "import json,sys,urllib.request,urllib.error\n"
-        "req=urllib.request.Request(sys.argv[1])\n"
-        "if len(sys.argv)>2: req.add_header('Authorization','Bearer '+sys.argv[2])\n"
-        "try:\n  r=urllib.request.urlopen(req,timeout=5); s,b=r.status,r.read()\n"
+        "import json,ssl,sys,urllib.request,urllib.error\n"
+        "req=urllib.request.Request(sys.argv[1]); ctx=None\n"
+        "if sys.argv[2]: req.add_header('Authorization','Bearer '+sys.argv[2])\n"
+        "if sys.argv[3]:\n"
+        "  ctx=ssl.create_default_context(cafile=sys.argv[3]+'/ca.pem')\n"
+        "  ctx.check_hostname=False\n"
+        "  ctx.load_cert_chain(sys.argv[3]+'/node-cert.pem',sys.argv[3]+'/identity-key.pem')\n"
+        "try:\n  r=urllib.request.urlopen(req,timeout=5,context=ctx); s,b=r.status,r.read()\n"
         "except urllib.error.HTTPError as e: s,b=e.code,e.read()\n"
         "print(json.dumps([s,json.loads(b or 'null')]))\n"
     )
-    argv = [sys.executable, "-c", script, url, *([token] if token else [])]
+    argv = [sys.executable, "-c", script, url, token or "", str(member or "")]
     done = lan.run(host, argv)
     assert done.returncode == 0, done.stderr
     status, body = json.loads(done.stdout)
     return int(status), body
+
+
+def member_tls(where: Path) -> Path:
+    """A member's client certificate, made from the token as a node makes its own (nodes
+    answer other machines over TLS only, and take members by their certificate)."""
+    ClusterTLS(Identity.load_or_create(where), "client", TOKEN, where)
+    (where / "ca.pem").write_text(ClusterCA.from_token(TOKEN).cert_pem)
+    return where
 
 
 def peer_names(lan: Lan, host: Host) -> set[str]:
@@ -276,7 +292,8 @@ def test_tray_icon_menu_pause_and_quit_on_a_lan_with_two_peers(
             eventually("Paused in the title", lambda: "Paused" in desktop.title(icon))
             eventually("peer-b forgets studio", lambda: "studio" not in peer_names(lan, b))
             eventually("peer-c forgets studio", lambda: "studio" not in peer_names(lan, c))
-            status, body = http_from(lan, b, f"http://{a.address}:32768/v1/models", TOKEN)
+            member = member_tls(tmp_path / "member")
+            status, body = http_from(lan, b, f"https://{a.address}:32768/v1/models", None, member)
             assert (status, body["error"]["code"]) == (403, "sharing_paused")
             status, body = http_from(lan, a, "http://127.0.0.1:32768/v1/models")
             assert status == 200 and {m["id"] for m in body["data"]} >= {"qwen3:0.6b"}
@@ -286,7 +303,7 @@ def test_tray_icon_menu_pause_and_quit_on_a_lan_with_two_peers(
 
             tray.click("Pause sharing")
             eventually("peer-b sees studio again", lambda: "studio" in peer_names(lan, b))
-            status, _ = http_from(lan, b, f"http://{a.address}:32768/v1/models", TOKEN)
+            status, _ = http_from(lan, b, f"https://{a.address}:32768/v1/models", None, member)
             assert status == 200
 
             # Quit: the process ends by itself, cleanly, and says goodbye.
