@@ -151,6 +151,31 @@ async def silent_and_half_handshakes_are_closed(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
+async def a_previous_token_only_while_configured(tmp_path: Path) -> None:
+    old = _tls(tmp_path, "old-member", OTHER)  # a member that still has the previous token
+    where = tmp_path / "rotated"
+    rotated = ClusterTLS(Identity.load_or_create(where), "node-b", TOKEN, where, (OTHER,))
+    runner, _ = await _serve(rotated)
+    try:
+        answer = await _ask(
+            runner.addresses[0][1], _post(b"hi"), old.client, node_dns_name("node-b")
+        )
+        assert answer.endswith(b"old-member 2"), answer  # a peer, through the cross-signed CA
+    finally:
+        await runner.cleanup()
+    done = _tls(tmp_path, "node-b", TOKEN)  # the previous token dropped from the config
+    runner, _ = await _serve(done)
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            answer = await _ask(
+                runner.addresses[0][1], _post(b"hi"), old.client, node_dns_name("node-b")
+            )
+            assert answer == b""
+            raise ConnectionError("closed")
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize("loop", sorted(RUNNERS))
 @pytest.mark.parametrize(
     "scenario",
@@ -158,6 +183,7 @@ async def silent_and_half_handshakes_are_closed(tmp_path: Path) -> None:
         members_are_peers_and_others_are_not,
         plain_lan_when_allowed,
         silent_and_half_handshakes_are_closed,
+        a_previous_token_only_while_configured,
     ],
 )
 def test_lan_tls(loop: str, scenario: Scenario, tmp_path: Path) -> None:
