@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry, Counter
 
 from quorum.api.body import check_content_encoding
@@ -27,6 +30,15 @@ from quorum.api.endpoints import Dialect, dialect
 from quorum.api.errors import error_body, framework_error
 from quorum.errors import ApiError, RateLimited, Unauthorized
 from quorum.ratelimit import FailureLimiter, client_address
+from quorum.secure.cluster import ClusterCA, ca_id
+from quorum.secure.join import (
+    CERT_HEADER,
+    PROOF_HEADER,
+    Joiner,
+    JoinRefused,
+    issuer_ca_id,
+    verify_join,
+)
 from relay.hub import Hub
 from relay.keys import KeyState, same_secret
 from relay.presence import Candidate
@@ -142,7 +154,12 @@ def address(request: web.Request) -> str:
     )
 
 
-_CODES = {"admin": "invalid_admin_token", "cluster": "invalid_token", "key": "invalid_api_key"}
+_CODES = {
+    "admin": "invalid_admin_token",
+    "cluster": "invalid_token",
+    "key": "invalid_api_key",
+    "node": "invalid_node_certificate",
+}
 
 
 def _refuse(request: web.Request, kind: str, message: str) -> ApiError:
@@ -198,6 +215,48 @@ async def require_cluster(request: web.Request) -> Cluster:
             "A valid cluster token is required (Authorization: Bearer ...).",
         )
     return cluster
+
+
+async def require_member(request: web.Request) -> tuple[Cluster, Joiner | None]:
+    """A node joining the tunnel: its cluster, and who it proved to be.
+
+    Without a token, its certificate and proof alone (``quorum.secure.join``), checked
+    against the CA public key the relay keeps for the cluster the certificate names.
+    With the token (older nodes, or a cluster whose CA the relay has not seen yet), the
+    token's cluster, and the certificate checked against the CA derived from the token;
+    that CA's public key is then kept, so the node's next join needs no token.
+    JoinRefused: a certificate or proof that does not hold, alongside a valid token.
+    """
+    state = request.app[STATE]
+    cert, proof = request.headers.get(CERT_HEADER), request.headers.get(PROOF_HEADER)
+    now = time.time()
+    presented = bearer(request)
+    if presented is None and cert is not None:
+        named = issuer_ca_id(cert)
+        found = await asyncio.to_thread(state.store.cluster_for_ca, named) if named else None
+        if found is None:
+            raise _refuse(request, "node", "This relay knows no cluster of this certificate.")
+        cluster_id, name, created_at, pem = found
+        key = serialization.load_pem_public_key(pem.encode())
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise _refuse(request, "node", "This cluster's CA key is not usable.")
+        try:
+            joiner = verify_join(cert, proof or "", key, now)
+        except JoinRefused as exc:
+            raise _refuse(request, "node", f"This node's certificate is refused: {exc}.") from None
+        return Cluster(cluster_id, name, created_at), joiner
+    cluster = await require_cluster(request)
+    if cert is None and proof is None:
+        return cluster, None
+    assert presented is not None  # require_cluster checked it
+    derived = ClusterCA.from_token(presented)
+    joiner = verify_join(cert or "", proof or "", derived.key.public_key(), now)
+    if await asyncio.to_thread(state.store.cluster_ca, cluster.id) is None:
+        public = derived.key.public_key()
+        await asyncio.to_thread(
+            state.store.set_cluster_ca, cluster.id, ca_id(public), derived.public_key_pem
+        )
+    return cluster, joiner
 
 
 async def require_key(request: web.Request) -> ApiKey:

@@ -70,4 +70,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX node_keys_fingerprint ON node_keys (cluster_id, fingerprint);
     """,
+    """
+    ALTER TABLE clusters ADD COLUMN ca_id TEXT;
+    ALTER TABLE clusters ADD COLUMN ca_key TEXT;
+    CREATE INDEX clusters_ca ON clusters (ca_id);
+    """,
 )

@@ -30,6 +30,36 @@ class NodeKey:
     removed_at: float | None
 
 
+class ClusterCAs:
+    """The public key of each cluster's CA (migration 4): what lets the relay recognise a
+    member's certificate without the token. Recorded at ``cluster create`` (the token is
+    at hand then), or the first time a node of an older cluster joins with the token."""
+
+    _db: sqlite3.Connection
+    _lock: threading.Lock
+
+    def set_cluster_ca(self, cluster_id: str, ca_id: str, ca_key_pem: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE clusters SET ca_id = ?, ca_key = ? WHERE id = ?",
+                (ca_id, ca_key_pem, cluster_id),
+            )
+
+    def cluster_ca(self, cluster_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT ca_key FROM clusters WHERE id = ?", (cluster_id,))
+            found = row.fetchone()
+        return str(found[0]) if found and found[0] else None
+
+    def cluster_for_ca(self, ca_id: str) -> tuple[str, str, float, str] | None:
+        """(id, name, created_at, CA public key PEM) of the cluster whose CA is ``ca_id``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name, created_at, ca_key FROM clusters WHERE ca_id = ?", (ca_id,)
+            ).fetchone()
+        return None if row is None or not row[3] else (row[0], row[1], row[2], row[3])
+
+
 class NodeKeys:
     """The ``node_keys`` table (migration 3) on the store's connection, under its lock."""
 

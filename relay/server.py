@@ -28,8 +28,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from quorum.errors import StoreError
 from quorum.protocol import MAX_FRAME_SIZE
 from quorum.ratelimit import FailureLimiter
-from quorum.secure.cluster import ca_key
-from quorum.secure.join import CERT_HEADER, PROOF_HEADER, JoinRefused, verify_join
+from quorum.secure.join import JoinRefused
 from relay import api, dashboard, public
 from relay.context import (
     STATE,
@@ -38,7 +37,7 @@ from relay.context import (
     bearer,
     check_admin_token,
     errors,
-    require_cluster,
+    require_member,
 )
 from relay.hub import Hub, Link
 from relay.node_keys import Binding
@@ -63,20 +62,17 @@ def _error(status: int, message: str, code: str) -> web.Response:
 async def tunnel(request: web.Request) -> web.StreamResponse:
     hub = request.app[STATE].hub
     # A wrong token is a 401 (raised, and shaped by the errors middleware) before any upgrade.
-    cluster = await require_cluster(request)
+    remote = request.remote or "?"
+    try:
+        cluster, joiner = await require_member(request)
+    except JoinRefused as exc:  # a valid token with a certificate that does not hold
+        log.warning("refused a node's certificate from %s: %s", remote, exc)
+        return _error(403, f"This node's certificate is refused: {exc}.", "node_key_refused")
     if hub.draining:
         return _error(503, "The relay is shutting down.", "draining")
-    remote = request.remote or "?"
     proven = None
-    cert, proof = request.headers.get(CERT_HEADER), request.headers.get(PROOF_HEADER)
-    if cert is not None or proof is not None:
-        token = bearer(request) or ""  # checked by require_cluster
+    if joiner is not None:
         now = time.time()
-        try:
-            joiner = verify_join(cert or "", proof or "", ca_key(token).public_key(), now)
-        except JoinRefused as exc:
-            log.warning("refused a node of cluster %s from %s: %s", cluster.name, remote, exc)
-            return _error(403, f"This node's certificate is refused: {exc}.", "node_key_refused")
         store = request.app[STATE].store
         binding = await asyncio.to_thread(
             store.bind_node_key, cluster.id, joiner.node_id, joiner.fingerprint, now=now

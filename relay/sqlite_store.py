@@ -23,9 +23,10 @@ from typing import Any
 
 from quorum.errors import RemoteProtocolError, StoreError
 from quorum.protocol import ModelInfo, RequestUsage
+from quorum.secure.cluster import ClusterCA, ca_id
 from relay.keys import new_key, secret_hash
 from relay.migrations import MIGRATIONS
-from relay.node_keys import NodeKeys
+from relay.node_keys import ClusterCAs, NodeKeys
 from relay.store import (
     ApiKey,
     Cluster,
@@ -84,7 +85,7 @@ def _private(path: Path) -> None:
         pass  # not ours to change: SQLite says what is wrong when it opens it
 
 
-class SqliteStore(NodeKeys):
+class SqliteStore(NodeKeys, ClusterCAs):
     """The ``Store`` interface on one SQLite file; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -192,6 +193,8 @@ class SqliteStore(NodeKeys):
             except sqlite3.IntegrityError as exc:
                 what = "name" if "name" in str(exc) else "token"
                 raise StoreError(f"a cluster with this {what} exists already") from None
+        ca = ClusterCA.from_token(token)  # its public key: members join without the token
+        self.set_cluster_ca(cluster.id, ca_id(ca.key.public_key()), ca.public_key_pem)
         return cluster, token
 
     def clusters(self) -> list[Cluster]:

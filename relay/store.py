@@ -182,6 +182,13 @@ class Store(Protocol):
 
     def node_keys(self, cluster_id: str | None = None) -> list[NodeKey]: ...
 
+    # The public key of each cluster's CA (relay/node_keys.py): members join without the token.
+    def set_cluster_ca(self, cluster_id: str, ca_id: str, ca_key_pem: str) -> None: ...
+
+    def cluster_ca(self, cluster_id: str) -> str | None: ...
+
+    def cluster_for_ca(self, ca_id: str) -> tuple[str, str, float, str] | None: ...
+
     # -- usage --
     def add_usage(self, cluster_id: str, records: Sequence[RequestUsage]) -> tuple[int, int]:
         """Store what is new; ``(accepted, duplicates)`` once committed."""

@@ -61,6 +61,18 @@ def join_headers(tls: ClusterTLS, now: float) -> dict[str, str]:
     }
 
 
+def issuer_ca_id(cert_b64: str) -> str | None:
+    """The cluster CA id a node certificate names as its issuer (to find its cluster)."""
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64, validate=True))
+    except (ValueError, binascii.Error):
+        return None
+    names = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    text = str(names[0].value) if names else ""
+    prefix = "quorum cluster "
+    return text[len(prefix) :] if text.startswith(prefix) else None
+
+
 def verify_join(cert_b64: str, proof: str, ca: ec.EllipticCurvePublicKey, now: float) -> Joiner:
     """Check a node's certificate against the cluster CA's key and its proof; JoinRefused if not."""
     try:

@@ -1,6 +1,7 @@
 """Dialling the relay: the ``websockets`` client connection, as a ``quorum.link`` transport.
 
-The cluster token travels in the upgrade's ``Authorization`` header (never
+A node with its certificate joins without the token (``dial_relay``); the
+token, when it must travel, is in the upgrade's ``Authorization`` header (never
 in the URL, never logged). Everything ``websockets`` raises is translated
 here, once: a 401 or 403 at the upgrade into ``AuthRefused`` (retrying
 cannot help), any other failure to connect, and any later close, into
@@ -51,12 +52,31 @@ class WebSocketTransport:
 
 async def dial_relay(url: str, token: str, tls: ClusterTLS | None = None) -> WebSocketTransport:
     """Open the tunnel's WebSocket to ``url``; ``AuthRefused`` on 401/403,
-    ``TransportClosed`` for any other failure. With ``tls``, the node's certificate and
-    a fresh proof of its key go along (:mod:`quorum.secure.join`): the relay binds the
-    node id to that key."""
-    headers = {"Authorization": f"Bearer {token}"}
-    if tls is not None:
-        headers |= join_headers(tls, time.time())
+    ``TransportClosed`` for any other failure.
+
+    With ``tls``, the node joins with its certificate and a fresh proof of its key
+    (:mod:`quorum.secure.join`) and no token: the relay knows the cluster's CA. Only
+    if it answers 401 (a relay that has not seen this cluster's CA yet: a cluster
+    made before it kept them) does the node join once more with the token too,
+    which lets the relay keep the CA for the next time.
+    """
+    if tls is None:
+        return await _dial(url, {"Authorization": f"Bearer {token}"})
+    try:
+        return await _dial(url, join_headers(tls, time.time()))
+    except _Refused as exc:
+        if exc.status != 401:
+            raise
+    return await _dial(url, {"Authorization": f"Bearer {token}", **join_headers(tls, time.time())})
+
+
+class _Refused(AuthRefused):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _dial(url: str, headers: dict[str, str]) -> WebSocketTransport:
     try:
         ws = await connect(
             url,
@@ -71,8 +91,8 @@ async def dial_relay(url: str, token: str, tls: ClusterTLS | None = None) -> Web
     except InvalidStatus as exc:
         code = exc.response.status_code
         if code in (401, 403):
-            raise AuthRefused(
-                f"the relay refused this cluster token or this node's key ({code})"
+            raise _Refused(
+                f"the relay refused this cluster token or this node's key ({code})", code
             ) from None
         raise TransportClosed(f"InvalidStatus: {exc}") from None
     except (OSError, TimeoutError, WebSocketException) as exc:

@@ -3,6 +3,7 @@ member's node id, and a removed node's key is refused (a real relay process)."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,9 @@ async def test_a_node_id_is_its_first_keys_and_a_removed_key_is_refused(tmp_path
     relay = Relay(data).start()
     try:
         victim = _member(tmp_path, "victim", "victim", token)
-        first = await dial_relay(relay.url, token, victim)  # first join: its key is bound
-        await first.close()
+        # No token needed: the relay kept the CA's public key at 'cluster create'.
+        first = await dial_relay(relay.url, "qc_not-the-token-at-all-0000", victim)
+        await first.close()  # first join: its key is bound
         again = await dial_relay(relay.url, token, victim)  # the same key again: welcome
         await again.close()
 
@@ -59,6 +61,25 @@ async def test_a_node_id_is_its_first_keys_and_a_removed_key_is_refused(tmp_path
     assert "the key of a removed node" in log
     assert "is not one of this cluster's" in log
     assert token not in log
+
+
+async def test_a_cluster_older_than_kept_cas_needs_the_token_once(tmp_path: Path) -> None:
+    data = tmp_path / "relay"
+    data.mkdir()
+    token = create_cluster(data, "home")
+    with sqlite3.connect(data / "relay.sqlite3") as db:  # as made before migration 4
+        db.execute("UPDATE clusters SET ca_id = NULL, ca_key = NULL")
+    relay = Relay(data).start()
+    try:
+        node = _member(tmp_path, "node", "node-1", token)
+        with pytest.raises(AuthRefused):
+            await dial_relay(relay.url, "qc_not-the-token-at-all-0000", node)
+        joined = await dial_relay(relay.url, token, node)  # refused without, then with it
+        await joined.close()
+        again = await dial_relay(relay.url, "qc_not-the-token-at-all-0000", node)
+        await again.close()  # the relay kept the CA: no token from now on
+    finally:
+        relay.kill()
 
 
 async def test_a_bound_node_id_without_a_proof_is_refused_at_hello() -> None:
