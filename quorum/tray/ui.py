@@ -113,12 +113,13 @@ def _nudge(icon: Any) -> None:
     window and waits for the DestroyNotify. python-xlib may read such an event on the
     other thread, and the loop then sleeps on a socket with nothing more to come. One
     round trip to the X server (a reply for the loop's thread to read) wakes it to
-    find the event. Other backends have no ``_display`` and need nothing.
+    find the event. The same holds for a new title or icon set from the node's thread.
+    Other backends have no ``_display`` and need nothing.
     """
     display = getattr(icon, "_display", None)
     sync = getattr(display, "sync", None)
     if callable(sync):
-        log.debug("waking the X11 loop to finish stopping")
+        log.debug("waking the X11 loop")
         with contextlib.suppress(Exception):
             sync()
 
@@ -352,6 +353,7 @@ class TrayApp:
         icon.title = icon_title(self._pystray, view.title)
         if shown is None or view.items != shown.items:
             icon.menu = pystray_menu(self._pystray, view, self.choose)
+        _nudge(icon)  # a change made from this thread must not wait for the next X event
         log.debug("tray shows %s: %s", view.state.value, view.status_line)
 
     # -- actions --------------------------------------------------------------------
