@@ -40,10 +40,11 @@ from quorum.engines.manager import EngineManager
 from quorum.errors import DiscoveryError, EmbeddedEngineError, Forbidden, QuorumError
 from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
 from quorum.http import socket_factory
-from quorum.keys import KeyVerifier, relay_http_base
+from quorum.keys import Credentials, KeyVerifier, relay_http_base
 from quorum.netguard import GuardedSite
 from quorum.protocol import ModelInfo
 from quorum.secure import ClusterTLS, Identity
+from quorum.secure.join import join_headers
 from quorum.server.app import build_app, build_runner
 from quorum.server.context import NodeContext
 from quorum.server.middleware import Handler, is_loopback
@@ -385,8 +386,16 @@ class Node:
         )
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
         http_base = relay_http_base(url)
-        ctx.keys = KeyVerifier(http_base, token, ctx.session)
-        ctx.outbox = Outbox(self.data_dir / OUTBOX_FILE, HttpShipper(http_base, token, ctx.session))
+        # The relay hears who this node is from its certificate and a fresh proof, as at the
+        # tunnel's join: the token itself never travels (a node without TLS sends it).
+        tls = ctx.tls
+        credentials: str | Credentials = (
+            token if tls is None else (lambda: join_headers(tls, time.time()))
+        )
+        ctx.keys = KeyVerifier(http_base, credentials, ctx.session)
+        ctx.outbox = Outbox(
+            self.data_dir / OUTBOX_FILE, HttpShipper(http_base, credentials, ctx.session)
+        )
         self._spawn(ctx.outbox.run(), "usage-outbox")
 
     def _model_infos(self) -> list[ModelInfo]:

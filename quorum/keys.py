@@ -40,7 +40,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,6 +52,19 @@ from quorum.ratelimit import FailureLimiter
 log = logging.getLogger("quorum.keys")
 
 KEY_SCHEME = "qk_"
+
+
+Credentials = Callable[[], Mapping[str, str]]
+"""The headers that say who this node is to the relay, made afresh for each request: its
+certificate and a signed proof (``quorum.secure.join``), so the token never travels."""
+
+
+def as_credentials(value: str | Credentials) -> Credentials:
+    """A cluster token (older relays, tests) as ``Credentials``; callables as they are."""
+    if callable(value):
+        return value
+    header = {"Authorization": f"Bearer {value}"}
+    return lambda: header
 
 
 def looks_like_key(credential: str) -> bool:
@@ -98,7 +111,7 @@ class KeyVerifier:
     def __init__(
         self,
         relay_http_base: str,
-        cluster_token: str,
+        cluster_token: str | Credentials,
         session: aiohttp.ClientSession,
         clock: Callable[[], float] = time.time,
         *,
@@ -109,7 +122,7 @@ class KeyVerifier:
         max_entries: int = 10_000,
     ) -> None:
         self._url = relay_http_base.rstrip("/") + "/api/v1/keys/verify"
-        self._token = cluster_token
+        self._credentials = as_credentials(cluster_token)
         self._session = session
         self._clock = clock
         self._ttl = ttl_s
@@ -213,7 +226,7 @@ class KeyVerifier:
 
     async def _ask(self, key: str, source: str | None) -> _Entry:
         self.relay_calls += 1
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = dict(self._credentials())
         body = {"key": key} if source is None else {"key": key, "client": source}
         try:
             async with self._session.post(

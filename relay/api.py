@@ -38,7 +38,7 @@ from quorum.api.body import loads
 from quorum.errors import Forbidden, InvalidRequest, RateLimited, RemoteProtocolError, Unauthorized
 from quorum.protocol import UsageBatch
 from relay.admin import AdminOps
-from relay.context import STATE, address, require_admin, require_cluster
+from relay.context import STATE, address, require_admin, require_node
 from relay.keys import KeyState, allows_model
 
 log = logging.getLogger("relay.api")
@@ -192,7 +192,7 @@ async def usage_records(request: web.Request) -> web.Response:
 
 async def verify_key(request: web.Request) -> web.Response:
     """A node asks whether an API key its client presented is good for this cluster."""
-    cluster = await require_cluster(request)
+    cluster = await require_node(request)
     state = request.app[STATE]
     data = await _body(request)
     presented, model = _str(data, "key"), _str(data, "model")
@@ -229,7 +229,7 @@ async def verify_key(request: web.Request) -> web.Response:
 
 async def ingest_usage(request: web.Request) -> web.Response:
     """A node ships usage records; answered only once they are committed."""
-    cluster = await require_cluster(request)
+    cluster = await require_node(request)
     state = request.app[STATE]
     if request.content_length is not None and request.content_length > MAX_API_BODY:
         raise InvalidRequest("Send at most 1000 records per batch.")

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 from quorum.api.body import check_content_encoding
 from quorum.api.endpoints import Dialect, dialect
 from quorum.api.errors import error_body, framework_error
-from quorum.errors import ApiError, RateLimited, Unauthorized
+from quorum.errors import ApiError, Forbidden, RateLimited, Unauthorized
 from quorum.ratelimit import FailureLimiter, client_address
 from quorum.secure.cluster import ClusterCA, ca_id
 from quorum.secure.join import (
@@ -41,6 +41,7 @@ from quorum.secure.join import (
 )
 from relay.hub import Hub
 from relay.keys import KeyState, same_secret
+from relay.node_keys import Binding
 from relay.presence import Candidate
 from relay.recorder import Recorder
 from relay.store import ApiKey, Cluster, Store
@@ -281,3 +282,28 @@ async def require_key(request: web.Request) -> ApiKey:
             raise _refuse(request, "key", f"The API key {key.shown} has expired.")
     state.recorder.key_used(key.id, now)
     return key
+
+
+async def require_node(request: web.Request) -> Cluster:
+    """A node calling the control plane (key checks, usage): its certificate and a fresh
+    proof, as at its tunnel's join, so no token is sent; a bound node id must use its key
+    and a removed node is refused. The token is still accepted from older nodes."""
+    state = request.app[STATE]
+    try:
+        cluster, joiner = await require_member(request)
+    except JoinRefused as exc:
+        raise _refuse(request, "node", f"This node's certificate is refused: {exc}.") from None
+    if joiner is not None:
+        binding = await asyncio.to_thread(
+            state.store.bind_node_key,
+            cluster.id,
+            joiner.node_id,
+            joiner.fingerprint,
+            now=time.time(),
+        )
+        if binding in (Binding.OTHER, Binding.REMOVED):
+            raise Forbidden(
+                "This node id is bound to another key, or this node was removed.",
+                code="node_key_refused",
+            )
+    return cluster

@@ -40,6 +40,7 @@ from pathlib import Path
 import aiohttp
 
 from quorum.errors import RemoteProtocolError, ShipFailed, ShipRefused, ShipRejected
+from quorum.keys import Credentials, as_credentials
 from quorum.protocol import MAX_USAGE_BATCH, UsageBatch, backoff
 from quorum.protocol import RequestUsage as UsageRecord
 
@@ -54,24 +55,25 @@ Ship = Callable[[Sequence[UsageRecord]], Awaitable[None]]
 
 
 class HttpShipper:
-    """``POST {relay}/api/v1/usage`` with the cluster token; 200 means committed."""
+    """``POST {relay}/api/v1/usage`` as a member (``Credentials``: the node's certificate
+    and proof, or a token); 200 means committed."""
 
     def __init__(
         self,
         relay_http_base: str,
-        cluster_token: str,
+        cluster_token: str | Credentials,
         session: aiohttp.ClientSession,
         *,
         timeout_s: float = 30.0,
     ) -> None:
         self._url = relay_http_base.rstrip("/") + "/api/v1/usage"
-        self._token = cluster_token
+        self._credentials = as_credentials(cluster_token)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def __call__(self, records: Sequence[UsageRecord]) -> None:
         body = UsageBatch(tuple(records)).encode()
-        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        headers = {**self._credentials(), "Content-Type": "application/json"}
         try:
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout
@@ -82,7 +84,7 @@ class HttpShipper:
         if resp.status == 200:
             return
         if resp.status in (401, 403):
-            raise ShipRefused(f"the relay refused the cluster token ({resp.status})")
+            raise ShipRefused(f"the relay refused this node's credentials ({resp.status})")
         if resp.status == 400:
             raise ShipRejected(f"the relay rejected the batch: {text[:300]}")
         raise ShipFailed(f"the relay answered {resp.status}")

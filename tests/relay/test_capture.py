@@ -87,6 +87,9 @@ def test_the_relay_carries_no_prompt_or_answer(bg: LoopThread, tmp_path: Path) -
             with stream:
                 text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
             assert text == f"You said: {PROMPTS[1]}"
+        outbox = b.ctx.outbox
+        assert outbox is not None
+        wait_until(lambda: outbox.shipped >= 2, 10, "B's usage at the relay")  # on the wire too
     finally:
         for node in nodes:
             bg.run(node.stop())
@@ -98,3 +101,6 @@ def test_the_relay_carries_no_prompt_or_answer(bg: LoopThread, tmp_path: Path) -
     assert b"/quorum/v1/e2e" in seen  # the relayed streams were captured (their outer head)
     for secret in (*PROMPTS, "You said"):
         assert secret.encode() not in seen, secret
+    # Tunnel joins, usage uploads: nodes prove membership, the token never travels.
+    assert token.encode() not in seen
+    assert token[3:20].encode() not in seen
