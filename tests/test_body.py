@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from quorum.api import body as json_body
+from quorum.api import multipart as form
 from quorum.errors import InvalidRequest
-from quorum.server import body
 
 BOUNDARY = "----qb7"
 
@@ -26,7 +27,7 @@ def multipart(fields: dict[str, str], file: bytes = b"\x00RIFF\r\n--not-a-bounda
 
 
 def test_model_from_json() -> None:
-    assert body.model_of(body.json_object(b'{"model": "m", "x": 1}')) == "m"
+    assert json_body.model_of(json_body.json_object(b'{"model": "m", "x": 1}')) == "m"
 
 
 @pytest.mark.parametrize(
@@ -40,34 +41,34 @@ def test_model_from_json() -> None:
 )
 def test_bad_json(raw: bytes, words: str) -> None:
     with pytest.raises(InvalidRequest, match=words):
-        body.json_object(raw)
+        json_body.json_object(raw)
 
 
 @pytest.mark.parametrize("data", [{}, {"model": ""}, {"model": 3}])
 def test_bad_model(data: dict[str, object]) -> None:
     with pytest.raises(InvalidRequest) as info:
-        body.model_of(data)
+        json_body.model_of(data)
     assert info.value.param == "model"
 
 
 def test_multipart_fields_skip_files() -> None:
     raw = multipart({"model": "whisper-1", "response_format": "verbose_json"})
-    found = body.multipart_fields(raw, BOUNDARY, {"model", "response_format", "file"})
+    found = form.multipart_fields(raw, BOUNDARY, {"model", "response_format", "file"})
     assert found == {"model": "whisper-1", "response_format": "verbose_json"}
 
 
 def test_boundary_quoted_and_plain() -> None:
-    assert body.boundary_of('multipart/form-data; boundary="a b"') == "a b"
-    assert body.boundary_of("multipart/form-data; charset=x; boundary=xyz") == "xyz"
+    assert form.boundary_of('multipart/form-data; boundary="a b"') == "a b"
+    assert form.boundary_of("multipart/form-data; charset=x; boundary=xyz") == "xyz"
     with pytest.raises(InvalidRequest):
-        body.boundary_of("multipart/form-data")
+        form.boundary_of("multipart/form-data")
 
 
 def test_replace_field_keeps_every_other_byte() -> None:
     raw = multipart({"model": "a", "response_format": "verbose_json"})
-    new = body.replace_multipart_field(raw, BOUNDARY, "response_format", "text")
+    new = form.replace_multipart_field(raw, BOUNDARY, "response_format", "text")
     assert new == raw.replace(b"verbose_json", b"text")
-    assert body.replace_multipart_field(raw, BOUNDARY, "absent", "x") == raw
+    assert form.replace_multipart_field(raw, BOUNDARY, "absent", "x") == raw
 
 
 @pytest.mark.parametrize(
@@ -76,4 +77,4 @@ def test_replace_field_keeps_every_other_byte() -> None:
 )
 def test_malformed_multipart(raw: bytes) -> None:
     with pytest.raises(InvalidRequest):
-        body.multipart_fields(raw, BOUNDARY, {"model"})
+        form.multipart_fields(raw, BOUNDARY, {"model"})

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from quorum.answers import verbose
+from quorum.api import body as bodies
+from quorum.api import multipart
 from quorum.api.endpoints import Dialect
 from quorum.api.headers import HOP_HEADER, forwarded_request_headers
 from quorum.api.multipart import form_model
@@ -53,7 +55,6 @@ from quorum.routing import (
     next_step,
     resolve_alias,
 )
-from quorum.server import body as bodies
 from quorum.usage import SseUsageScanner
 
 log = logging.getLogger("quorum.proxy")
@@ -124,8 +125,8 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
             raise InvalidRequest(
                 f"{endpoint.path} takes a multipart/form-data body (got '{request.content_type}')."
             )
-        boundary = bodies.boundary_of(request.header("Content-Type") or "")
-        fields = bodies.multipart_fields(
+        boundary = multipart.boundary_of(request.header("Content-Type") or "")
+        fields = multipart.multipart_fields(
             payload, boundary, {"model", "response_format", "language"}
         )
         ex.model = form_model(dict(fields))
@@ -282,16 +283,18 @@ def _adapt(
         payload = (
             bodies.replace_json_model(payload, data, holder.upstream_model)
             if data is not None
-            else bodies.replace_multipart_field(payload, boundary, "model", holder.upstream_model)
+            else multipart.replace_multipart_field(
+                payload, boundary, "model", holder.upstream_model
+            )
         )
     ex.verbose_from = None
     if fields.get("response_format") == "verbose_json" and "timestamps" not in holder.features:
-        payload = bodies.replace_multipart_field(payload, boundary, "response_format", "json")
+        payload = multipart.replace_multipart_field(payload, boundary, "response_format", "json")
         extra["X-Quorum-Downgraded"] = verbose.DOWNGRADED
         task = "translate" if ex.endpoint.label == "translation" else "transcribe"
         ex.verbose_from = {"task": task, "language": fields.get("language", "")}
         if ex.audio is None:
-            ex.audio = bodies.multipart_file(payload, boundary, "file")
+            ex.audio = multipart.multipart_file(payload, boundary, "file")
     return payload, extra
 
 

@@ -11,7 +11,6 @@ from quorum.api import multipart
 from quorum.api.body import request_model
 from quorum.api.endpoints import ENDPOINTS
 from quorum.errors import InvalidRequest
-from quorum.server import body as node_body
 from tests.api.forms import (
     BOUNDARY,
     CONTENT_TYPE,
@@ -36,8 +35,8 @@ def relay_reads(body: bytes) -> str | InvalidRequest:
 def node_reads(body: bytes) -> str | InvalidRequest | None:
     """What the node's proxy reads: its names for the shared helpers."""
     try:
-        boundary = node_body.boundary_of(CONTENT_TYPE)
-        return node_body.multipart_fields(body, boundary, {"model", "response_format"}).get("model")
+        boundary = multipart.boundary_of(CONTENT_TYPE)
+        return multipart.multipart_fields(body, boundary, {"model", "response_format"}).get("model")
     except InvalidRequest as exc:
         return exc
 

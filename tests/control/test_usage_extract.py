@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quorum.api.usage import usage_from_tail
 from quorum.usage import (
     ResponseUsageScanner,
     SseUsageScanner,
@@ -18,7 +19,6 @@ from quorum.usage import (
     new_request_id,
     usage_from_json,
 )
-from quorum.usage.extract import usage_from_tail
 from tests.fakes import (
     FakeEngine,
     FakeLlamaCpp,
