@@ -28,7 +28,7 @@ import pytest
 from quorum.engines.embedded import MAX_CRASHES
 from tests import wrong_cpu
 from tests.harness import timeout
-from tests.test_embedded_e2e import free_port, wait_healthy
+from tests.test_embedded_e2e import free_port, start_up, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,23 +58,7 @@ def node(tmp_path: Path) -> Iterator[tuple[int, Path, dict[str, str]]]:
         "QUORUM_CONFIG": str(data / "none.yaml"),
     }
     port = free_port()
-    with (data / "node.log").open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quorum.cli",
-                "up",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    proc = start_up(port, data, env)
     try:
         wait_healthy(port, proc, 120, data)
         yield port, data, env
