@@ -302,18 +302,6 @@ class FakeLlamaCppPython(OpenAICompatEngine):
         out.append(chunk({}, g.finish_reason))
         return out
 
-    def completion_response(self, g: Generation, cid: str) -> JSONDict:
-        return {
-            "id": cid,
-            "object": "text_completion",
-            "created": g.created,
-            "model": g.model,
-            "choices": [
-                {"text": g.text, "index": 0, "logprobs": None, "finish_reason": g.finish_reason}
-            ],
-            "usage": g.usage,
-        }
-
     def completion_chunks(self, g: Generation, cid: str) -> list[JSONDict]:
         base = {"id": cid, "object": "text_completion", "created": g.created, "model": g.model}
 
