@@ -12,7 +12,8 @@ Decoding is strict: the payload is one UTF-8 JSON object, with no duplicate
 keys, no NaN/Infinity, no key this version does not know (a new field rides
 on a new capability announced in HELLO, so a peer never sends one that was
 not asked for), every required key present and every value of the right JSON
-type (``true`` is not an integer) and range. Lists decode to tuples.
+type (``true`` is not an integer) and range. Lists decode to tuples. A
+``ModelInfo`` drops unknown keys, so nodes of any release read each other's.
 """
 
 from __future__ import annotations
@@ -158,11 +159,11 @@ def _build(cls: type[T], obj: object, convert: Callable[[dict[str, Any]], None] 
         for f in known
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     }
-    if unknown := obj.keys() - names:
+    if (unknown := obj.keys() - names) and cls is not ModelInfo:
         raise RemoteProtocolError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
     if missing := required - obj.keys():
         raise RemoteProtocolError(f"{cls.__name__}: missing keys {sorted(missing)}")
-    values = {key: _tuplify(value) for key, value in obj.items()}
+    values = {key: _tuplify(value) for key, value in obj.items() if key in names}
     try:
         if convert is not None:
             convert(values)

@@ -107,7 +107,10 @@ def test_hello_checks_role_version_and_capabilities() -> None:
 def test_presence_validates_nested_models() -> None:
     good = {"node_id": "studio", "models": [{"id": "qwen3", "type": "llm"}]}
     assert Presence.decode(encode(good)).models == (ModelInfo("qwen3", "llm"),)
-    for models in ([{"type": "llm"}], [{"id": "m", "oops": 1}], ["qwen3"], [{"id": 3}]):
+    # A model's unknown keys (a newer node's) are dropped; the presence's own are not.
+    newer = {"node_id": "studio", "models": [{"id": "m", "oops": 1}]}
+    assert Presence.decode(encode(newer)).models == (ModelInfo("m"),)
+    for models in ([{"type": "llm"}], [{"id": "m", "loaded": 1}], ["qwen3"], [{"id": 3}]):
         with pytest.raises(RemoteProtocolError):
             Presence.decode(encode({"node_id": "studio", "models": models}))
     with pytest.raises(RemoteProtocolError):
