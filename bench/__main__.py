@@ -1,8 +1,11 @@
 """``python3 -m bench SUITE [--json FILE] [--quick]``: run a suite, print its JSON report.
 
 ``python3 -m bench profile [...]`` samples the node under load instead (see
-:mod:`bench.profile`); ``python3 -m bench plots REPORT.json`` draws a report's
-plots and tables into ``docs/`` (see :mod:`bench.plots`).
+:mod:`bench.profile`); ``python3 -m bench scheduling [...]`` runs Quorum's
+routing across unequal holders against an oracle and LiteLLM's proxy (see
+:mod:`bench.scheduling`, about 9 minutes; not part of ``all``);
+``python3 -m bench plots REPORT.json`` draws a report's plots and tables into
+``docs/`` (see :mod:`bench.plots`).
 
 The report goes to stdout (and to ``--json FILE``); progress goes to stderr.
 Exit status: 0 when the suite ran and every request succeeded (targets missed
@@ -39,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
         help="node: one node (and LiteLLM's proxy) against the engine alone; relay: a peer "
         "reached by relay against the local route; lan: a LAN peer over veth against the local "
         "route (needs root); routing: the cost of one routing decision; all: every suite "
-        "(or 'profile': sample the node under load; 'plots REPORT.json': draw a report)",
+        "above (or, each with its own --help: 'profile': sample the node under load; "
+        "'scheduling': routing across unequal holders against an oracle and LiteLLM; "
+        "'plots REPORT.json': draw a report)",
     )
     p.add_argument("--json", metavar="FILE", type=Path, help="also write the report here")
     p.add_argument("--quick", action="store_true", help="a smoke run (well under a minute)")
@@ -99,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import profile
 
         return profile.main(argv[1:])
+    if argv[:1] == ["scheduling"]:
+        from bench import scheduling
+
+        return scheduling.main(argv[1:])
     if argv[:1] == ["plots"]:
         return plots.main(argv[1:])
     args = parser().parse_args(argv)

@@ -27,6 +27,8 @@ from aiohttp import web
 MODEL = "bench-model"
 CHUNKS = 20
 PREFILL = 0.1  # share of a request's time before its first token
+ENGINE_HEADER = "X-Sim-Engine"  # which engine served an answer (dispatchers pass it on)
+WAIT_HEADER = "X-Quorum-Queue-Wait-Ms"
 
 
 @dataclass
@@ -127,10 +129,11 @@ class SimEngine:
                 return web.json_response({"error": {"message": "reset"}}, status=503)
             self.served += 1
             t = self.spec.service_s
+            tag = {ENGINE_HEADER: self.spec.name}
             if not body.get("stream"):
                 await asyncio.sleep(t)
-                return web.json_response(_ANSWER)
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                return web.json_response(_ANSWER, headers=tag)
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **tag})
             await resp.prepare(request)
             await asyncio.sleep(t * PREFILL)
             step = t * (1 - PREFILL) / CHUNKS
@@ -194,7 +197,10 @@ class Oracle:
         ) as upstream:
             resp = web.StreamResponse(
                 status=upstream.status,
-                headers={"Content-Type": upstream.headers.get("Content-Type", "")},
+                headers={
+                    "Content-Type": upstream.headers.get("Content-Type", ""),
+                    ENGINE_HEADER: upstream.headers.get(ENGINE_HEADER, ""),
+                },
             )
             await resp.prepare(request)
             async for data in upstream.content.iter_any():
@@ -209,6 +215,8 @@ class Outcome:
     latency_s: float
     ttft_s: float | None
     error: str = ""
+    engine: str = ""  # the engine that served it
+    node_wait_ms: float | None = None  # how long Quorum held it in its queue
 
 
 @dataclass
@@ -231,7 +239,14 @@ async def _one(session: aiohttp.ClientSession, url: str, stream: bool, timeout_s
                         if ttft is None and line.startswith(b"data: {"):
                             ttft = time.perf_counter() - began
                 latency = time.perf_counter() - began
-                return Outcome(resp.status, latency, ttft if stream else latency)
+                wait = resp.headers.get(WAIT_HEADER)
+                return Outcome(
+                    resp.status,
+                    latency,
+                    ttft if stream else latency,
+                    engine=resp.headers.get(ENGINE_HEADER, ""),
+                    node_wait_ms=float(wait) if wait else None,
+                )
     except (TimeoutError, aiohttp.ClientError) as exc:
         return Outcome(0, time.perf_counter() - began, None, type(exc).__name__)
 
@@ -275,6 +290,11 @@ def summary(run: Run, slo_s: float) -> dict[str, Any]:
     lat = sorted(o.latency_s for o in ok)
     ttft = sorted(o.ttft_s for o in ok if o.ttft_s is not None)
     good = sum(1 for o in ok if o.latency_s <= slo_s)
+    engines: dict[str, int] = {}
+    for o in ok:
+        engines[o.engine or "?"] = engines.get(o.engine or "?", 0) + 1
+    # The slowest 2 %: where they ran and how long Quorum held them (the p99's story).
+    tail = sorted(ok, key=lambda o: o.latency_s)[-max(1, len(ok) // 50) :] if ok else []
     return {
         "requests": len(run.outcomes),
         "failed": len(run.outcomes) - len(ok),
@@ -283,6 +303,15 @@ def summary(run: Run, slo_s: float) -> dict[str, Any]:
         "ttft_p50_ms": rounded(_ms(percentile(ttft, 50)), 1),
         "ttft_p99_ms": rounded(_ms(percentile(ttft, 99)), 1),
         "goodput_rps": round(good / run.duration_s, 2) if run.duration_s else None,
+        "by_engine": dict(sorted(engines.items())),
+        "slowest": [
+            {
+                "ms": round(o.latency_s * 1000, 1),
+                "engine": o.engine,
+                "node_wait_ms": o.node_wait_ms,
+            }
+            for o in tail
+        ],
     }
 
 

@@ -160,7 +160,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmpdir)
         node_url = await asyncio.to_thread(_start_nodes, kids, tmp, engines)
         for stream in (False, True):
-            for load in LOADS:
+            if ("stream" if stream else "whole") not in args.modes:
+                continue
+            for load in args.loads:
                 await measure("oracle", f"http://127.0.0.1:{oracle.port}", stream, load)
                 await measure("quorum", node_url, stream, load)
         if not args.no_litellm:
@@ -279,6 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=12.0)
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("whole", "stream"),
+        default=["whole", "stream"],
+        help="non-streamed, streamed or both (default both)",
+    )
+    parser.add_argument(
+        "--loads",
+        nargs="+",
+        type=float,
+        default=list(LOADS),
+        help="shares of capacity to measure Quorum and the oracle at (default 0.5 0.7 0.9)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plots", type=Path, help="docs directory to draw into")
     args = parser.parse_args(argv)
@@ -291,7 +307,16 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(text + "\n")
     if args.plots:
         render(report, args.plots)
-    return 0
+    failed = sum(
+        targets["quorum"]["failed"]
+        for mode, loads in report["results"].items()
+        if mode != "litellm"
+        for targets in loads.values()
+        if "quorum" in targets
+    )
+    if failed:
+        _progress(f"{failed} request(s) through Quorum failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
