@@ -1,8 +1,11 @@
-"""The SQLite store: migrations, keys at rest, presence, exactly-once usage, aggregation."""
+"""The store, on SQLite and on PostgreSQL alike: migrations, keys at rest, presence,
+exactly-once usage, aggregation. (The tests of the SQLite file itself name ``tmp_path``.)"""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +16,10 @@ from relay.keys import KeyState
 from relay.migrations import MIGRATIONS
 from relay.node_keys import Binding
 from relay.open_store import open_store
+from relay.pg_store import PostgresStore
 from relay.sqlite_store import SqliteStore
-from relay.store import NodeSeen, UsageBy
+from relay.store import NodeSeen, Store, UsageBy
+from tests.postgres import dump, fresh_schema
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000.0
@@ -38,16 +43,25 @@ def record(rid: str, **kw: object) -> RequestUsage:
     return RequestUsage(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    made = open_store(tmp_path)
-    assert isinstance(made, SqliteStore)
-    return made
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each test of the interface runs on both stores, opened as the relay opens them."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(fresh_schema()) if request.param == "postgresql" else None
+        made = open_store(tmp_path, url)
+        stack.callback(made.close)
+        assert isinstance(made, PostgresStore if url else SqliteStore)
+        yield made
 
 
 def files_bytes(data: Path) -> bytes:
     """Every byte the store left on disk: the database, its WAL and shared memory."""
     return b"".join(p.read_bytes() for p in sorted(data.glob("relay.sqlite3*")))
+
+
+def held_bytes(store: Store, data: Path) -> bytes:
+    """Everything the store holds: its files, or every row of its PostgreSQL schema."""
+    return dump(store.url) if isinstance(store, PostgresStore) else files_bytes(data)
 
 
 def test_a_version_one_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -66,20 +80,20 @@ def test_a_version_one_store_is_migrated_in_place(tmp_path: Path) -> None:
     assert again.schema_version == 4 and len(again.keys()) == 1
 
 
-def test_keys_and_tokens_are_never_stored_in_clear(store: SqliteStore, tmp_path: Path) -> None:
+def test_keys_and_tokens_are_never_stored_in_clear(store: Store, tmp_path: Path) -> None:
     cluster, token = store.create_cluster("home", now=T0)
     key, secret = store.create_key(cluster.id, name="phone", models=None, expires_at=None, now=T0)
     rotated, secret2 = store.rotate_key(key.id, now=T0 + 1, expires_at=None)
     assert store.cluster_for_token(token) == cluster
     assert store.key_for_secret(secret2) == rotated
-    data = files_bytes(tmp_path)
+    data = held_bytes(store, tmp_path)
     for s in (token, secret, secret2):
         assert s.encode() not in data
         assert s[-16:].encode() not in data  # not even a long run of its random part
     assert key.prefix.encode() in data  # the visible prefix is meant to be there
 
 
-def test_key_lifecycle(store: SqliteStore) -> None:
+def test_key_lifecycle(store: Store) -> None:
     home, _ = store.create_cluster("home", now=T0)
     key, secret = store.create_key(
         home.id, name="phone", models=("a", "b"), expires_at=T0 + 100, now=T0
@@ -102,7 +116,7 @@ def test_key_lifecycle(store: SqliteStore) -> None:
         store.create_key("nope", name="", models=None, expires_at=None, now=T0)
 
 
-def test_rotation_keeps_name_and_models_and_revokes_the_old_key(store: SqliteStore) -> None:
+def test_rotation_keeps_name_and_models_and_revokes_the_old_key(store: Store) -> None:
     home, _ = store.create_cluster("home", now=T0)
     old, old_secret = store.create_key(home.id, name="ci", models=("a",), expires_at=None, now=T0)
     new, new_secret = store.rotate_key(old.id, now=T0 + 1, expires_at=T0 + 50)
@@ -117,7 +131,7 @@ def test_rotation_keeps_name_and_models_and_revokes_the_old_key(store: SqliteSto
     assert stale is not None and stale.state(T0 + 1) is KeyState.REVOKED
 
 
-def test_clusters_are_unique_by_name_and_token(store: SqliteStore) -> None:
+def test_clusters_are_unique_by_name_and_token(store: Store) -> None:
     store.create_cluster("home", token="qc_" + "a" * 30, now=T0)
     with pytest.raises(StoreError, match="name"):
         store.create_cluster("home", now=T0)
@@ -128,7 +142,7 @@ def test_clusters_are_unique_by_name_and_token(store: SqliteStore) -> None:
     assert store.cluster("home") is not None and store.cluster("nope") is None
 
 
-def test_presence_is_an_upsert_per_cluster_and_node(store: SqliteStore) -> None:
+def test_presence_is_an_upsert_per_cluster_and_node(store: Store) -> None:
     a, _ = store.create_cluster("a", now=T0)
     b, _ = store.create_cluster("b", now=T0)
     models = (ModelInfo("m", "llm", "vllm"),)
@@ -142,7 +156,7 @@ def test_presence_is_an_upsert_per_cluster_and_node(store: SqliteStore) -> None:
     assert len(store.nodes()) == 2
 
 
-def test_usage_is_stored_once_per_cluster_and_request_id(store: SqliteStore) -> None:
+def test_usage_is_stored_once_per_cluster_and_request_id(store: Store) -> None:
     a, _ = store.create_cluster("a", now=T0)
     b, _ = store.create_cluster("b", now=T0)
     assert store.add_usage(a.id, [record("r1"), record("r2"), record("r1")]) == (2, 1)
@@ -153,7 +167,7 @@ def test_usage_is_stored_once_per_cluster_and_request_id(store: SqliteStore) -> 
     assert store.usage_records(a.id, limit=1)[0].request_id in {"r1", "r2", "r3"}
 
 
-def test_usage_aggregation_by_model_node_key_and_day(store: SqliteStore) -> None:
+def test_usage_aggregation_by_model_node_key_and_day(store: Store) -> None:
     c, _ = store.create_cluster("c", now=T0)
     day0 = int(T0 * 1000)
     store.add_usage(
@@ -238,7 +252,7 @@ def test_the_cli_says_what_to_do_with_a_damaged_store(tmp_path: Path) -> None:
 
 
 def test_a_node_id_is_bound_to_its_first_key_and_a_removed_key_stays_out(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     cluster, _ = store.create_cluster("home", now=T0)
     bind = store.bind_node_key
