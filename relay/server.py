@@ -104,7 +104,9 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
     # aiohttp refuses a message whose size *equals* max_msg_size, hence the + 1.
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_SIZE + 1, autoping=True, compress=False)
     await ws.prepare(request)
-    link = hub.new_link(cluster.id, WebSocketTransport(ws, remote), remote, proven=proven)
+    link = hub.new_link(
+        cluster.id, WebSocketTransport(ws, remote, request.transport), remote, proven=proven
+    )
     try:
         await hub.serve(link)
     finally:

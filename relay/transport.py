@@ -7,21 +7,28 @@ the transport with ``TransportClosed``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from quorum.errors import TransportClosed
 
 log = logging.getLogger("relay.transport")
 
 _CLOSED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
+ABORT_WAIT_S = 0.25
+"""How long an aborted node's close frame may take to go out before the socket closes."""
 
 
 class WebSocketTransport:
-    def __init__(self, ws: web.WebSocketResponse, remote: str) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, remote: str, socket: asyncio.Transport | None = None
+    ) -> None:
         self._ws = ws
         self._remote = remote
+        self._socket = socket
 
     async def send(self, frame: bytes) -> None:
         try:
@@ -49,3 +56,16 @@ class WebSocketTransport:
 
     async def close(self) -> None:
         await self._ws.close()
+
+    async def abort(self) -> None:
+        # aiohttp's close() reads on until the node's close frame, discarding what comes
+        # before it: a flood behind a broken frame would be read whole. Stop reading first;
+        # the close frame still goes out, then the socket is closed.
+        if self._socket is not None:
+            with contextlib.suppress(RuntimeError):  # closed already
+                self._socket.pause_reading()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ABORT_WAIT_S):
+                await self._ws.close(code=WSCloseCode.PROTOCOL_ERROR)
+        if self._socket is not None:
+            self._socket.close()

@@ -247,9 +247,10 @@ class Pump:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            last = self._conn.data_to_send() if ended.reason is EndReason.PROTOCOL_ERROR else []
+            broken = ended.reason is EndReason.PROTOCOL_ERROR
+            last = self._conn.data_to_send() if broken else []
             self._lost(ended)
-            await self._farewell(last)
+            await self._farewell(last, broken)
             self._finished.set_result(None)
         return ended
 
@@ -265,15 +266,20 @@ class Pump:
             return task.result()
         return Ended(EndReason.STOPPED, "the tunnel was stopped")
 
-    async def _farewell(self, last: list[bytes]) -> None:
-        """Send the last frames (a GOAWAY after a protocol error) and close, bounded."""
+    async def _farewell(self, last: list[bytes], broken: bool) -> None:
+        """Send the last frames (a GOAWAY after a protocol error) and close, bounded.
+
+        A peer that broke the protocol is aborted: nothing more is read from it."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(FAREWELL_TIMEOUT_S):
                 for frame in last:
                     await self._transport.send(frame)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(FAREWELL_TIMEOUT_S):
-                await self._transport.close()
+                if broken:
+                    await self._transport.abort()
+                else:
+                    await self._transport.close()
 
     def _lost(self, ended: Ended) -> None:
         """The connection is over: every stream still running fails now."""

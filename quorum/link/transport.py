@@ -20,6 +20,10 @@ class Transport(Protocol):
       drain (that is the connection's own back-pressure).
     - ``receive()`` returns the next binary message.
     - ``close()`` closes the connection; safe to call more than once, never raises.
+    - ``abort()`` ends a connection whose peer broke the protocol: nothing more is
+      read from it (a flood behind the bad frame is never taken in), what is queued
+      is still sent, then the socket is closed without waiting for the peer. Safe to
+      call more than once, never raises.
 
     ``send`` and ``receive`` raise ``quorum.errors.TransportClosed`` once the
     connection is closed, by either side or by a failure, and for anything
@@ -32,3 +36,5 @@ class Transport(Protocol):
     async def receive(self) -> bytes: ...
 
     async def close(self) -> None: ...
+
+    async def abort(self) -> None: ...

@@ -10,10 +10,13 @@ cannot help), any other failure to connect, and any later close, into
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
 from quorum import __version__
 from quorum.errors import AuthRefused, TransportClosed
@@ -23,6 +26,8 @@ from quorum.secure.join import join_headers
 
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
+ABORT_WAIT_S = 0.25
+"""How long the close frame to a relay that broke the protocol may take before the socket closes."""
 
 
 class WebSocketTransport:
@@ -48,6 +53,16 @@ class WebSocketTransport:
 
     async def close(self) -> None:
         await self._ws.close()
+
+    async def abort(self) -> None:
+        # The relay broke the protocol: read nothing more of it; the close frame still goes.
+        socket = self._ws.transport
+        with contextlib.suppress(RuntimeError):  # closed already
+            socket.pause_reading()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ABORT_WAIT_S):
+                await self._ws.close(code=CloseCode.PROTOCOL_ERROR)
+        socket.close()
 
 
 async def dial_relay(url: str, token: str, tls: ClusterTLS | None = None) -> WebSocketTransport:

@@ -59,6 +59,9 @@ class MemoryEnd:
     async def close(self) -> None:
         self._link.close()
 
+    async def abort(self) -> None:
+        self._link.close()
+
 
 class MemoryLink:
     """Two ``MemoryEnd``s joined back to back."""

@@ -46,6 +46,9 @@ class Tap:
     async def close(self) -> None:
         await self._inner.close()
 
+    async def abort(self) -> None:
+        await self._inner.abort()
+
 
 class Rig:
     def __init__(self, tmp_path: Path) -> None:
