@@ -1,8 +1,9 @@
 """``quorum-relay``: run the relay, and manage its clusters, API keys, nodes and usage.
 
 Management commands work directly on the store (``--data DIR``, safe while
-the relay runs: SQLite WAL) or against a running relay (``--relay URL``, with
-the admin token from ``$QUORUM_RELAY_ADMIN_TOKEN`` or ``--admin-token-file``).
+the relay runs: SQLite WAL; or ``--store postgresql://...``, the store several
+relays share) or against a running relay (``--relay URL``, with the admin
+token from ``$QUORUM_RELAY_ADMIN_TOKEN`` or ``--admin-token-file``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from relay.admin import ADMIN_TOKEN_ENV, AdminOps, load_admin_token
 from relay.admin_http import HttpAdmin
 from relay.hub import Hub
 from relay.keys import parse_models
-from relay.open_store import open_store
+from relay.open_store import STORE_ENV, open_store
 from relay.server import build_app, ssl_context
 
 log = logging.getLogger("relay")
@@ -58,8 +59,19 @@ class Ops(Protocol):
     ) -> JSON: ...
 
 
+def _store(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        default=os.environ.get(STORE_ENV) or None,
+        help=f"postgresql://... for a store several relays share (default: ${STORE_ENV}, "
+        "else SQLite in --data)",
+    )
+
+
 def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the relay's state directory")
+    _store(p)
     p.add_argument("--relay", metavar="URL", help="manage a running relay over its /api instead")
     p.add_argument("--admin-token-file", type=Path, help=f"(with --relay) else ${ADMIN_TOKEN_ENV}")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -72,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--data", type=Path, default=DEFAULT_DATA, help="state directory")
+    _store(serve)
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--drain-timeout", type=float, default=30.0)
@@ -151,7 +164,7 @@ def parser() -> argparse.ArgumentParser:
 
 async def serve(args: argparse.Namespace) -> None:
     admin_token = load_admin_token(args.data, file=args.admin_token_file, create=True)
-    store = open_store(args.data)
+    store = open_store(args.data, args.store)
     hub = Hub()
     app = build_app(
         store,
@@ -229,7 +242,7 @@ def _ops(args: argparse.Namespace) -> tuple[Ops, Any]:
         if not token:
             raise QuorumError(f"--relay needs the admin token: set ${ADMIN_TOKEN_ENV}")
         return HttpAdmin(args.relay, token), None
-    store = open_store(args.data)
+    store = open_store(args.data, args.store)
     return AdminOps(store, time.time), store
 
 

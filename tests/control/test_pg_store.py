@@ -137,3 +137,15 @@ def test_redaction_keeps_everything_but_the_password() -> None:
         "postgresql://u:***@h:5/d?sslmode=require"
     )
     assert redacted("postgresql://h/d") == "postgresql://h/d"
+
+
+def test_the_cli_manages_a_postgresql_store(url: str, tmp_path: Path) -> None:
+    from relay.cli import main
+
+    assert main(["cluster", "create", "home", "--data", str(tmp_path), "--store", url]) == 0
+    store = PostgresStore(url)
+    try:
+        assert [c.name for c in store.clusters()] == ["home"]
+    finally:
+        store.close()
+    assert not (tmp_path / "relay.sqlite3").exists()  # nothing went to SQLite
