@@ -28,6 +28,8 @@ from relay.store import ApiKey, Cluster, NodeSeen, Store, UsageBy
 
 ADMIN_TOKEN_ENV = "QUORUM_RELAY_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin_token"
+DEFAULT_GRACE = "24h"
+"""How long a cluster's previous token is still accepted after a rotation, by default."""
 
 JSON = dict[str, Any]
 
@@ -118,6 +120,20 @@ def parse_expiry(value: object, now: float) -> float | None:
     raise InvalidRequest("expires is a duration such as '30d', or seconds", param="expires")
 
 
+def parse_grace(value: object) -> float:
+    """A rotation's grace: ``"24h"``, seconds as a number, or ``0``/``"0"`` (none)."""
+    if value in (0, "0"):
+        return 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 10**9:
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="grace") from None
+    raise InvalidRequest("grace is a duration such as '24h', or seconds", param="grace")
+
+
 def parse_since(value: str | None, now: float) -> int | None:
     """A usage window bound: epoch milliseconds, or a duration back from now (``7d``)."""
     if value is None or value == "":
@@ -171,6 +187,28 @@ class AdminOps:
         except StoreError as exc:
             raise InvalidRequest(str(exc), param="name") from None
         return {**cluster_json(cluster), "token": None if token else secret}
+
+    def rotate_cluster(self, cluster: str, grace: object = DEFAULT_GRACE) -> JSON:
+        """A new join token for ``cluster`` (in the answer once); the previous one is still
+        accepted for ``grace`` (``"24h"``, seconds, or ``0``), or until ``finish_rotation``."""
+        target, now = self._cluster(cluster), self.clock()
+        grace_s = parse_grace(grace)
+        try:
+            token = self.store.rotate_cluster_token(target.id, grace_s=grace_s, now=now)
+        except StoreError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return {
+            **cluster_json(target),
+            "token": token,
+            "previous_accepted_until": now + grace_s,
+            "previous_accepted_until_iso": _iso(now + grace_s),
+        }
+
+    def finish_rotation(self, cluster: str) -> JSON:
+        """Refuse the cluster's previous tokens (and their certificates) from now on."""
+        target = self._cluster(cluster)
+        ended = self.store.finish_rotation(target.id, now=self.clock())
+        return {**cluster_json(target), "ended": ended}
 
     # -- keys --
 

@@ -56,6 +56,14 @@ class HttpAdmin:
     def create_cluster(self, name: str, token: str | None = None) -> JSON:
         return dict(self._call("POST", "/clusters", {"name": name, "token": token}))
 
+    def rotate_cluster(self, cluster: str, grace: object = "24h") -> JSON:
+        path = "/clusters/" + urllib.parse.quote(cluster, safe="") + "/rotate"
+        return dict(self._call("POST", path, {"grace": grace}))
+
+    def finish_rotation(self, cluster: str) -> JSON:
+        path = "/clusters/" + urllib.parse.quote(cluster, safe="") + "/rotate/finish"
+        return dict(self._call("POST", path, {}))
+
     def keys(self, cluster: str | None = None, include_revoked: bool = False) -> list[JSON]:
         revoked = "1" if include_revoked else None
         return list(self._call("GET", "/keys", cluster=cluster, revoked=revoked)["data"])

@@ -4,6 +4,10 @@ Admin token (``Authorization: Bearer <admin token>``)::
 
     GET    /api/v1/clusters                       list clusters
     POST   /api/v1/clusters                       {name, token?} -> cluster + token (once)
+    POST   /api/v1/clusters/{id|name}/rotate      {grace?: "24h"} -> cluster + new token (once);
+                                                  the previous one accepted for the grace
+    POST   /api/v1/clusters/{id|name}/rotate/finish   previous tokens refused from now on,
+                                                  tunnels that joined with one closed at once
     GET    /api/v1/keys?cluster=C&revoked=1       list keys (no secrets)
     POST   /api/v1/keys                           {cluster, name?, models?, expires?}
                                                   -> the key's record + key (shown once)
@@ -37,7 +41,8 @@ from aiohttp import web
 from quorum.api.body import loads
 from quorum.errors import Forbidden, InvalidRequest, RateLimited, RemoteProtocolError, Unauthorized
 from quorum.protocol import UsageBatch
-from relay.admin import AdminOps
+from relay import revocation
+from relay.admin import DEFAULT_GRACE, AdminOps
 from relay.context import STATE, address, require_admin, require_node
 from relay.keys import KeyState, allows_model
 
@@ -106,6 +111,27 @@ async def create_cluster(request: web.Request) -> web.Response:
     return web.json_response(made, status=201)
 
 
+async def rotate_cluster(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await _body(request)
+    made = await _run(
+        _ops(request).rotate_cluster,
+        request.match_info["cluster"],
+        data.get("grace", DEFAULT_GRACE),
+    )
+    log.info("cluster %s: join token rotated through the API", made["name"])
+    return web.json_response(made, status=201)
+
+
+async def finish_rotation(request: web.Request) -> web.Response:
+    require_admin(request)
+    state = request.app[STATE]
+    result = await _run(_ops(request).finish_rotation, request.match_info["cluster"])
+    result["closed"] = await revocation.sweep(state.store, state.hub)
+    log.info("cluster %s: previous join tokens retired through the API", result["name"])
+    return web.json_response(result)
+
+
 async def list_keys(request: web.Request) -> web.Response:
     require_admin(request)
     q = request.query
@@ -160,9 +186,11 @@ async def remove_node(request: web.Request) -> web.Response:
     require_admin(request)
     node_id = request.match_info["node"]
     result = await _run(_ops(request).remove_node, request.query.get("cluster") or "", node_id)
-    hub = request.app[STATE].hub
+    state = request.app[STATE]
+    hub = state.hub
     hub.bound.add((result["cluster_id"], node_id))
     hub.drop(result["cluster_id"], node_id, "this node was removed from the cluster")
+    await revocation.sweep(state.store, hub)  # its key under any other id too
     log.info("node %s of cluster %s removed through the API", node_id, result["cluster"])
     return web.json_response(result)
 
@@ -249,6 +277,8 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/clusters", list_clusters)
     r.add_post("/api/v1/clusters", create_cluster)
+    r.add_post("/api/v1/clusters/{cluster}/rotate", rotate_cluster)
+    r.add_post("/api/v1/clusters/{cluster}/rotate/finish", finish_rotation)
     r.add_post("/api/v1/keys/verify", verify_key)
     r.add_get("/api/v1/keys", list_keys)
     r.add_post("/api/v1/keys", create_key)

@@ -26,7 +26,7 @@ from aiohttp import web
 from quorum.errors import ApiError, QuorumError
 from quorum.netguard import GuardedSite
 from relay import systemd
-from relay.admin import ADMIN_TOKEN_ENV, AdminOps, load_admin_token
+from relay.admin import ADMIN_TOKEN_ENV, DEFAULT_GRACE, AdminOps, load_admin_token
 from relay.admin_http import HttpAdmin
 from relay.hub import Hub
 from relay.keys import parse_models
@@ -42,6 +42,8 @@ JSON = dict[str, Any]
 class Ops(Protocol):
     def clusters(self) -> list[JSON]: ...
     def create_cluster(self, name: str, token: str | None = None) -> JSON: ...
+    def rotate_cluster(self, cluster: str, grace: object = DEFAULT_GRACE) -> JSON: ...
+    def finish_rotation(self, cluster: str) -> JSON: ...
     def keys(self, cluster: str | None = None, include_revoked: bool = False) -> list[JSON]: ...
     def create_key(
         self,
@@ -117,6 +119,25 @@ def parser() -> argparse.ArgumentParser:
     )
     _target(create)
     _target(csub.add_parser("list", help="list clusters"))
+    rotate = csub.add_parser(
+        "rotate",
+        help="give a cluster a new join token (printed once); the previous one still works "
+        "for --grace, or until --finish",
+    )
+    rotate.add_argument("cluster")
+    rotate.add_argument(
+        "--grace",
+        default=DEFAULT_GRACE,
+        help=f"how long nodes may still join with the previous token, e.g. 2h, 7d, 0 "
+        f"(default {DEFAULT_GRACE})",
+    )
+    rotate.add_argument(
+        "--finish",
+        action="store_true",
+        help="no new token: refuse the previous one now (through --relay, its tunnels close "
+        "at once; else within 30 s)",
+    )
+    _target(rotate)
 
     key = sub.add_parser("key", help="API keys for apps outside the cluster")
     ksub = key.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -261,6 +282,24 @@ def manage(args: argparse.Namespace) -> list[str]:
                 else:
                     out.append(f"token    {result['token']}")
                     out.append("         (shown once: give it to each node as cluster.token)")
+            case "cluster", "rotate" if args.finish:
+                result = ops.finish_rotation(args.cluster)
+                out.append(
+                    f"cluster  {result['name']}: previous join tokens refused from now on"
+                    if result["ended"]
+                    else f"cluster  {result['name']}: no previous join token was still accepted"
+                )
+            case "cluster", "rotate":
+                result = ops.rotate_cluster(args.cluster, args.grace)
+                until = _when(result["previous_accepted_until"])
+                out += [
+                    f"cluster  {result['name']}",
+                    f"token    {result['token']}",
+                    "         (shown once: give it to each node as cluster.token, with the old",
+                    "         one in cluster.previous_tokens until every node has moved)",
+                    f"previous accepted until {until}; end it sooner with: quorum-relay cluster "
+                    f"rotate {result['name']} --finish",
+                ]
             case "cluster", "list":
                 result = ops.clusters()
                 out += [f"{c['name']}\t{c['id']}" for c in result]

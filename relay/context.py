@@ -207,7 +207,7 @@ async def require_cluster(request: web.Request) -> Cluster:
     state = request.app[STATE]
     presented = bearer(request)
     cluster = (
-        await asyncio.to_thread(state.store.cluster_for_token, presented) if presented else None
+        await asyncio.to_thread(_cluster_of_token, state.store, presented) if presented else None
     )
     if cluster is None:
         raise _refuse(
@@ -218,6 +218,28 @@ async def require_cluster(request: web.Request) -> Cluster:
     return cluster
 
 
+def _cluster_of_token(store: Store, token: str) -> Cluster | None:
+    """The cluster of its current token, or of a previous one still in its grace."""
+    cluster = store.cluster_for_token(token)
+    if cluster is not None:
+        return cluster
+    previous = store.cluster_for_previous_token(token, now=time.time())
+    return None if previous is None else store.cluster(previous)
+
+
+def _cluster_of_ca(store: Store, named: str) -> tuple[str, str, float, str] | None:
+    """(id, name, created_at, CA key PEM) of the cluster whose current CA, or previous CA
+    still in its grace, is ``named``."""
+    found = store.cluster_for_ca(named)
+    if found is not None:
+        return found
+    previous = store.previous_ca(named, now=time.time())
+    cluster = None if previous is None else store.cluster(previous[0])
+    if previous is None or cluster is None:
+        return None
+    return cluster.id, cluster.name, cluster.created_at, previous[1]
+
+
 async def require_member(request: web.Request) -> tuple[Cluster, Joiner | None]:
     """A node joining the tunnel: its cluster, and who it proved to be.
 
@@ -225,7 +247,9 @@ async def require_member(request: web.Request) -> tuple[Cluster, Joiner | None]:
     against the CA public key the relay keeps for the cluster the certificate names.
     With the token (older nodes, or a cluster whose CA the relay has not seen yet), the
     token's cluster, and the certificate checked against the CA derived from the token;
-    that CA's public key is then kept, so the node's next join needs no token.
+    that CA's public key is then kept, so the node's next join needs no token. After a
+    rotation (``relay.cluster_tokens``) the previous token and its CA count as the
+    cluster's until the grace ends, and never after.
     JoinRefused: a certificate or proof that does not hold, alongside a valid token.
     """
     state = request.app[STATE]
@@ -234,7 +258,7 @@ async def require_member(request: web.Request) -> tuple[Cluster, Joiner | None]:
     presented = bearer(request)
     if presented is None and cert is not None:
         named = issuer_ca_id(cert)
-        found = await asyncio.to_thread(state.store.cluster_for_ca, named) if named else None
+        found = await asyncio.to_thread(_cluster_of_ca, state.store, named) if named else None
         if found is None:
             raise _refuse(request, "node", "This relay knows no cluster of this certificate.")
         cluster_id, name, created_at, pem = found
@@ -252,7 +276,8 @@ async def require_member(request: web.Request) -> tuple[Cluster, Joiner | None]:
     assert presented is not None  # require_cluster checked it
     derived = ClusterCA.from_token(presented)
     joiner = verify_join(cert or "", proof or "", derived.key.public_key(), now)
-    if await asyncio.to_thread(state.store.cluster_ca, cluster.id) is None:
+    current = await asyncio.to_thread(state.store.cluster_for_token, presented)
+    if current is not None and await asyncio.to_thread(state.store.cluster_ca, cluster.id) is None:
         public = derived.key.public_key()
         await asyncio.to_thread(
             state.store.set_cluster_ca, cluster.id, ca_id(public), derived.public_key_pem

@@ -71,6 +71,11 @@ class Link:
     draining: bool = False
     proven: str | None = None
     """The node id its certificate names, when it joined with one (``quorum.secure.join``)."""
+    fingerprint: str | None = None
+    """Its identity key's fingerprint, when it joined with a certificate."""
+    ca_id: str = ""
+    """The cluster CA it joined with (its certificate's, or its token's): after a rotation's
+    grace, a link of the previous CA is closed (``relay.revocation``)."""
 
     @property
     def conn(self) -> Connection:
@@ -137,10 +142,18 @@ class Hub:
     # -- one connection -----------------------------------------------------
 
     def new_link(
-        self, cluster_id: str, transport: Transport, remote: str, *, proven: str | None = None
+        self,
+        cluster_id: str,
+        transport: Transport,
+        remote: str,
+        *,
+        proven: str | None = None,
+        fingerprint: str | None = None,
+        ca_id: str = "",
     ) -> Link:
         """A link for a node's freshly upgraded WebSocket; ``serve`` runs it. ``proven``: the
-        node id its certificate names (its hello must say the same)."""
+        node id its certificate names (its hello must say the same); ``fingerprint`` and
+        ``ca_id``: its key, and the CA it joined with."""
         conn = Connection(Role.RELAY, self.limits)
         conn.send_hello("relay", capabilities=("presence", "streams"))
         link: Link
@@ -160,7 +173,7 @@ class Hub:
             keepalive=self.keepalive,
             name=f"relay-link-{remote}",
         )
-        link = Link(cluster_id, pump, remote, proven=proven)
+        link = Link(cluster_id, pump, remote, proven=proven, fingerprint=fingerprint, ca_id=ca_id)
         self._all.add(link)
         return link
 

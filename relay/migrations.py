@@ -75,4 +75,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE clusters ADD COLUMN ca_key TEXT;
     CREATE INDEX clusters_ca ON clusters (ca_id);
     """,
+    """
+    CREATE TABLE previous_tokens (
+        cluster_id TEXT NOT NULL REFERENCES clusters (id),
+        token_hash TEXT NOT NULL,
+        ca_id TEXT,
+        ca_key TEXT,
+        retired_at DOUBLE PRECISION NOT NULL,
+        accepted_until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (cluster_id, token_hash)
+    );
+    CREATE INDEX previous_tokens_hash ON previous_tokens (token_hash);
+    CREATE INDEX previous_tokens_ca ON previous_tokens (ca_id);
+    """,
 )

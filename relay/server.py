@@ -28,8 +28,9 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from quorum.errors import StoreError
 from quorum.protocol import MAX_FRAME_SIZE
 from quorum.ratelimit import FailureLimiter
+from quorum.secure.cluster import token_ca_id
 from quorum.secure.join import JoinRefused
-from relay import api, dashboard, public
+from relay import api, dashboard, public, revocation
 from relay.context import (
     STATE,
     Counters,
@@ -101,11 +102,18 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
             )
         hub.bound.add((cluster.id, joiner.node_id))
         proven = joiner.node_id
+    # The CA it joined with: a link of a rotated-out token is closed when its grace ends.
+    joined_ca = joiner.ca_id if joiner is not None else token_ca_id(bearer(request) or "")
     # aiohttp refuses a message whose size *equals* max_msg_size, hence the + 1.
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_SIZE + 1, autoping=True, compress=False)
     await ws.prepare(request)
     link = hub.new_link(
-        cluster.id, WebSocketTransport(ws, remote, request.transport), remote, proven=proven
+        cluster.id,
+        WebSocketTransport(ws, remote, request.transport),
+        remote,
+        proven=proven,
+        fingerprint=None if joiner is None else joiner.fingerprint,
+        ca_id=joined_ca,
     )
     try:
         await hub.serve(link)
@@ -209,6 +217,7 @@ def build_app(
     app[STATE] = state
     app[METRICS] = registry
     app.cleanup_ctx.append(_run_recorder)
+    app.cleanup_ctx.append(_run_revocation)
     app.router.add_get("/tunnel", tunnel)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -216,6 +225,14 @@ def build_app(
     api.add_routes(app)
     public.add_routes(app)
     return app
+
+
+async def _run_revocation(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    task = asyncio.create_task(revocation.run(state.store, state.hub), name="relay-revocation")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _run_recorder(app: web.Application) -> AsyncIterator[None]:

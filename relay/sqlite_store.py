@@ -13,7 +13,6 @@ import datetime
 import hmac
 import json
 import os
-import secrets
 import sqlite3
 import threading
 import uuid
@@ -24,6 +23,8 @@ from typing import Any
 from quorum.errors import RemoteProtocolError, StoreError
 from quorum.protocol import ModelInfo, RequestUsage
 from quorum.secure.cluster import ClusterCA, ca_id
+from relay.cluster_tokens import ClusterTokens
+from relay.cluster_tokens import new_token as new_token  # pg_store imports it from here
 from relay.keys import new_key, secret_hash
 from relay.migrations import MIGRATIONS
 from relay.node_keys import ClusterCAs, NodeKeys
@@ -50,11 +51,6 @@ _GROUP_COLUMN = {
     UsageBy.DAY: "day",
 }
 TOUCH_EVERY_S = 60.0
-
-
-def new_token() -> str:
-    """The same shape as ``quorum token new``: a token made on a LAN works here too."""
-    return "qc_" + secrets.token_urlsafe(32)
 
 
 def utc_day(time_ms: int) -> str:
@@ -85,7 +81,7 @@ def _private(path: Path) -> None:
         pass  # not ours to change: SQLite says what is wrong when it opens it
 
 
-class SqliteStore(NodeKeys, ClusterCAs):
+class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens):
     """The ``Store`` interface on one SQLite file; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:

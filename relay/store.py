@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from quorum.protocol import ModelInfo, RequestUsage
+from relay.cluster_tokens import PreviousToken
 from relay.keys import KeyState, display_prefix, key_state
 from relay.node_keys import Binding, NodeKey
 
@@ -188,6 +189,32 @@ class Store(Protocol):
     def cluster_ca(self, cluster_id: str) -> str | None: ...
 
     def cluster_for_ca(self, ca_id: str) -> tuple[str, str, float, str] | None: ...
+
+    # Token rotation (relay/cluster_tokens.py, migration 5): the previous token and its CA
+    # stay accepted until the grace ends (or ``finish_rotation``), then are refused.
+    def rotate_cluster_token(
+        self, cluster_id: str, token: str | None = None, *, grace_s: float, now: float
+    ) -> str:
+        """Give the cluster a new token (returned once) and its CA; keep the old as previous."""
+        ...
+
+    def finish_rotation(self, cluster_id: str, *, now: float) -> int:
+        """End every previous token's grace now; how many were still accepted."""
+        ...
+
+    def previous_tokens(self, cluster_id: str) -> list[PreviousToken]: ...
+
+    def cluster_for_previous_token(self, token: str, *, now: float) -> str | None:
+        """The id of the cluster whose previous ``token`` is still accepted at ``now``."""
+        ...
+
+    def previous_ca(self, ca: str, *, now: float) -> tuple[str, str] | None:
+        """(cluster id, CA public key PEM) of a previous CA still accepted at ``now``."""
+        ...
+
+    def accepted_cas(self, *, now: float) -> set[tuple[str, str]]:
+        """Every (cluster id, CA id) a node may join with at ``now``."""
+        ...
 
     # -- usage --
     def add_usage(self, cluster_id: str, records: Sequence[RequestUsage]) -> tuple[int, int]:

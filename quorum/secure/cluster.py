@@ -205,3 +205,8 @@ _CA_USAGE = x509.KeyUsage(
 def ca_id(public: ec.EllipticCurvePublicKey) -> str:
     """16 hex digits naming a cluster CA (in its subject, so two CAs never share a name)."""
     return fingerprint_of(public)[:16]
+
+
+def token_ca_id(token: str) -> str:
+    """The id of the cluster CA ``token`` derives."""
+    return ca_id(ca_key(token).public_key())

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from quorum.errors import QuorumError
+from quorum.secure.cluster import ca_id
 from quorum.secure.identity import fingerprint_of
 from quorum.secure.tls import ClusterTLS
 
@@ -40,10 +41,12 @@ class JoinRefused(QuorumError):
 
 @dataclass(frozen=True, slots=True)
 class Joiner:
-    """Who proved itself: the node id its certificate names, and its key's fingerprint."""
+    """Who proved itself: the node id its certificate names, its key's fingerprint, and the
+    id of the cluster CA that signed the certificate."""
 
     node_id: str
     fingerprint: str
+    ca_id: str = ""
 
 
 def _message(node_id: str, at: str) -> bytes:
@@ -99,4 +102,4 @@ def verify_join(cert_b64: str, proof: str, ca: ec.EllipticCurvePublicKey, now: f
         )
     except (ValueError, binascii.Error, InvalidSignature):
         raise JoinRefused("the proof is not signed by the certificate's key") from None
-    return Joiner(node_id, fingerprint_of(key))
+    return Joiner(node_id, fingerprint_of(key), ca_id(ca))
