@@ -10,6 +10,7 @@ which closes the upstream connection, so the engine stops generating.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -49,16 +50,28 @@ class ResponseSink:
 
     async def write(self, data: bytes) -> None:
         assert self.response is not None
-        await self.response.write(data)
+        try:
+            await self.response.write(data)
+        except ConnectionResetError:
+            raise _gone() from None
 
     async def end(self) -> None:
         assert self.response is not None
-        await self.response.write_eof()
+        try:
+            await self.response.write_eof()
+        except ConnectionResetError:
+            raise _gone() from None
 
     def abort(self) -> None:
         transport = self._request.transport
         if transport is not None:
             transport.close()
+
+
+def _gone() -> asyncio.CancelledError:
+    """The client hung up before a write (aiohttp had not cancelled the handler yet): end the
+    answer as a cancelled one, a 499 in the access log, never a 500 with a traceback."""
+    return asyncio.CancelledError("the client closed the connection")
 
 
 def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

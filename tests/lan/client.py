@@ -10,7 +10,8 @@ line of stdout, carrying the command's ``id`` back. Commands:
   it, extra fields such as ``quorum`` included);
 - ``{"op": "chat", "base_url", "api_key", "model", "prompt"}``: a
   non-streaming chat completion; result ``content``;
-- ``{"op": "stream", ...same, "stop": N}``: a streamed chat completion;
+- ``{"op": "stream", ...same, "stop": N}``: a streamed chat completion (an error event
+  mid-stream, a cut answer, gives ``error: "cut"`` with the chunks before it);
   result ``chunks``, the non-empty content deltas in the order they
   arrived, and ``times``, when each arrived (seconds after the request
   started); with ``stop``, the client hangs up after N chunks;
@@ -150,18 +151,22 @@ def _stream(
     with client.chat.completions.with_streaming_response.create(
         model=model, messages=messages, stream=True, extra_headers=extra_headers
     ) as response:
-        for chunk in response.parse():
-            if chunk.choices and chunk.choices[0].delta.content:
-                chunks.append(chunk.choices[0].delta.content)
-                times.append(round(time.monotonic() - started, 3))
-                if stop_after is not None and len(chunks) >= stop_after:
-                    break  # leaving the block closes the connection mid-stream
-        return {
+        result: Result = {
             "status": response.status_code,
             "headers": _headers(response.headers.items()),
             "chunks": chunks,
             "times": times,
         }
+        try:
+            for chunk in response.parse():
+                if chunk.choices and chunk.choices[0].delta.content:
+                    chunks.append(chunk.choices[0].delta.content)
+                    times.append(round(time.monotonic() - started, 3))
+                    if stop_after is not None and len(chunks) >= stop_after:
+                        break  # leaving the block closes the connection mid-stream
+        except openai.APIError as exc:  # an error event: the answer was cut
+            result.update(error="cut", detail=str(exc), cut_at_s=time.monotonic() - started)
+        return result
 
 
 def _get(url: str, token: str | None, timeout: float, tls: Mapping[str, str] | None) -> Result:

@@ -18,8 +18,11 @@ therefore come last.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -353,6 +356,66 @@ def test_avahi_sees_a_quorum_node(cluster: Cluster) -> None:
     assert f"c={cluster_discriminator(cluster.token)}" in txt
     assert f"id={a.node_id()}" in txt
     assert "n=A" in txt
+
+
+LIVENESS_S = 10.0  # node.peer_liveness_s's default: silence before a peer's health is asked
+FROZEN_S = (2 * LIVENESS_S + 5.0) * TIMEOUT_FACTOR  # silent, then no health answer, and a little
+
+
+def test_a_frozen_peer_fails_fast_and_recovers(cluster: Cluster) -> None:
+    """SIGSTOP A (its kernel still accepts and acknowledges): C's stream from A is cut
+    visibly, and a new request at B for A's model fails with a 503, each within the liveness
+    check, never at the header timeout; after SIGCONT, A serves again by itself."""
+    c, e, b = cluster.client("C"), cluster.client("E"), cluster.hosts["B"]
+    a, engine = cluster.running("A"), cluster.engines["A-slow"]
+    listed(c, base_url(), SLOW_A)
+    listed(e, base_url(b), MODEL_A)
+    before = len(engine.requests("/v1/chat/completions"))
+    results: dict[str, Json] = {}
+
+    def stream() -> None:  # 50 chunks 0.1 s apart
+        results["stream"] = c.call(
+            "stream", base_url=base_url(), model=SLOW_A, prompt="w " * 20, timeout=FROZEN_S * 3
+        )
+
+    streaming = threading.Thread(target=stream, name="stream-from-a")
+    streaming.start()
+    try:
+        poll(
+            "the stream at A's engine",
+            lambda: len(engine.requests("/v1/chat/completions")) > before,
+        )
+        os.kill(a.process.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            answer = e.call("chat", base_url=base_url(b), model=MODEL_A, timeout=FROZEN_S * 3)
+            streaming.join(FROZEN_S * 3)
+        finally:
+            os.kill(a.process.pid, signal.SIGCONT)
+    finally:
+        streaming.join(DEADLINE_S)
+    # The new request: a 503 in OpenAI's shape, once the health check went unanswered.
+    assert answer["status"] == 503, answer
+    assert error_of(answer)["code"] in ("engine_unreachable", "no_reachable_holder"), answer
+    assert answer["elapsed_s"] < FROZEN_S, answer
+    # The stream: cut visibly (an error event, never a clean end), within the same bound.
+    cut = results["stream"]
+    assert cut["status"] == 200 and cut.get("error") == "cut", cut
+    assert 0 < len(cut["chunks"]) < 50, cut
+    assert cut["cut_at_s"] < FROZEN_S + (time.monotonic() - frozen_at), cut
+    print(f"frozen A: request failed in {answer['elapsed_s']:.1f} s, stream cut at "
+          f"{cut['cut_at_s']:.1f} s after {len(cut['chunks'])} chunks")  # fmt: skip
+
+    # Thawed, A answers again through B and through C, with nothing restarted.
+    def served() -> bool:
+        again = e.call("chat", base_url=base_url(b), model=MODEL_A)
+        return bool(again["status"] == 200 and again["headers"]["x-quorum-node"] == "A")
+
+    poll("A serving again through B after SIGCONT", served)
+    done = c.call("stream", base_url=base_url(), model=SLOW_A, prompt="w")
+    assert done["status"] == 200 and "error" not in done, done
+    assert "".join(done["chunks"]) == "You said: w", done
+    assert a.running and a.problems() == [], a.tail()
 
 
 def test_sigterm_goodbye_takes_a_away_at_once(cluster: Cluster) -> None:
