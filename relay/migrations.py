@@ -88,4 +88,57 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX previous_tokens_hash ON previous_tokens (token_hash);
     CREATE INDEX previous_tokens_ca ON previous_tokens (ca_id);
     """,
+    # Users who sign in (relay/users.py), what they own, their sessions and tokens.
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        name TEXT NOT NULL,
+        email TEXT,
+        role TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        disabled_at DOUBLE PRECISION,
+        UNIQUE (provider, subject)
+    );
+    CREATE TABLE cluster_members (
+        cluster_id TEXT NOT NULL REFERENCES clusters (id),
+        user_id TEXT NOT NULL REFERENCES users (id),
+        role TEXT NOT NULL,
+        added_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (cluster_id, user_id)
+    );
+    CREATE INDEX cluster_members_user ON cluster_members (user_id);
+    CREATE TABLE invitations (
+        code_hash TEXT PRIMARY KEY,
+        cluster_id TEXT NOT NULL REFERENCES clusters (id),
+        created_by TEXT NOT NULL REFERENCES users (id),
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        used_by TEXT,
+        used_at DOUBLE PRECISION
+    );
+    ALTER TABLE api_keys ADD COLUMN user_id TEXT REFERENCES users (id);
+    CREATE INDEX api_keys_user ON api_keys (user_id);
+    CREATE TABLE user_tokens (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id),
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at DOUBLE PRECISION NOT NULL,
+        last_used_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION
+    );
+    CREATE INDEX user_tokens_user ON user_tokens (user_id);
+    CREATE TABLE user_sessions (
+        id_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id),
+        csrf TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        last_used_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX user_sessions_user ON user_sessions (user_id);
+    """,
 )
+

@@ -28,6 +28,7 @@ from relay.cluster_tokens import new_token as new_token  # pg_store imports it f
 from relay.keys import new_key, secret_hash
 from relay.migrations import MIGRATIONS
 from relay.node_keys import ClusterCAs, NodeKeys
+from relay.sqlite_users import UserTables
 from relay.store import (
     ApiKey,
     Cluster,
@@ -81,7 +82,7 @@ def _private(path: Path) -> None:
         pass  # not ours to change: SQLite says what is wrong when it opens it
 
 
-class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens):
+class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens, UserTables):
     """The ``Store`` interface on one SQLite file; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:

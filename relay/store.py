@@ -15,6 +15,10 @@ Rules every implementation keeps:
 - Usage is exactly-once per (cluster, request id): ``add_usage`` ignores a
   record it already holds and returns only after the batch is committed.
 - A cluster's data is only ever reached through that cluster's id.
+- Users (``relay.users``): an account per ``(provider, subject)``; the first
+  one made is an operator, atomically. Personal tokens, invitation codes and
+  session ids are stored only as hashes. Clusters and keys made before users
+  existed have no owner (the admin token's).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from quorum.protocol import ModelInfo, RequestUsage
 from relay.cluster_tokens import PreviousToken
 from relay.keys import KeyState, display_prefix, key_state
 from relay.node_keys import Binding, NodeKey
+from relay.users import KeyHolder, Member, Membership, User, UserSession, UserToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,4 +242,115 @@ class Store(Protocol):
     def usage_series(self, cluster_id: str, *, since_ms: int, bucket_ms: int) -> list[UsagePoint]:
         """Usage since ``since_ms`` in buckets of ``bucket_ms`` (aligned to the epoch), one
         point per bucket and (model, node, key), oldest first."""
+        ...
+
+    # -- users (relay/users.py) --
+    def sign_up(
+        self,
+        provider: str,
+        subject: str,
+        *,
+        name: str,
+        email: str | None,
+        operator: bool,
+        now: float,
+    ) -> User:
+        """The account of ``(provider, subject)``, made on its first sign-in: an operator when
+        it is the first account or ``operator``; later sign-ins refresh name and email (and
+        ``operator`` promotes)."""
+        ...
+
+    def user(self, user_id: str) -> User | None: ...
+
+    def users(self) -> list[User]: ...
+
+    def set_user_disabled(self, user_id: str, disabled: bool, *, now: float) -> User | None:
+        """Disabling also ends every session of the user; None for an unknown user."""
+        ...
+
+    def add_member(self, cluster_id: str, user_id: str, role: Membership, *, now: float) -> None:
+        """Make the user the cluster's owner or a member; an owner stays owner."""
+        ...
+
+    def remove_member(self, cluster_id: str, user_id: str) -> bool:
+        """Remove a member (never the owner); False if the user was none."""
+        ...
+
+    def members(self, cluster_id: str) -> list[Member]: ...
+
+    def memberships(self, user_id: str) -> list[Member]: ...
+
+    def membership(self, cluster_id: str, user_id: str) -> Membership | None: ...
+
+    def owned(self) -> dict[str, str]:
+        """Each cluster that has an owner: cluster id -> owner's user id."""
+        ...
+
+    def create_invitation(
+        self, cluster_id: str, user_id: str, *, now: float, ttl_s: float = ...
+    ) -> str:
+        """A one-use invitation code to the cluster (returned once, stored hashed)."""
+        ...
+
+    def accept_invitation(self, code: str, user_id: str, *, now: float) -> str | None:
+        """Redeem an unused, unexpired code: the cluster id the user is now a member of."""
+        ...
+
+    def set_key_owner(self, key_id: str, user_id: str) -> None: ...
+
+    def key_owner(self, key_id: str) -> str | None: ...
+
+    def key_owners(self, cluster_id: str | None = None) -> dict[str, str]:
+        """Keys that have an owner: key id -> user id."""
+        ...
+
+    def create_user_token(self, user_id: str, name: str, *, now: float) -> tuple[UserToken, str]:
+        """A personal API token (``qu_...``) and its secret (returned once)."""
+        ...
+
+    def user_tokens(self, user_id: str) -> list[UserToken]: ...
+
+    def user_for_token(self, secret: str) -> tuple[UserToken, User] | None:
+        """The personal token this secret is (whatever its state) and its user."""
+        ...
+
+    def revoke_user_token(self, user_id: str, ref: str, *, now: float) -> UserToken | None:
+        """Revoke one of the user's tokens by id or prefix; None if they have no such one."""
+        ...
+
+    def add_session(self, session: UserSession) -> None: ...
+
+    def session(self, id_hash: str) -> UserSession | None: ...
+
+    def touch_session(self, id_hash: str, *, now: float) -> None:
+        """Note a use (written at most once a minute per session)."""
+        ...
+
+    def end_session(self, id_hash: str) -> None: ...
+
+    def end_sessions(self, user_id: str) -> int:
+        """End every session of the user (sign out everywhere); how many ended."""
+        ...
+
+    def key_holder(self, key_id: str) -> KeyHolder | None:
+        """Who owns an owned key: enabled or not, and their place in its cluster now; None
+        for a key without an owner (made with the admin token)."""
+        ...
+
+    def user_usage(
+        self,
+        cluster_id: str,
+        user_id: str,
+        by: UsageBy,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> list[UsageGroup]:
+        """``usage`` of the cluster counting only requests made with the user's keys."""
+        ...
+
+    def user_usage_records(
+        self, cluster_id: str, user_id: str, *, limit: int = 100
+    ) -> list[RequestUsage]:
+        """``usage_records`` of the cluster made with the user's keys, newest first."""
         ...
