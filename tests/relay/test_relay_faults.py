@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 import time
@@ -97,6 +98,39 @@ def test_killing_the_relay_fails_streams_at_once_and_nodes_come_back(trio: Trio)
     with trio.client() as c:
         done = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert done.choices[0].message.content == "You said: hi"
+
+
+DEAD_AFTER_S = 25.0  # DESIGN: a tunnel peer silent for ~25 s is dead
+
+
+def test_a_frozen_relay_fails_streams_within_liveness_and_heals(trio: Trio) -> None:
+    """SIGSTOP the relay mid-stream (its kernel still accepts and acknowledges): the tunnel
+    goes silent, the nodes call it dead after ~25 s and fail the stream visibly at once; a new
+    request is then a 503, not a hang; after SIGCONT everything reconnects by itself."""
+    relay = trio.relay
+    assert relay.proc is not None
+    pid = relay.proc.pid
+    try:
+        text, frozen, failed = stream_until_failure(trio, lambda: os.kill(pid, signal.SIGSTOP))
+        assert text and not text.endswith("w" * 3)  # a visibly incomplete answer
+        took = failed - frozen
+        assert took < timeout(DEAD_AFTER_S + 5), took  # liveness, not a TCP timeout
+        wait_until(lambda: status(trio.b)["relay"]["connected"] is False, 5, "B saw it dead")
+        started = time.monotonic()
+        with trio.client() as c, pytest.raises(openai.InternalServerError) as gone:
+            c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+        assert gone.value.status_code == 503
+        assert time.monotonic() - started < timeout(5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(f"frozen relay: the stream failed {took:.1f} s after SIGSTOP")
+    wait_until(lambda: status(trio.b)["relay"]["connected"], 40, "B reconnected")
+    wait_until(lambda: bool(holders(trio.b, MODEL)), 20, "A's model back at B")
+    trio.vllm.chunks, trio.vllm.chunk_delay = 4, 0.0
+    with trio.client() as c:
+        done = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert done.choices[0].message.content == "You said: hi"
+    assert relay.proc.poll() is None  # the same relay process, never restarted
 
 
 def test_killing_the_serving_node_ends_the_stream_with_an_error(trio: Trio) -> None:
