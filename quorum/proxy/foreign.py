@@ -27,9 +27,9 @@ from quorum.config.models import EngineKind
 from quorum.fleet import Holder, Route
 from quorum.translate import anthropic, ollama, responses
 from quorum.translate.anthropic_stream import AnthropicStream
-from quorum.translate.chat import StreamTranslator
 from quorum.translate.ollama_stream import OllamaStream
 from quorum.translate.responses_stream import ResponsesStream
+from quorum.translate.stream import StreamTranslator
 
 RESPONSES, MESSAGES, OLLAMA = "responses", "messages", "ollama"
 

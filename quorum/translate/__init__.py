@@ -6,7 +6,7 @@ Rules of the layer:
 - One module per foreign API, each with both directions: a request in
   (``chat_request``, or ``*_request`` for Ollama) gives the OpenAI-shaped body
   to send to the engine; a whole answer out (``answer``) and a stream out (a
-  :class:`~.chat.StreamTranslator`) give back that API's shape.
+  :class:`~.stream.StreamTranslator`) give back that API's shape.
   :mod:`.responses` + :mod:`.responses_stream` (OpenAI Responses; the
   response object and its items in :mod:`.responses_items`),
   :mod:`.anthropic` + :mod:`.anthropic_stream` (Anthropic Messages),

@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from .anthropic import MessagesRequest, error_body, new_message_id, stop_reason, usage_object
-from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
+from .chat import Delta, Finish, Reasoning, Text, ToolArgs, ToolStart
 from .common import JsonObject, Template, slot, sse
+from .stream import StreamTranslator
 
 
 class AnthropicStream(StreamTranslator):
@@ -38,6 +39,7 @@ class AnthropicStream(StreamTranslator):
         self._current: tuple[str, int] | None = None  # the open text or thinking block
         self._calls: dict[int, int] = {}  # tool call index -> block index
         self._templates: dict[tuple[str, int], Template] = {}  # content_block_delta events
+        self._pieces: dict[tuple[str, int], tuple[bytes, ...]] = {}  # the same, as bytes
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> bytes:
@@ -99,6 +101,36 @@ class AnthropicStream(StreamTranslator):
             template = Template({**data, "delta": {"type": kind, key: slot("text")}})
             self._templates[(kind, index)] = template
         return b"event: content_block_delta\ndata: %s\n\n" % template.fill(text=text).encode()
+
+    def _plain(self, reasoning: bool, text: str, literal: bytes) -> bytes:
+        """A text or thinking delta in the open block of its kind: ``_prose``'s bytes,
+        with the text as the engine's chunk held it."""
+        pieces = self._open_pieces(reasoning, text)
+        if pieces is None:
+            return super()._plain(reasoning, text, literal)
+        return pieces[0] + literal + pieces[1]
+
+    def _plains(self, reasoning: bool, texts: list[str]) -> bytes:
+        """Many deltas at once: each text between the same two pieces, in quotes."""
+        pieces = self._open_pieces(reasoning, texts[0])
+        if pieces is None:
+            return super()._plains(reasoning, texts)
+        before, after = pieces[0] + b'"', b'"' + pieces[1]
+        return before + (after + before).join(t.encode() for t in texts) + after
+
+    def _open_pieces(self, reasoning: bool, text: str) -> tuple[bytes, ...] | None:
+        """The bytes around a delta's text in the open block of its kind (None if the
+        block is not open: the delta opens it)."""
+        current = self._current
+        if current is None or current[0] != ("thinking" if reasoning else "text"):
+            return None
+        key = ("thinking_delta" if reasoning else "text_delta", current[1])
+        pieces = self._pieces.get(key)
+        if pieces is None:
+            self._block_delta(current[1], key[0], text)  # makes the template
+            pieces = self._templates[key].pieces("event: content_block_delta\ndata: ", "\n\n")
+            self._pieces[key] = pieces
+        return pieces
 
     def _delta(self, delta: Delta) -> list[bytes]:
         if isinstance(delta, Text):

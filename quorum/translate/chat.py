@@ -8,26 +8,22 @@
   arguments in one chunk or spread over many, ``reasoning`` or
   ``reasoning_content``, usage in the last chunk or in llama.cpp's ``timings``.
 - :func:`parse_answer` reads a whole chat or text completion the same way.
-- :class:`StreamTranslator` is the frame of every translated stream: fed the
-  engine's bytes (``feed_sse``) or chunks (``feed``), it writes the foreign
-  API's events; ``end()`` writes that API's normal end only if a choice
-  finished, its error event otherwise; ``fail(message)`` writes the error
-  event for a stream that broke. Whatever happens, exactly one of the two
-  ends is written, and nothing after it.
+- :class:`~.stream.StreamTranslator` (its own module) is the frame of every
+  translated stream.
 
 Only the first choice is read: translated requests never ask for ``n > 1``.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from quorum.errors import UpstreamFailed
 
 from .common import Counts, counts_from, dumps, finish_reason, message_of, new_id
+from .shape import reasoning_of as _reasoning_of
 from .sse import ChatSseDecoder as ChatSseDecoder  # re-exported: the engine side in one place
 
 CUT = "The engine ended the answer without a finish_reason: it was cut off before it finished."
@@ -84,14 +80,6 @@ class ChatAnswer:
     finish: Finish | None
     usage: Counts | None
     timings: Mapping[str, Any] | None = None  # llama.cpp's, in milliseconds
-
-
-def _reasoning_of(delta: Mapping[str, Any]) -> str:
-    for key in ("reasoning_content", "reasoning"):
-        value = delta.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return ""
 
 
 def _finish_of(choice: Mapping[str, Any], has_tools: bool) -> Finish | None:
@@ -249,94 +237,3 @@ class ChatStreamParser:
         if call.pending:
             out.append(ToolArgs(call.index, "".join(call.pending)))
             call.pending.clear()
-
-
-class StreamTranslator(ABC):
-    """The frame of a translated stream; subclasses say how each delta is written."""
-
-    media_type: ClassVar[str] = "text/event-stream"
-
-    def __init__(self) -> None:
-        self._decoder = ChatSseDecoder()
-        self._parser = ChatStreamParser()
-        self._started = False
-        self.closed = False
-        self.error: str | None = None  # why the stream ended with an error event
-
-    @property
-    def usage(self) -> Counts | None:
-        """The token counts the engine reported (at the end of its stream)."""
-        return self._parser.usage
-
-    @property
-    def finished(self) -> bool:
-        """A choice finished: the answer is whole."""
-        return self._parser.finish is not None
-
-    def feed_sse(self, data: bytes) -> bytes:
-        """The engine's stream bytes (any split) -> this API's stream bytes."""
-        if self.closed:
-            return b""
-        try:
-            chunks = self._decoder.feed(data)
-        except UpstreamFailed as exc:
-            return self.fail(exc.message)
-        return b"".join(self.feed(chunk) for chunk in chunks)
-
-    def feed(self, chunk: Mapping[str, Any]) -> bytes:
-        """One chat-completion chunk (a parsed object) -> this API's stream bytes."""
-        if self.closed:
-            return b""
-        out = self._begin()
-        try:
-            for delta in self._parser.feed(chunk):
-                out.extend(self._delta(delta))
-        except UpstreamFailed as exc:
-            return b"".join(out) + self.fail(exc.message, code=exc.code or "engine_error")
-        return b"".join(out)
-
-    def end(self) -> bytes:
-        """The engine's stream is over: the normal end if it finished, else an error."""
-        if self.closed:
-            return b""
-        try:
-            rest = b"".join(self.feed(chunk) for chunk in self._decoder.end())
-        except UpstreamFailed as exc:
-            return self.fail(exc.message)
-        if self.closed:
-            return rest
-        finish = self._parser.finish
-        if finish is None:
-            return rest + self.fail(CUT, code="answer_cut")
-        self.closed = True
-        return rest + b"".join([*self._begin(), *self._complete(finish)])
-
-    def fail(self, message: str, *, code: str = "engine_error") -> bytes:
-        """End the stream with this API's error event (the engine broke off or failed)."""
-        if self.closed:
-            return b""
-        self.closed = True
-        self.error = message
-        return b"".join([*self._begin(), *self._failed(message, code)])
-
-    def _begin(self) -> list[bytes]:
-        if self._started:
-            return []
-        self._started = True
-        return self._start()
-
-    @abstractmethod
-    def _start(self) -> list[bytes]:
-        """The events that open the stream (before the first delta)."""
-
-    @abstractmethod
-    def _delta(self, delta: Delta) -> list[bytes]:
-        """The events for one delta."""
-
-    @abstractmethod
-    def _complete(self, finish: Finish) -> list[bytes]:
-        """The events of a whole answer's end (usage is known by now)."""
-
-    @abstractmethod
-    def _failed(self, message: str, code: str) -> list[bytes]:
-        """The events of a broken answer's end."""

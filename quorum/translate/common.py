@@ -184,6 +184,21 @@ class Template:
         self._fixed = parts[0::2]
         self._slots = parts[1::2]
 
+    def fixed(self, before: str = "", after: str = "") -> tuple[str, ...]:
+        """The fixed text around the slots, with ``before`` and ``after`` added at the
+        ends: an encoded value goes between each two (in :attr:`slots` order)."""
+        fixed = [*self._fixed]
+        fixed[0], fixed[-1] = before + fixed[0], fixed[-1] + after
+        return tuple(fixed)
+
+    def pieces(self, before: str = "", after: str = "") -> tuple[bytes, ...]:
+        """:meth:`fixed`, UTF-8."""
+        return tuple(f.encode() for f in self.fixed(before, after))
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return tuple(self._slots)
+
     def fill(self, **values: str | int) -> str:
         out = [self._fixed[0]]
         for name, fixed in zip(self._slots, self._fixed[1:], strict=True):

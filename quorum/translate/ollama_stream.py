@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
+from .chat import Delta, Finish, Reasoning, Text, ToolArgs, ToolStart
 from .common import JsonObject, Template, ndjson, slot
 from .ollama import OllamaRequest, done_reason, error_body, metrics, rfc3339, tool_calls
+from .stream import StreamTranslator
 
 
 class OllamaStream(StreamTranslator):
@@ -45,6 +46,7 @@ class OllamaStream(StreamTranslator):
         self._first: int | None = None  # when the first token came
         self._calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces]
         self._templates: dict[str, Template] = {}  # lines of text or thoughts
+        self._pieces: dict[str, tuple[bytes, ...]] = {}  # the same, as bytes
         self._second = -1  # the wall-clock second self._stamp is for
         self._stamp = ""
 
@@ -81,6 +83,20 @@ class OllamaStream(StreamTranslator):
 
     def _start(self) -> list[bytes]:
         return []
+
+    def _plain(self, reasoning: bool, text: str, literal: bytes) -> bytes:
+        """A line of text or thoughts: ``_say``'s bytes, with the text as the engine's chunk
+        held it."""
+        key = "thinking" if reasoning else "content"
+        pieces = self._pieces.get(key)
+        if pieces is None or self._first is None:
+            template = self._templates.get(key)
+            if template is not None and template.slots == ("at", "text"):
+                before, between, after = template.fixed(after="\n")
+                # The time is a JSON string with nothing to escape: its quotes go here.
+                self._pieces[key] = (f'{before}"'.encode(), f'"{between}'.encode(), after.encode())
+            return super()._plain(reasoning, text, literal)
+        return b"%s%s%s%s%s" % (pieces[0], self._now().encode(), pieces[1], literal, pieces[2])
 
     def _delta(self, delta: Delta) -> list[bytes]:
         if self._first is None and not isinstance(delta, Finish):

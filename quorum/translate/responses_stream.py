@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import chain, repeat
 from typing import Any
 
-from .chat import Delta, Finish, Reasoning, StreamTranslator, Text, ToolArgs, ToolStart
+from .chat import Delta, Finish, Reasoning, Text, ToolArgs, ToolStart
 from .common import JsonObject, Template, new_id, slot, sse
 from .responses import ResponsesRequest
 from .responses_items import (
@@ -37,6 +38,7 @@ from .responses_items import (
     status_of,
     usage_object,
 )
+from .stream import StreamTranslator
 
 
 class ResponsesStream(StreamTranslator):
@@ -67,6 +69,7 @@ class ResponsesStream(StreamTranslator):
         self._calls: dict[int, int] = {}  # tool call index -> output_index
         self._made = {"message": 0, "reasoning": 0}  # items of each kind so far, for ids
         self._templates: dict[tuple[str, int], Template] = {}  # delta events, by kind and item
+        self._pieces: dict[tuple[str, int, bool], tuple[str, ...]] = {}  # their fixed text
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **fields}
@@ -76,6 +79,12 @@ class ResponsesStream(StreamTranslator):
     def _delta_event(self, kind: str, index: int, text: str, content: bool = True) -> bytes:
         """A delta event, one per token: the bytes ``_event`` would give, from a template
         made once per item (a text delta also says ``content_index``; output text, logprobs)."""
+        template = self._template(kind, index, content)
+        seq = self._seq
+        self._seq += 1
+        return f"event: {kind}\ndata: {template.fill(seq=seq, delta=text)}\n\n".encode()
+
+    def _template(self, kind: str, index: int, content: bool = True) -> Template:
         template = self._templates.get((kind, index))
         if template is None:
             data: JsonObject = {"type": kind, "sequence_number": slot("seq")}
@@ -86,9 +95,49 @@ class ResponsesStream(StreamTranslator):
             if kind == "response.output_text.delta":
                 data["logprobs"] = []
             template = self._templates[(kind, index)] = Template(data)
+        return template
+
+    def _plain(self, reasoning: bool, text: str, literal: bytes) -> bytes:
+        """A text or reasoning delta in the open item of its kind: ``_prose``'s bytes, with
+        the text as the engine's chunk held it."""
+        index = self._reasoning if reasoning else self._message
+        if index is None:
+            return super()._plain(reasoning, text, literal)
+        before, between, after = self._delta_pieces(reasoning, index, quoted=False)
+        self._texts[index].append(text)
         seq = self._seq
         self._seq += 1
-        return f"event: {kind}\ndata: {template.fill(seq=seq, delta=text)}\n\n".encode()
+        return f"{before}{seq}{between}".encode() + literal + after.encode()
+
+    def _plains(self, reasoning: bool, texts: list[str]) -> bytes:
+        """Many deltas at once, numbered on: the same bytes as one ``_plain`` each."""
+        index = self._reasoning if reasoning else self._message
+        if index is None:
+            return super()._plains(reasoning, texts)
+        before, between, after = self._delta_pieces(reasoning, index, quoted=True)
+        self._texts[index].extend(texts)
+        begin = self._seq
+        self._seq += len(texts)
+        # before seq between text after+before seq between text ...: joined in C.
+        numbers = map(str, range(begin, self._seq))
+        parts = zip(numbers, repeat(between), texts, repeat(after + before))
+        whole = "".join(chain.from_iterable(parts))
+        return (before + whole[: len(whole) - len(before)]).encode()
+
+    def _delta_pieces(self, reasoning: bool, index: int, *, quoted: bool) -> tuple[str, ...]:
+        """The text of this item's delta event before its sequence number, between that
+        and its text, and after its text (``quoted``: the text's quotes in the pieces)."""
+        kind = "response.reasoning_text.delta" if reasoning else "response.output_text.delta"
+        key = (kind, index, quoted)
+        pieces = self._pieces.get(key)
+        if pieces is None:
+            template = self._template(kind, index)
+            assert template.slots == ("seq", "delta")
+            before, between, after = template.fixed(f"event: {kind}\ndata: ", "\n\n")
+            if quoted:
+                between, after = between + '"', '"' + after
+            pieces = self._pieces[key] = (before, between, after)
+        return pieces
 
     def _response(self, status: str, output: list[JsonObject], **extra: Any) -> JsonObject:
         req = self._request

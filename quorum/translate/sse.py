@@ -1,10 +1,17 @@
-"""The engine's ``text/event-stream`` bytes, cut anywhere, to chunk objects. Pure.
+"""The engine's ``text/event-stream`` bytes, cut anywhere, to event payloads. Pure.
 
 Only ``data:`` lines matter (``event:``, ``id:``, ``retry:`` and comments carry
-nothing a chat stream needs); an event's data lines are joined, decoded as
-JSON, and kept when they hold an object; ``data: [DONE]`` ends the stream and
-nothing after it counts. An event that is not JSON, or a line over 16 MiB, is
-the engine's fault (:class:`~quorum.errors.UpstreamFailed`).
+nothing a chat stream needs); an event's data lines are joined, and
+``data: [DONE]`` ends the stream: nothing after it counts. :meth:`payloads`
+gives each event's data as the engine wrote it (the translator may read a
+chunk it knows the shape of without decoding it, :mod:`.shape`);
+:meth:`feed` decodes them as JSON and keeps the objects. An event that is not
+JSON, or one over 16 MiB, is the engine's fault
+(:class:`~quorum.errors.UpstreamFailed`).
+
+Lines end in ``\\n`` or ``\\r\\n``. A read is split into events at blank lines
+at once (one ``split`` per read, not a step per line); the usual event, one
+``data: `` line, is taken as it is, any other is read line by line.
 """
 
 from __future__ import annotations
@@ -18,58 +25,94 @@ MAX_EVENT = 16 << 20
 _DECODER = json.JSONDecoder()
 
 
+def decode(payload: bytes) -> Any:
+    """One event's JSON (:class:`UpstreamFailed` when it is not JSON)."""
+    try:
+        return _DECODER.decode(payload.decode())
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise UpstreamFailed("The engine sent a stream event that is not JSON.") from None
+
+
 class ChatSseDecoder:
-    """The engine's SSE bytes, split anywhere, to chunk objects. Sans-I/O."""
+    """The engine's SSE bytes, split anywhere, to event payloads or chunk objects. Sans-I/O."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._data: list[bytes] = []
+        self._buf = b""  # the event not ended yet
         self.done = False  # the engine said data: [DONE]
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def payloads(self, data: bytes) -> list[bytes]:
+        """The data of every event this read ends, in order (none after ``[DONE]``)."""
         buf = self._buf
-        buf += data
-        chunks: list[dict[str, Any]] = []
-        end = buf.rfind(b"\n")
-        if end >= 0:
-            # Every whole line at once: a read holds many events when the engine is fast.
-            lines = bytes(buf[:end]).split(b"\n")
-            del buf[: end + 1]
-            for line in lines:
-                self._line(line[:-1] if line.endswith(b"\r") else line, chunks)
-        if len(buf) > MAX_EVENT:
-            raise UpstreamFailed("The engine sent a stream line over 16 MiB.")
-        return chunks
+        if buf:
+            if b"\n" not in data:  # no line ends here, so no event does
+                self._buf = buf = buf + data
+                if len(buf) > MAX_EVENT:
+                    raise UpstreamFailed("The engine sent a stream event over 16 MiB.")
+                return []
+            data = buf + data
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        self._buf = rest = data[end + 2 :] if end >= 0 else data
+        if len(rest) > MAX_EVENT:
+            raise UpstreamFailed("The engine sent a stream event over 16 MiB.")
+        if end < 0 or self.done:
+            return []
+        # The usual read: every event one "data: {" line (each line break is in a
+        # separator before one), so the payloads are what lies between the separators.
+        count = data.count(b"\n\ndata: {", 0, end)
+        if data.startswith(b"data: {") and data.count(b"\n", 0, end) == 2 * count:
+            return data[6:end].split(b"\n\ndata: ")
+        out: list[bytes] = []
+        for event in data[:end].split(b"\n\n"):
+            if event[:6] == b"data: " and b"\n" not in event:
+                payload: bytes | None = event[6:]  # one data line
+            else:
+                payload = _data_of(event)
+            if payload is not None and self._take(payload, out):
+                break
+        return out
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The chunk objects of every event this read ends."""
+        return _objects(self.payloads(data))
+
+    def end_payloads(self) -> list[bytes]:
+        """The stream closed: what its last, unterminated event held."""
+        rest, self._buf = self._buf, b""
+        out: list[bytes] = []
+        if rest.endswith(b"\r"):
+            rest = rest[:-1]
+        payload = _data_of(rest) if rest else None
+        if payload is not None:
+            self._take(payload, out)
+        return out
 
     def end(self) -> list[dict[str, Any]]:
-        """The stream closed: what its last, unterminated event held."""
-        chunks: list[dict[str, Any]] = []
-        if self._buf:
-            self._line(bytes(self._buf).rstrip(b"\r"), chunks)
-            self._buf.clear()
-        self._line(b"", chunks)
-        return chunks
+        return _objects(self.end_payloads())
 
-    def _line(self, line: bytes, chunks: list[dict[str, Any]]) -> None:
-        if not line:
-            if self._data:
-                payload, self._data = b"\n".join(self._data), []
-                self._event(payload, chunks)
-            return
+    def _take(self, payload: bytes, out: list[bytes]) -> bool:
+        """Keep an event's data; True once the stream is done (nothing after counts)."""
+        if self.done:
+            return True
+        if payload[:1] != b"{" and payload.strip() == b"[DONE]":
+            self.done = True
+            return True
+        out.append(payload)
+        return False
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The joined ``data:`` lines of one event (None when it has none)."""
+    data: list[bytes] = []
+    for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             value = line[5:]
-            self._data.append(value[1:] if value.startswith(b" ") else value)
+            data.append(value[1:] if value.startswith(b" ") else value)
         # event:, id:, retry: and comments carry nothing a chat stream needs
+    return b"\n".join(data) if data else None
 
-    def _event(self, payload: bytes, chunks: list[dict[str, Any]]) -> None:
-        if self.done:
-            return
-        if payload.strip() == b"[DONE]":
-            self.done = True
-            return
-        try:
-            obj = _DECODER.decode(payload.decode())
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            raise UpstreamFailed("The engine sent a stream event that is not JSON.") from None
-        if isinstance(obj, dict):
-            chunks.append(obj)
+
+def _objects(payloads: list[bytes]) -> list[dict[str, Any]]:
+    objects = (decode(p) for p in payloads)
+    return [obj for obj in objects if isinstance(obj, dict)]

@@ -17,7 +17,7 @@ import httpx2
 import ollama
 import openai
 
-from quorum.translate.chat import StreamTranslator
+from quorum.translate.stream import StreamTranslator
 
 JsonObject = dict[str, Any]
 
