@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
 import time
 from dataclasses import dataclass
 from typing import cast
@@ -82,9 +83,10 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Exchange] | None = None
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
+    async def open(cls, host: str, port: int, tls: ssl.SSLContext | None = None) -> Connection:
+        """A connection to ``host:port``; with ``tls``, TLS over it (the loop's own)."""
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(cls, host, port)
+        _, protocol = await loop.create_connection(cls, host, port, ssl=tls)
         return protocol
 
     @property

@@ -5,19 +5,26 @@ Two hosts of a :class:`tests.netns.Lan` (each a namespace with one veth end on
 a bridge in a third): A runs the fake engine on its own loopback and node A
 fronting it; B runs node B with no engine. Both nodes have the same cluster
 token (``quorum token new``) and mDNS on, so B finds A over multicast and
-forwards to it. A load generator runs in each namespace. Once B lists A's
-model with route ``lan``, every scenario runs in each round against three
-targets, the order rotating between rounds:
+forwards to it over mutual TLS, as members do. A relay on A's loopback knows the
+cluster and one API key, which node A checks keys with; A also answers plain
+HTTP from the LAN to a key (``node.allow_plain_lan``). A load generator runs in
+each namespace. Once B lists A's model with route ``lan``, every scenario runs
+in each round against these targets, the order rotating between rounds:
 
-- ``lan``: from B, at node B (B -> veth -> A -> engine);
-- ``local_from_b``: from B, at node A's LAN address with the cluster token
-  (veth -> A -> engine): the local route, reached over the same link;
+- ``lan``: from B, at node B (B -> veth in TLS -> A -> engine);
+- ``local_from_b``: from B, at node A's LAN address over mutual TLS with a
+  member's certificate (``bench.lan_secure``), as node B itself connects
+  (veth in TLS -> A -> engine): the local route, reached over the same link;
+- ``key_tls_from_b`` / ``key_plain_from_b``: from B, at node A's LAN address
+  with the API key, in TLS / in clear: the same request, encrypted or not;
 - ``local_in_a``: from A, at node A on A's loopback (A -> engine);
 - ``direct_in_a``: from A, at the engine itself on A's loopback.
 
 ``lan`` against ``local_from_b`` is what B's hop adds (both cross the veth
-once, from the same load generator); against ``local_in_a``, what a client
-on B pays over a client on A. Every process runs through ``ip netns exec``
+once in TLS, from the same load generator); against ``local_in_a``, what a
+client on B pays over a client on A; ``key_tls_from_b`` against
+``key_plain_from_b``, what encryption adds to one LAN crossing (the issue's
+target: at most 0.1 ms p50 at concurrency 1). Every process runs through ``ip netns exec``
 (same PID, so ``/proc`` readers work); the benchmark's own HTTP checks run in
 a thread that joined the namespace. The namespaces are deleted at the end,
 whatever happened (unless the benchmark itself is SIGKILLed).
@@ -44,6 +51,7 @@ import yaml
 
 from bench import report
 from bench.engine import MODEL
+from bench.lan_secure import member_tls, start_relay
 from bench.node import machine_info, measure, progress_line, start_engine
 from bench.procs import (
     BENCH_ROOT,
@@ -70,6 +78,7 @@ NODE_PORT = 32768  # each namespace has its own ports: the default one, as a use
 SUBNET = "10.219.0"
 _CLONE_NEWNET = 0x40000000
 ADDED_P50_LIMIT_MS = 1.0  # the issue's target for the LAN hop
+TLS_ADDED_P50_LIMIT_MS = 0.1  # what encryption may add to a LAN crossing (issue 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +110,7 @@ SCENARIOS = (
     Scenario("stream_1", "stream", 1),
     Scenario("stream_16", "stream", 16),
 )
-SIDES = ("lan", "local_from_b", "local_in_a", "direct_in_a")
+SIDES = ("lan", "local_from_b", "key_tls_from_b", "key_plain_from_b", "local_in_a", "direct_in_a")
 
 
 def in_netns(netns: str, fn: Callable[[], T]) -> T:
@@ -151,14 +160,22 @@ def start_node(
     token: str,
     services: list[dict[str, Any]],
     settings: Settings,
+    relay_url: str | None = None,
 ) -> Child:
     config = tmp / f"{name}.yaml"
-    body = {
-        "node": {"port": NODE_PORT, "data_dir": str(tmp / f"{name}-data")},
+    # One load generator in B holds a connection per worker for each of its sides (3 x 64)
+    # besides node B's own: lift the per-address cap so that none of them is refused.
+    section: dict[str, Any] = {"port": NODE_PORT, "data_dir": str(tmp / f"{name}-data")}
+    section["max_connections_per_address"] = 1024
+    body: dict[str, Any] = {
+        "node": section,
         "autodetect": {"enabled": False},
         "embedded": {"mode": "off"},
         "services": services,
     }
+    if relay_url is not None:  # to check API keys with; plain HTTP from the LAN to a key
+        body["relay"] = {"url": relay_url}
+        body["node"]["allow_plain_lan"] = True
     config.write_text(f"# python3 -m bench lan: node {name}\n" + yaml.safe_dump(body))
     args = ["ip", "netns", "exec", netns, sys.executable, "-m", "quorum.cli", "up"]
     args += ["--config", str(config), "--name", name, "--token", token]
@@ -172,6 +189,10 @@ def start_node(
         status=lambda u, t: in_netns(netns, lambda: http_status(u, t)),
     )
     return node
+
+
+def _status_in(netns: str) -> Callable[[str, float], int | None]:
+    return lambda url, t: in_netns(netns, lambda: http_status(url, t))
 
 
 def lan_routes(netns: str) -> dict[str, list[str]] | None:
@@ -207,7 +228,16 @@ def start_load(kids: Children, netns: str, name: str) -> tuple[Child, bool]:
 
 
 def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out = [
+        report.below(
+            "lan_tls_added_p50_c1",
+            f"encryption adds < {TLS_ADDED_P50_LIMIT_MS:g} ms p50 to a LAN crossing (the same "
+            "request to node A with an API key, TLS against plain HTTP), at concurrency 1",
+            scenarios["chat_c1"]["key_tls_from_b_vs_key_plain_from_b"]["added_p50_ms"],
+            TLS_ADDED_P50_LIMIT_MS,
+            "ms",
+        )
+    ]
     for name in ("chat_c1", "chat_c16"):
         conc = name.split("_c")[1]
         sc = scenarios[name]
@@ -272,7 +302,10 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "models": [{"id": MODEL}],
             "max_concurrency": ENGINE_CONCURRENCY,
         }
-        node_a = start_node(kids, tmp, ns_a, "bench-a", token, [service], settings)
+        _, relay_url, key = start_relay(
+            kids, tmp, ns_a, token, settings.start_timeout_s, _status_in(ns_a)
+        )
+        node_a = start_node(kids, tmp, ns_a, "bench-a", token, [service], settings, relay_url)
         node_b = start_node(kids, tmp, ns_b, "bench-b", token, [], settings)
         t0 = time.perf_counter()
         routes = poll(
@@ -284,23 +317,28 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         progress(f"node B reaches A's model over the LAN after {found_s:.1f} s")
         checked = {
             "lan": route_of(ns_b, "127.0.0.1", None),
-            "local_from_b": route_of(ns_b, host_a.address, token),
+            "key_plain_from_b": route_of(ns_b, host_a.address, key),
             "local_in_a": route_of(ns_a, "127.0.0.1", None),
         }
-        if checked != {"lan": "lan", "local_from_b": "local", "local_in_a": "local"}:
+        if checked != {"lan": "lan", "key_plain_from_b": "local", "local_in_a": "local"}:
             raise BenchError(f"unexpected X-Quorum-Route answers: {checked}")
         time.sleep(0.2)
         idle = {"node_a": rss_mib(node_a.pid), "node_b": rss_mib(node_b.pid)}
         load_a, load_a_uvloop = start_load(kids, ns_a, "load-a")
         load_b, load_b_uvloop = start_load(kids, ns_b, "load-b")
-        loads = {"lan": load_b, "local_from_b": load_b, "local_in_a": load_a}
-        loads["direct_in_a"] = load_a
+        loads = {side: load_a if side.endswith("_in_a") else load_b for side in SIDES}
+        across = f"http://{host_a.address}:{NODE_PORT}"
         urls = {
             "lan": f"http://127.0.0.1:{NODE_PORT}",
-            "local_from_b": f"http://{host_a.address}:{NODE_PORT}",
+            "local_from_b": across,
+            "key_tls_from_b": across,
+            "key_plain_from_b": across,
             "local_in_a": f"http://127.0.0.1:{NODE_PORT}",
             "direct_in_a": f"http://127.0.0.1:{engine_port}",
         }
+        member = member_tls(tmp, token, "bench-load-b")
+        tls = {"local_from_b": member, "key_tls_from_b": {"ca": member["ca"]}}
+        keys = {"key_tls_from_b": key, "key_plain_from_b": key}
         pids = {
             "node_a": node_a.pid,
             "node_b": node_b.pid,
@@ -319,7 +357,8 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
                         "concurrency": scenario.concurrency,
                         "max_tokens": settings.stream_tokens if scenario.kind == "stream" else 16,
                         "timeout_s": 30.0,
-                        "token": token if side == "local_from_b" else None,
+                        "token": keys.get(side),
+                        "tls": tls.get(side),
                     }
                     result = measure(loads[side], pids, job, settings.warmup_s, settings.duration_s)
                     raw[scenario.name][side].append(result)
@@ -351,6 +390,8 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "local_from_b",
             "lan",
             also=(
+                ("key_plain_from_b", "key_tls_from_b"),
+                ("local_in_a", "local_from_b"),
                 ("local_in_a", "lan"),
                 ("local_in_a", "local_from_b"),
                 ("direct_in_a", "lan"),
@@ -361,14 +402,17 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
     errors = sum(sc[side]["errors"] for sc in scenarios.values() for side in SIDES)
     return {
         "bench": "lan",
-        "schema": 1,
+        "schema": 2,
         "started_at": started_at,
         "elapsed_s": rounded(time.perf_counter() - began, 1),
         "settings": asdict(settings),
         "machine": machine_info(uvloop),
         "paths": {
-            "lan": "load in B -> node B -> veth -> node A -> engine",
-            "local_from_b": "load in B -> veth -> node A -> engine",
+            "lan": "load in B -> node B -> veth (mutual TLS) -> node A -> engine",
+            "local_from_b": "load in B -> veth (mutual TLS, a member's certificate) -> node A "
+            "-> engine",
+            "key_tls_from_b": "load in B -> veth (TLS, API key) -> node A -> engine",
+            "key_plain_from_b": "load in B -> veth (plain HTTP, API key) -> node A -> engine",
             "local_in_a": "load in A -> node A -> engine",
             "direct_in_a": "load in A -> engine",
         },

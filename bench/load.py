@@ -20,8 +20,12 @@ the deadline is finished and counted):
   request written to last byte of the answer).
 
 ``model`` defaults to the fake engine's one (``bench-model``); ``token``
-replaces the SDK's ``Authorization: Bearer unused`` with the cluster token,
-for a node reached from another address.
+replaces the SDK's ``Authorization: Bearer unused`` (with an API key, for a
+node reached from another address). ``tls`` speaks TLS 1.3 to the target:
+``{"ca": PEM file}`` checks the server's certificate chains to that CA (a
+cluster CA: node certificates name node ids, not hosts, so host names are not
+checked), and ``"cert"``/``"key"`` (PEM files) add a client certificate: a
+member's, as nodes present to each other.
 
 Requests carry the headers an OpenAI SDK sends, so the node copies as many
 headers as it would in real use.
@@ -39,6 +43,7 @@ import asyncio
 import functools
 import json
 import random
+import ssl
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -82,6 +87,7 @@ class Job:
     model: str = MODEL
     body_bytes: int = 0  # speech: answer size; upload: file size
     token: str | None = None
+    tls: dict[str, str] | None = None  # {"ca": ..., "cert": ..., "key": ...}: PEM files
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
@@ -191,32 +197,56 @@ def job_request(job: Job) -> bytes:
 IDLE_REOPEN_S = 2.0
 
 
+@functools.cache
+def tls_context(ca: str, cert: str | None, key: str | None) -> ssl.SSLContext:
+    """TLS 1.3 against ``ca``, with a client certificate when ``cert`` is given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False  # a node certificate names a node id, not a host
+    context.load_verify_locations(ca)
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def job_tls(job: Job) -> ssl.SSLContext | None:
+    if job.tls is None:
+        return None
+    return tls_context(job.tls["ca"], job.tls.get("cert"), job.tls.get("key"))
+
+
+def _tls_id(tls: ssl.SSLContext | None) -> int:
+    return 0 if tls is None else id(tls)  # contexts are cached: one id per TLS setting
+
+
 class Pool:
-    """Connections by (host, port) and worker index, reopened when one closes."""
+    """Connections by (host, port, TLS or not) and worker index, reopened when one closes."""
 
     def __init__(self) -> None:
-        self._conns: dict[tuple[str, int, int], Connection] = {}
-        self._used: dict[tuple[str, int, int], float] = {}
+        self._conns: dict[tuple[str, int, int, int], Connection] = {}
+        self._used: dict[tuple[str, int, int, int], float] = {}
 
-    async def get(self, host: str, port: int, index: int) -> Connection:
-        key = (host, port, index)
+    async def get(
+        self, host: str, port: int, index: int, tls: ssl.SSLContext | None = None
+    ) -> Connection:
+        key = (host, port, index, _tls_id(tls))
         conn = self._conns.get(key)
         now = time.monotonic()
         if conn is not None and now - self._used.get(key, now) > IDLE_REOPEN_S:
             conn.close()
             conn = None
         if conn is None or not conn.usable:
-            conn = await Connection.open(host, port)
+            conn = await Connection.open(host, port, tls)
             self._conns[key] = conn
         self._used[key] = now
         return conn
 
-    def done(self, host: str, port: int, index: int) -> None:
+    def done(self, host: str, port: int, index: int, tls: ssl.SSLContext | None = None) -> None:
         """The connection's last answer just ended: its idle time starts now."""
-        self._used[(host, port, index)] = time.monotonic()
+        self._used[(host, port, index, _tls_id(tls))] = time.monotonic()
 
-    def drop(self, host: str, port: int, index: int) -> None:
-        conn = self._conns.pop((host, port, index), None)
+    def drop(self, host: str, port: int, index: int, tls: ssl.SSLContext | None = None) -> None:
+        conn = self._conns.pop((host, port, index, _tls_id(tls)), None)
         if conn is not None:
             conn.close()
 
@@ -238,19 +268,20 @@ async def _worker(
 ) -> None:
     split = urlsplit(job.target)
     host, port = split.hostname or "127.0.0.1", split.port or 80
+    tls = job_tls(job)
     while time.perf_counter() < deadline and len(done) < job.max_requests:
         if len(errors) >= MAX_ERRORS:
             return
         try:
-            conn = await pool.get(host, port, index)
+            conn = await pool.get(host, port, index, tls)
             async with asyncio.timeout(job.timeout_s):
                 exchange = await conn.send(request, count_events=window is not None, window=window)
         except (OSError, ConnectionClosed, ProtocolError, TimeoutError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
-            pool.drop(host, port, index)
+            pool.drop(host, port, index, tls)
             await asyncio.sleep(0.01)
             continue
-        pool.done(host, port, index)
+        pool.done(host, port, index, tls)
         if exchange.status != 200:
             errors.append(f"HTTP {exchange.status}")
         elif window is not None and exchange.events < job.max_tokens + 2:
