@@ -28,10 +28,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -40,10 +42,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from quorum.errors import RemoteProtocolError, StoreError
 from quorum.protocol import ModelInfo, RequestUsage
 from quorum.secure.cluster import ClusterCA, ca_id
+from relay.cluster_tokens import ClusterTokens
 from relay.keys import new_key, secret_hash
 from relay.migrations import MIGRATIONS
 from relay.node_keys import Binding, NodeKey
+from relay.pg_compat import PoolConnection
 from relay.sqlite_store import TOUCH_EVERY_S, new_token, utc_day
+from relay.sqlite_users import UserTables
 from relay.store import ApiKey, Cluster, NodeSeen, UsageBy, UsageGroup, UsagePoint
 
 log = logging.getLogger("relay.store")
@@ -102,8 +107,12 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-class PostgresStore:
-    """The ``Store`` interface on a PostgreSQL database (``postgresql://...``)."""
+class PostgresStore(ClusterTokens, UserTables):
+    """The ``Store`` interface on a PostgreSQL database (``postgresql://...``).
+
+    The core tables are written here with PostgreSQL's own locking; the tables the
+    SQLite store keeps in mixins (token rotation, users) reuse those mixins, run through
+    ``relay.pg_compat`` (the part of a SQLite connection they use, on this pool)."""
 
     def __init__(self, url: str, *, max_size: int = 8) -> None:
         self.url = url
@@ -117,6 +126,10 @@ class PostgresStore:
             kwargs={"connect_timeout": int(CONNECT_TIMEOUT_S)},
             name="relay-store",
         )
+        compat = PoolConnection(self._pool, self._unreachable)
+        # What the mixins take for a SQLite connection and its lock (relay.pg_compat).
+        self._db = cast(sqlite3.Connection, compat)
+        self._lock = cast(threading.Lock, compat.lock)
         try:
             # One connection first: a server that refuses is said at once (the pool retries).
             psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)).close()

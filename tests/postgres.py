@@ -12,8 +12,14 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
+
+from relay.open_store import open_store
+from relay.pg_store import PostgresStore
+from relay.sqlite_store import SqliteStore
+from relay.store import Store
 
 SERVER = os.environ.get("QUORUM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -42,3 +48,27 @@ def dump(url: str) -> bytes:
             for row in conn.execute(f'SELECT * FROM "{table}"').fetchall():
                 out.append(repr(row))
     return "\n".join(out).encode()
+
+
+STORES = ["sqlite", "postgresql"]
+"""The stores a suite of the store interface runs on: ``@pytest.fixture(params=STORES)``."""
+
+
+@contextlib.contextmanager
+def open_kind(kind: str, data: Path) -> Iterator[Store]:
+    """A new, empty store of ``kind`` (SQLite under ``data``, or a fresh PostgreSQL
+    schema), opened as the relay opens it, closed (and the schema dropped) afterwards."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(fresh_schema()) if kind == "postgresql" else None
+        made = open_store(data, url)
+        stack.callback(made.close)
+        assert isinstance(made, PostgresStore if url else SqliteStore)
+        yield made
+
+
+def held_bytes(store: Store, data: Path) -> bytes:
+    """Everything ``store`` holds: its SQLite files under ``data``, or every row of its
+    PostgreSQL schema."""
+    if isinstance(store, PostgresStore):
+        return dump(store.url)
+    return b"".join(p.read_bytes() for p in sorted(data.glob("relay.sqlite3*")))

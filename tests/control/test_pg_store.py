@@ -149,3 +149,22 @@ def test_the_cli_manages_a_postgresql_store(url: str, tmp_path: Path) -> None:
     finally:
         store.close()
     assert not (tmp_path / "relay.sqlite3").exists()  # nothing went to SQLite
+
+
+def test_first_sign_ups_through_several_relays_make_exactly_one_operator(url: str) -> None:
+    stores = [PostgresStore(url, max_size=2) for _ in range(4)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            users = list(
+                pool.map(
+                    lambda n: stores[n].sign_up(
+                        "id", f"s{n}", name=f"U{n}", email=None, operator=False, now=T0
+                    ),
+                    range(4),
+                )
+            )
+        assert sum(u.operator for u in users) == 1
+        assert len(stores[0].users()) == 4
+    finally:
+        for s in stores:
+            s.close()

@@ -3,7 +3,6 @@ exactly-once usage, aggregation. (The tests of the SQLite file itself name ``tmp
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,9 @@ from relay.keys import KeyState
 from relay.migrations import MIGRATIONS
 from relay.node_keys import Binding
 from relay.open_store import open_store
-from relay.pg_store import PostgresStore
 from relay.sqlite_store import SqliteStore
 from relay.store import NodeSeen, Store, UsageBy
-from tests.postgres import dump, fresh_schema
+from tests.postgres import STORES, held_bytes, open_kind
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000.0
@@ -43,25 +41,16 @@ def record(rid: str, **kw: object) -> RequestUsage:
     return RequestUsage(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Each test of the interface runs on both stores, opened as the relay opens them."""
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(fresh_schema()) if request.param == "postgresql" else None
-        made = open_store(tmp_path, url)
-        stack.callback(made.close)
-        assert isinstance(made, PostgresStore if url else SqliteStore)
+    with open_kind(request.param, tmp_path) as made:
         yield made
 
 
 def files_bytes(data: Path) -> bytes:
     """Every byte the store left on disk: the database, its WAL and shared memory."""
     return b"".join(p.read_bytes() for p in sorted(data.glob("relay.sqlite3*")))
-
-
-def held_bytes(store: Store, data: Path) -> bytes:
-    """Everything the store holds: its files, or every row of its PostgreSQL schema."""
-    return dump(store.url) if isinstance(store, PostgresStore) else files_bytes(data)
 
 
 def test_a_version_one_store_is_migrated_in_place(tmp_path: Path) -> None:

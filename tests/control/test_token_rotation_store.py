@@ -12,21 +12,20 @@ from quorum.errors import InvalidRequest, StoreError
 from quorum.secure.cluster import token_ca_id
 from relay.admin import parse_grace
 from relay.revocation import Held, revoked
-from relay.sqlite_store import SqliteStore
+from relay.store import Store
+from tests.postgres import STORES, held_bytes, open_kind
 
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    made = SqliteStore(tmp_path)
-    try:
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """On SQLite and on PostgreSQL alike."""
+    with open_kind(request.param, tmp_path) as made:
         yield made
-    finally:
-        made.close()
 
 
-def test_the_previous_token_and_its_ca_count_until_the_grace_ends(store: SqliteStore) -> None:
+def test_the_previous_token_and_its_ca_count_until_the_grace_ends(store: Store) -> None:
     cluster, old = store.create_cluster("home", now=T0)
     other, _ = store.create_cluster("lab", now=T0)
     new = store.rotate_cluster_token(cluster.id, grace_s=3600, now=T0 + 10)
@@ -58,7 +57,7 @@ def test_the_previous_token_and_its_ca_count_until_the_grace_ends(store: SqliteS
     assert old not in repr(kept) and store.previous_tokens(other.id) == []
 
 
-def test_finish_refuses_every_previous_token_at_once(store: SqliteStore) -> None:
+def test_finish_refuses_every_previous_token_at_once(store: Store) -> None:
     cluster, first = store.create_cluster("home", now=T0)
     second = store.rotate_cluster_token(cluster.id, grace_s=86400, now=T0)
     third = store.rotate_cluster_token(cluster.id, grace_s=86400, now=T0 + 1)
@@ -75,13 +74,13 @@ def test_finish_refuses_every_previous_token_at_once(store: SqliteStore) -> None
     assert store.finish_rotation(cluster.id, now=T0 + 6) == 0  # nothing left to end
 
 
-def test_a_grace_of_zero_refuses_the_previous_token_at_once(store: SqliteStore) -> None:
+def test_a_grace_of_zero_refuses_the_previous_token_at_once(store: Store) -> None:
     cluster, old = store.create_cluster("home", now=T0)
     store.rotate_cluster_token(cluster.id, grace_s=0, now=T0)
     assert store.cluster_for_previous_token(old, now=T0) is None
 
 
-def test_a_token_the_cluster_had_or_another_has_is_refused(store: SqliteStore) -> None:
+def test_a_token_the_cluster_had_or_another_has_is_refused(store: Store) -> None:
     cluster, old = store.create_cluster("home", now=T0)
     _, theirs = store.create_cluster("lab", now=T0)
     for reused in (old, theirs):
@@ -98,11 +97,10 @@ def test_a_token_the_cluster_had_or_another_has_is_refused(store: SqliteStore) -
         store.rotate_cluster_token(cluster.id, grace_s=-1, now=T0)
 
 
-def test_no_token_is_kept_in_clear(store: SqliteStore, tmp_path: Path) -> None:
+def test_no_token_is_kept_in_clear(store: Store, tmp_path: Path) -> None:
     cluster, old = store.create_cluster("home", now=T0)
     new = store.rotate_cluster_token(cluster.id, grace_s=60, now=T0)
-    store.close()
-    held = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("relay.sqlite3*")))
+    held = held_bytes(store, tmp_path)
     for token in (old, new):
         assert token.encode() not in held and token[3:20].encode() not in held
 

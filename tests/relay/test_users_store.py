@@ -1,9 +1,10 @@
-"""Users in the SQLite store: accounts, the first operator, membership, invitations, tokens,
-sessions, key holders and per-user usage."""
+"""Users in the store (SQLite and PostgreSQL): accounts, the first operator, membership,
+invitations, tokens, sessions, key holders and per-user usage."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,23 +12,23 @@ import pytest
 from quorum.errors import StoreError
 from quorum.protocol import RequestUsage
 from relay.keys import secret_hash
-from relay.open_store import open_store
 from relay.sqlite_store import SqliteStore
-from relay.store import UsageBy
+from relay.store import Store, UsageBy
 from relay.users import Membership, Role, UserSession, first_role, named_in
+from tests.postgres import STORES, held_bytes, open_kind
 
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    made = open_store(tmp_path)
-    assert isinstance(made, SqliteStore)
-    return made
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """On SQLite and on PostgreSQL alike."""
+    with open_kind(request.param, tmp_path) as made:
+        yield made
 
 
 def test_the_first_account_is_the_operator_and_a_second_sign_in_refreshes_it(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     alice = store.sign_up("id", "a-1", name="Alice", email="a@x", operator=False, now=T0)
     bob = store.sign_up("id", "b-1", name="Bob", email=None, operator=False, now=T0 + 1)
@@ -62,7 +63,7 @@ def test_concurrent_first_sign_ups_make_exactly_one_operator(tmp_path: Path) -> 
         s.close()
 
 
-def test_members_invitations_and_key_holders(store: SqliteStore) -> None:
+def test_members_invitations_and_key_holders(store: Store, tmp_path: Path) -> None:
     owner = store.sign_up("id", "o", name="O", email=None, operator=False, now=T0)
     guest = store.sign_up("id", "g", name="G", email=None, operator=False, now=T0)
     cluster, _ = store.create_cluster("home", now=T0)
@@ -71,7 +72,7 @@ def test_members_invitations_and_key_holders(store: SqliteStore) -> None:
     assert store.membership(cluster.id, guest.id) is None
 
     code = store.create_invitation(cluster.id, owner.id, now=T0, ttl_s=60)
-    assert code.startswith("qi_") and code not in str(store.path.read_bytes())
+    assert code.startswith("qi_") and code not in str(held_bytes(store, tmp_path))
     assert store.accept_invitation(code, guest.id, now=T0 + 61) is None  # expired
     code = store.create_invitation(cluster.id, owner.id, now=T0, ttl_s=60)
     assert store.accept_invitation("qi_" + "x" * 32, guest.id, now=T0) is None
@@ -106,11 +107,11 @@ def test_members_invitations_and_key_holders(store: SqliteStore) -> None:
     assert enabled is not None and not enabled.disabled
 
 
-def test_personal_tokens_and_sessions(store: SqliteStore) -> None:
+def test_personal_tokens_and_sessions(store: Store, tmp_path: Path) -> None:
     user = store.sign_up("id", "u", name="U", email=None, operator=False, now=T0)
     token, secret = store.create_user_token(user.id, "laptop", now=T0)
     assert secret.startswith(f"qu_{token.prefix}_") and token.shown == f"qu_{token.prefix}"
-    assert secret not in str(store.path.read_bytes())
+    assert secret not in str(held_bytes(store, tmp_path))
     found = store.user_for_token(secret)
     assert found is not None and found[0].id == token.id and found[1].id == user.id
     assert store.user_for_token(secret + "x") is None
@@ -135,7 +136,7 @@ def test_personal_tokens_and_sessions(store: SqliteStore) -> None:
     assert store.session(secret_hash("s9")) is None
 
 
-def test_usage_per_user_counts_only_their_keys(store: SqliteStore) -> None:
+def test_usage_per_user_counts_only_their_keys(store: Store) -> None:
     a = store.sign_up("id", "a", name="A", email=None, operator=False, now=T0)
     b = store.sign_up("id", "b", name="B", email=None, operator=False, now=T0)
     cluster, _ = store.create_cluster("home", now=T0)
