@@ -43,7 +43,7 @@ from quorum.errors import Forbidden, InvalidRequest, RateLimited, RemoteProtocol
 from quorum.protocol import UsageBatch
 from relay import revocation
 from relay.admin import DEFAULT_GRACE, AdminOps
-from relay.context import STATE, address, require_admin, require_node
+from relay.context import STATE, address, key_usable, require_admin, require_node
 from relay.keys import KeyState, allows_model
 
 log = logging.getLogger("relay.api")
@@ -226,7 +226,13 @@ async def verify_key(request: web.Request) -> web.Response:
     presented, model = _str(data, "key"), _str(data, "model")
     key = await asyncio.to_thread(state.store.key_for_secret, presented) if presented else None
     now = state.clock()
-    if key is None or key.cluster_id != cluster.id or key.state(now) is not KeyState.ACTIVE:
+    usable = key is not None and await asyncio.to_thread(key_usable, state.store, key)
+    if (
+        key is None
+        or key.cluster_id != cluster.id
+        or key.state(now) is not KeyState.ACTIVE
+        or not usable
+    ):
         # Failures are limited per cluster *and* client (the node says which client
         # presented the key): one client's flood never blocks another's good key.
         source = f"{cluster.id}|{address(request)}|{_str(data, 'client') or '-'}"
@@ -235,7 +241,7 @@ async def verify_key(request: web.Request) -> web.Response:
             raise RateLimited("Too many unknown keys from this client lately.", retry_after_s=wait)
         state.verify_limiter.failed(source)
         state.counters.auth_failures.labels("verify").inc()
-        if key is not None and key.cluster_id == cluster.id:
+        if key is not None and key.cluster_id == cluster.id and usable:
             raise Unauthorized(f"The API key {key.shown} is {key.state(now).value}.")
         raise Unauthorized("Incorrect API key provided.")
     if not allows_model(key.models, model):

@@ -25,13 +25,14 @@ from aiohttp import web
 
 from quorum.errors import ApiError, QuorumError
 from quorum.netguard import GuardedSite
-from relay import systemd
+from relay import signin, systemd
 from relay.admin import ADMIN_TOKEN_ENV, DEFAULT_GRACE, AdminOps, load_admin_token
 from relay.admin_http import HttpAdmin
 from relay.hub import Hub
 from relay.keys import parse_models
 from relay.open_store import STORE_ENV, open_store
 from relay.server import build_app, ssl_context
+from relay.users_config import CONFIG_ENV, load_config
 
 log = logging.getLogger("relay")
 
@@ -109,6 +110,12 @@ def parser() -> argparse.ArgumentParser:
         help="/metrics needs the admin token (Authorization: Bearer ...), for a relay on the "
         "internet without a reverse proxy guarding it",
     )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        help=f"the relay's YAML config: sign-in providers and operators (default ${CONFIG_ENV}; "
+        "none: the admin token alone)",
+    )
 
     cluster = sub.add_parser("cluster", help="clusters and their join tokens")
     csub = cluster.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -185,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
 
 async def serve(args: argparse.Namespace) -> None:
     admin_token = load_admin_token(args.data, file=args.admin_token_file, create=True)
+    config = load_config(args.config)
     store = open_store(args.data, args.store)
     hub = Hub()
     app = build_app(
@@ -195,6 +203,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_body=int(args.max_body_mb * 1024 * 1024),
         protect_metrics=args.protect_metrics,
     )
+    signin.install(app, config.users)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, auto_decompress=False)
     await runner.setup()
     # Heads must arrive whole in time and one address holds a bounded number of

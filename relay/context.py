@@ -285,6 +285,13 @@ async def require_member(request: web.Request) -> tuple[Cluster, Joiner | None]:
     return cluster, joiner
 
 
+def key_usable(store: Store, key: ApiKey) -> bool:
+    """Whether a key's owner (if it has one, ``relay.users``) is enabled and still in the
+    key's cluster: read on every use, so a disabled or removed user's keys stop at once."""
+    holder = store.key_holder(key.id)
+    return holder is None or holder.allowed
+
+
 async def require_key(request: web.Request) -> ApiKey:
     """The active API key the caller presented (an app): ``Authorization: Bearer``, or
     ``x-api-key`` as Anthropic's SDKs send it."""
@@ -305,6 +312,8 @@ async def require_key(request: web.Request) -> ApiKey:
             raise _refuse(request, "key", f"The API key {key.shown} has been revoked.")
         case KeyState.EXPIRED:
             raise _refuse(request, "key", f"The API key {key.shown} has expired.")
+    if not await asyncio.to_thread(key_usable, state.store, key):
+        raise _refuse(request, "key", f"The API key {key.shown} is of a disabled or removed user.")
     state.recorder.key_used(key.id, now)
     return key
 

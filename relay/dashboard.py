@@ -45,6 +45,7 @@ from aiohttp import web
 from quorum.api.body import loads
 from quorum.errors import Forbidden, InvalidRequest, RateLimited, Unauthorized
 from relay import dashboard_data as data
+from relay import dashboard_users
 from relay.admin import AdminOps
 from relay.context import STATE, RelayState, address, check_admin_token
 from relay.dashboard_auth import (
@@ -52,13 +53,15 @@ from relay.dashboard_auth import (
     CSRF_HEADER,
     LOGIN_COOKIE,
     SESSION_COOKIE,
-    Session,
     Sessions,
     new_secret,
     same_origin,
     same_token,
 )
+from relay.sessions import USERS, buttons
 from relay.store import Cluster
+from relay.user_ops import UserOps
+from relay.users import User
 
 log = logging.getLogger("relay.dashboard")
 
@@ -91,7 +94,11 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+STATIC = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "users.js": "text/javascript",
+}
 EVENT_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "X-Accel-Buffering": "no",
@@ -141,8 +148,9 @@ def _from_here(request: web.Request) -> bool:
 
 def _signin_page(request: web.Request, status: int = 200, error: str = "") -> web.Response:
     login = new_secret()
+    page = _render("signin.html", login=login, error=error)
     response = web.Response(
-        text=_render("signin.html", login=login, error=error),
+        text=page.replace("<!--providers-->", buttons(request.app.get(USERS))),
         status=status,
         content_type="text/html",
     )
@@ -150,11 +158,37 @@ def _signin_page(request: web.Request, status: int = 200, error: str = "") -> we
     return response
 
 
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """Who a dashboard request comes from: the admin token's session (``user`` None) or a
+    user's (``relay.sessions``, read from the store on every request)."""
+
+    csrf: str
+    user: User | None
+    expires_in_s: float
+
+
+async def _signed(request: web.Request) -> Signed | None:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    sessions = request.app[SESSIONS]
+    admin = sessions.get(session_id)
+    if admin is not None:
+        return Signed(admin.csrf, None, sessions.remaining_s(admin))
+    users = request.app.get(USERS)
+    if users is None or not session_id:
+        return None
+    found = await asyncio.to_thread(users.sessions.get, session_id)
+    if found is None:
+        return None
+    session, user = found
+    return Signed(session.csrf, user, users.sessions.remaining_s(session))
+
+
 async def index(request: web.Request) -> web.Response:
-    session = request.app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
-    if session is None:
+    signed = await _signed(request)
+    if signed is None:
         return _signin_page(request)
-    return web.Response(text=_render("dashboard.html", csrf=session.csrf), content_type="text/html")
+    return web.Response(text=_render("dashboard.html", csrf=signed.csrf), content_type="text/html")
 
 
 async def signin(request: web.Request) -> web.Response:
@@ -189,16 +223,16 @@ async def signin(request: web.Request) -> web.Response:
     return response
 
 
-def _session(request: web.Request) -> Session:
-    session = request.app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
-    if session is None:
+async def _session(request: web.Request) -> Signed:
+    signed = await _signed(request)
+    if signed is None:
         raise Unauthorized("Sign in to the dashboard first.", code="not_signed_in")
-    return session
+    return signed
 
 
-async def _changing(request: web.Request) -> Session:
+async def _changing(request: web.Request) -> Signed:
     """The session of a request that changes something, once its CSRF token checks out."""
-    session = _session(request)
+    session = await _session(request)
     if not _from_here(request):
         raise Forbidden("This request did not come from the dashboard.", code="csrf_failed")
     presented = request.headers.get(CSRF_HEADER)
@@ -215,8 +249,11 @@ async def _changing(request: web.Request) -> Session:
 
 
 async def signout(request: web.Request) -> web.Response:
-    await _changing(request)
+    signed = await _changing(request)
     request.app[SESSIONS].end(request.cookies.get(SESSION_COOKIE))
+    users = request.app.get(USERS)
+    if signed.user is not None and users is not None:
+        await asyncio.to_thread(users.sessions.end, request.cookies.get(SESSION_COOKIE))
     response = web.Response(status=303, headers={"Location": "/"})
     response.del_cookie(SESSION_COOKIE)
     log.info("signed out of the dashboard from %s", address(request))
@@ -224,9 +261,14 @@ async def signout(request: web.Request) -> web.Response:
 
 
 async def session_state(request: web.Request) -> web.Response:
-    session = _session(request)
-    remaining = request.app[SESSIONS].remaining_s(session)
-    return web.json_response({"signed_in": True, "expires_in_s": round(remaining)})
+    signed = await _session(request)
+    return web.json_response(
+        {
+            "signed_in": True,
+            "expires_in_s": round(signed.expires_in_s),
+            "user": None if signed.user is None else signed.user.id,
+        }
+    )
 
 
 async def static(request: web.Request) -> web.Response:
@@ -239,8 +281,13 @@ async def static(request: web.Request) -> web.Response:
 # -- keys ------------------------------------------------------------------------------
 
 
-def _ops(state: RelayState) -> AdminOps:
-    return AdminOps(state.store, state.clock)
+def _ops(state: RelayState, user: User | None = None) -> AdminOps:
+    """The admin token's operations, or those of a signed-in user (``relay.user_ops``)."""
+    return (
+        AdminOps(state.store, state.clock)
+        if user is None
+        else UserOps(state.store, state.clock, user)
+    )
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -273,19 +320,19 @@ def _key_request(body: dict[str, Any]) -> tuple[str, str, tuple[str, ...] | None
 
 
 async def create_key(request: web.Request) -> web.Response:
-    await _changing(request)
+    signed = await _changing(request)
     cluster, name, models, expires = _key_request(await _json(request))
     made = await asyncio.to_thread(
-        _ops(request.app[STATE]).create_key, cluster, name, models, expires
+        _ops(request.app[STATE], signed.user).create_key, cluster, name, models, expires
     )
     log.info("key %s created for cluster %s from the dashboard", made["prefix"], made["cluster"])
     return web.json_response(made, status=201)
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    await _changing(request)
+    signed = await _changing(request)
     revoked = await asyncio.to_thread(
-        _ops(request.app[STATE]).revoke_key, request.match_info["key"]
+        _ops(request.app[STATE], signed.user).revoke_key, request.match_info["key"]
     )
     log.info("key %s revoked from the dashboard", revoked["prefix"])
     return web.json_response(revoked)
@@ -320,10 +367,18 @@ def _pick(clusters: list[Cluster], ref: str | None) -> Cluster | None:
     return clusters[0] if clusters else None
 
 
-async def build_snapshot(state: RelayState, cluster: str | None, window: str | None) -> data.JSON:
-    """Every page's data; usage for ``cluster`` (default: the first) over ``window``."""
+async def build_snapshot(
+    state: RelayState, cluster: str | None, window: str | None, user: User | None = None
+) -> data.JSON:
+    """Every page's data; usage for ``cluster`` (default: the first) over ``window``; only
+    what ``user`` may see when a user is signed in (``dashboard_users.scoped``)."""
     links, now = _links(state), state.clock()
+    if user is not None:
+        return await asyncio.to_thread(
+            dashboard_users.scoped, UserOps(state.store, state.clock, user), links, cluster, window
+        )
     store = state.store
+    refusals = state.hub.refusals.latest()  # (the hub is read on the event loop)
 
     def read() -> data.JSON:
         clusters = store.clusters()
@@ -346,6 +401,7 @@ async def build_snapshot(state: RelayState, cluster: str | None, window: str | N
             keys_=keys,
             usage_of=usage,
             now=now,
+            refusals=refusals,
         )
 
     return await asyncio.to_thread(read)
@@ -367,9 +423,8 @@ def due(last: Sent | None, key: str, now: float, refresh_s: float = REFRESH_S) -
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    _session(request)
-    state, sessions, stopping = request.app[STATE], request.app[SESSIONS], request.app[STOPPING]
-    session_id = request.cookies.get(SESSION_COOKIE)
+    await _session(request)
+    state, stopping = request.app[STATE], request.app[STOPPING]
     cluster, window = request.query.get("cluster"), request.query.get("window")
     response = web.StreamResponse(headers=EVENT_HEADERS)
     await response.prepare(request)
@@ -378,10 +433,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         while not stopping.is_set():
-            if sessions.get(session_id) is None:
+            # Read again every tick: a disabled user or an ended session stops at once.
+            signed = await _signed(request)
+            if signed is None:
                 await response.write(frame("signedout", "{}"))
                 break
-            snap = await build_snapshot(state, cluster, window)
+            snap = await build_snapshot(state, cluster, window, signed.user)
             key = json.dumps(data.without_clocks(snap), sort_keys=True)
             now = loop.time()
             if due(last, key, now):

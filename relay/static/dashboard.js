@@ -7,9 +7,10 @@
   const $ = (id) => document.getElementById(id);
   const CSRF = document.querySelector('meta[name="quorum-csrf"]').content;
   const SVG = "http://www.w3.org/2000/svg";
-  const PAGES = { fleet: "Fleet", models: "Models", keys: "Keys", usage: "Usage" };
+  const PAGES = { fleet: "Fleet", models: "Models", keys: "Keys", usage: "Usage",
+    clusters: "Clusters", account: "Account" };
   const view = { page: "fleet", snap: null, cluster: "", window: "24h", by: "model" };
-  const armed = new Map(); // key id -> timer: a revoke button waiting for its confirmation
+  const armed = new Map(); // key or node id -> timer: a button waiting for its confirmation
 
   // -- building blocks -----------------------------------------------------------------
 
@@ -90,7 +91,7 @@
     setText($("model-count"), String(snap.models.length));
     setText($("in-flight"), String(fleet.reduce((a, n) => a + (n.in_flight || 0), 0)));
     setText($("fleet-count"), String(fleet.length));
-    table($("fleet"), [col("Node"), col("Cluster"), col("State"), col("Last heartbeat"), col("Route"), col("Engines and models"), col("In flight", "num")],
+    table($("fleet"), [col("Node"), col("Cluster"), col("State"), col("Last heartbeat"), col("Route"), col("Engines and models"), col("In flight", "num"), col("")],
       fleet.map((n) => ({ id: n.node_id, cls: n.state === "online" ? "" : "off", cells: [
         [h("strong", {}, n.name), h("span", { class: "sub" }, n.node_id.slice(0, 12))],
         n.cluster,
@@ -103,7 +104,49 @@
           h("strong", {}, v.name), " ", muted(v.types.join(", ")), " ", chips(v.models.map((m) => h("span", { class: "chip" }, m)))))
           : muted("no model"),
         n.in_flight == null ? "–" : String(n.in_flight),
+        removeButton(n),
       ] })), "No node yet: start one with quorum up --token … --relay ….");
+    renderRefused(snap);
+  }
+
+  // Two clicks, as for a key: the first arms the button for 5 s, the second removes.
+  function removeButton(n) {
+    const id = "node:" + n.cluster_id + "/" + n.node_id;
+    const button = h("button", { type: "button", class: "danger" + (armed.has(id) ? " armed" : ""), "data-node": n.node_id },
+      armed.has(id) ? "Confirm remove" : "Remove");
+    button.addEventListener("click", () => removeNode(n, id, button));
+    return button;
+  }
+
+  async function removeNode(n, id, button) {
+    if (!armed.has(id)) {
+      armed.set(id, setTimeout(() => { armed.delete(id); if (view.snap) renderFleet(view.snap); }, 5000));
+      button.classList.add("armed");
+      button.textContent = "Confirm remove";
+      return;
+    }
+    clearTimeout(armed.get(id));
+    armed.delete(id);
+    button.disabled = true;
+    try {
+      const done = await post("/dashboard/nodes/" + encodeURIComponent(n.node_id) + "/remove", { cluster: n.cluster_id });
+      setText($("node-error"), done.removed ? "" : n.name + " never joined with a key, or was removed already.");
+      button.textContent = "Removed";
+    } catch (e) {
+      setText($("node-error"), e.message);
+      button.disabled = false;
+    }
+  }
+
+  function renderRefused(snap) {
+    const refused = snap.refused || [];
+    setText($("refused-count"), String(refused.length));
+    table($("refused"), [col("Node id"), col("Cluster"), col("Key"), col("From"), col("Last refused"), col("Times", "num"), col("Why")],
+      refused.map((r) => ({ id: r.node_id, cells: [
+        h("code", {}, r.node_id), r.cluster,
+        r.fingerprint ? h("code", { title: r.fingerprint }, r.fingerprint.slice(0, 16)) : muted("no certificate"),
+        h("code", {}, r.remote), ago(r.last_s_ago), String(r.count), r.why,
+      ] })), "No node connection refused since the relay started.");
   }
 
   // -- models --------------------------------------------------------------------------
@@ -395,6 +438,7 @@
     renderKeys(snap);
     if (view.page === "usage") renderUsage();
     tick();
+    document.dispatchEvent(new CustomEvent("quorum-snapshot", { detail: snap })); // users.js
   }
 
   function showPage() {

@@ -287,7 +287,10 @@ async def test_every_answer_carries_a_strict_policy(site: Site) -> None:
             html = (Path(dashboard.__file__).parent / "static" / name).read_text()
             assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son\w+=", html), name
             assert not re.search(r"(src|href)=\"(https?:)?//", html), name
-        assert re.findall(r'<script src="([^"]+)"', page) == ["/dashboard/static/dashboard.js"]
+        assert re.findall(r'<script src="([^"]+)"', page) == [
+            "/dashboard/static/dashboard.js",
+            "/dashboard/static/users.js",
+        ]
         for path in ("dashboard.html", "signin.html", "..%2Fserver.py", "missing.js"):
             async with http.get(site.http + "/dashboard/static/" + path) as resp:
                 assert resp.status == 404, path

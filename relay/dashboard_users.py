@@ -1,0 +1,71 @@
+"""What a signed-in user's dashboard shows: ``dashboard_data``'s snapshot, scoped to them.
+
+The same pages as the admin token's, built from only what ``relay.users``
+lets the user see: their clusters (owned or joined), the nodes and models of
+those, the keys they may see (an owner every key of the cluster, a member
+their own), and usage (an owner the cluster's, a member only requests made
+with their own keys). ``account`` adds their place in each cluster, each owned
+cluster's members, their personal tokens, and for an operator every user.
+Runs in a worker thread (store reads); the live tunnels are read by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from relay import dashboard_data as data
+from relay.store import Cluster
+from relay.user_ops import UserOps
+from relay.users import Membership, can_see_key
+
+
+def _pick(clusters: Sequence[Cluster], ref: str | None) -> Cluster | None:
+    for c in clusters:
+        if ref in (c.id, c.name):
+            return c
+    return clusters[0] if clusters else None
+
+
+def scoped(
+    ops: UserOps, links: Sequence[data.LinkView], cluster: str | None, window: str | None
+) -> data.JSON:
+    store, user, now = ops.store, ops.user, ops.clock()
+    places = ops.places()
+    clusters = [c for c in store.clusters() if c.id in places]
+    owners = store.key_owners()
+    keys = [
+        k
+        for k in store.keys()  # noqa: SIM118 (a store, not a dict)
+        if k.cluster_id in places
+        and (user.operator or can_see_key(user.id, owners.get(k.id), places[k.cluster_id]))
+    ]
+    chosen = _pick(clusters, cluster)
+    usage = None
+    if chosen is not None:
+        win = data.window(window, now)
+        points = store.usage_series(chosen.id, since_ms=win.since_ms, bucket_ms=win.bucket_ms)
+        if places[chosen.id] is Membership.MEMBER:
+            mine = {k.id for k in keys if owners.get(k.id) == user.id}
+            points = [p for p in points if p.key_id in mine]
+            records = store.user_usage_records(chosen.id, user.id, limit=data.RECENT)
+        else:
+            records = store.usage_records(chosen.id, limit=data.RECENT)
+        usage = data.usage(
+            chosen, points, records, [k for k in keys if k.cluster_id == chosen.id], win
+        )
+    snap = data.snapshot(
+        clusters=clusters,
+        seen=[n for n in store.nodes() if n.cluster_id in places],
+        links=[v for v in links if v.cluster_id in places],
+        keys_=keys,
+        usage_of=usage,
+        now=now,
+    )
+    snap["account"] = {
+        "me": ops.me(),
+        "places": {cid: role.value for cid, role in places.items()},
+        "members": {c.id: ops.members(c.id) for c in clusters if places[c.id] is Membership.OWNER},
+        "tokens": ops.tokens(),
+        "users": ops.users() if user.operator else None,
+    }
+    return snap
