@@ -126,11 +126,20 @@ def person(browser: Browser, world: World, login: str) -> Iterator[tuple[Page, l
     page = context.new_page()
 
     def seen(text: str) -> None:
-        if page.url.startswith(world.relay.http):
+        # A resource that failed to load is judged by its response below, by its own URL.
+        if page.url.startswith(world.relay.http) and not text.startswith("Failed to load"):
             problems.append(text)
 
     page.on("console", lambda m: seen(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: seen(str(e)))
+    page.on(
+        "response",
+        lambda r: (
+            problems.append(f"{r.status} {r.url}")
+            if r.url.startswith(world.relay.http) and r.status >= 400
+            else None
+        ),
+    )
     try:
         page.goto(world.relay.http + "/")
         expect(page).to_have_title("Sign in · Quorum relay")
@@ -211,3 +220,156 @@ def test_alice_signs_in_makes_a_cluster_and_a_key_and_the_sdk_uses_it(
         expect(page.locator("#recent tbody tr").first).to_contain_text(ALICE_MODEL)
         world.facts.update(alice_key=key, alice_token=personal_token(page, "alice cli"))
         assert not problems, problems
+
+
+def alice_things(world: World) -> list[str]:
+    """Everything of Alice's a page or an answer could leak."""
+    key = world.facts["alice_key"]
+    return ["wonderland", ALICE_MODEL, "rabbit-hole", "tea party", key[:11], "Alice Liddell"]
+
+
+def assert_learns_nothing(world: World, token: str, alice: dict[str, str]) -> None:
+    """Every /api endpoint answers Bob's personal token as if Alice's things did not exist."""
+    for path in ("/api/v1/clusters", "/api/v1/keys?revoked=1", "/api/v1/nodes"):
+        status, body = world.api(path, token)
+        assert status == 200, (path, body)
+        assert not any(word in json.dumps(body) for word in alice_things(world)), (path, body)
+    cluster, key_id, node = alice["cluster_id"], alice["key_id"], "rabbit-hole"
+    refused = [
+        ("GET", f"/api/v1/nodes?cluster={cluster}", None),
+        ("GET", "/api/v1/nodes?cluster=wonderland", None),
+        ("GET", f"/api/v1/usage?cluster={cluster}", None),
+        ("GET", f"/api/v1/usage/records?cluster={cluster}", None),
+        ("GET", f"/api/v1/keys?cluster={cluster}", None),
+        ("GET", f"/api/v1/keys/{key_id}", None),
+        ("DELETE", f"/api/v1/keys/{key_id}", None),
+        ("POST", f"/api/v1/keys/{key_id}/rotate", {}),
+        ("POST", "/api/v1/keys", {"cluster": "wonderland", "name": "sneaky"}),
+        ("DELETE", f"/api/v1/nodes/{node}?cluster={cluster}", None),
+        ("GET", f"/api/v1/clusters/{cluster}/members", None),
+        ("POST", f"/api/v1/clusters/{cluster}/invitations", {}),
+    ]
+    for method, path, body in refused:
+        status, answer = world.api(path, token, body, method)
+        assert status == 404, (method, path, status, answer)
+        assert answer["error"]["code"] in ("cluster_not_found", "key_not_found"), answer
+    status, users = world.api("/api/v1/users", token)
+    assert status == 403, users  # not an operator
+
+
+def test_bob_learns_nothing_of_alices_things_until_invited(world: World, browser: Browser) -> None:
+    alice_token = world.facts["alice_token"]
+    _, clusters = world.api("/api/v1/clusters", alice_token)
+    (wonderland,) = clusters["data"]
+    _, keys = world.api("/api/v1/keys", alice_token)
+    alice = {"cluster_id": wonderland["id"], "key_id": keys["data"][0]["id"]}
+    with person(browser, world, "bob") as (page, problems):
+        go(page, "account")
+        expect(page.locator("#me")).to_contain_text("Bob Builder")
+        expect(page.locator("#me")).to_contain_text("· user")
+        expect(page.locator("#users-section")).to_be_hidden()
+        for name in ("fleet", "models", "keys", "usage", "clusters", "account"):
+            go(page, name)
+            expect(page.locator("#live")).to_have_text("live")
+            content = page.content()
+            assert not any(word in content for word in alice_things(world)), name
+        token = personal_token(page, "bob cli")
+        assert_learns_nothing(world, token, alice)
+
+        # His own cluster, node and key: his hardware serves only his requests.
+        go(page, "clusters")
+        page.locator("#cluster-name").fill("workshop")
+        page.locator("#cluster-create").click()
+        expect(page.locator("#cluster-token")).to_have_text(re.compile(r"^qc_\S{20,}$"))
+        world.node("bench", page.locator("#cluster-token").inner_text(), BOB_MODEL)
+        page.locator("#cluster-done").click()
+        go(page, "fleet")
+        expect(page.locator("#fleet tbody tr", has_text="bench")).to_contain_text("online")
+        own = make_key(page, "workshop", "tools")
+        with world.client(own) as client:
+            assert chat(client, BOB_MODEL, "can we fix it") == "You said: can we fix it"
+            assert [m.id for m in client.models.list()] == [BOB_MODEL]
+            with pytest.raises(openai.NotFoundError):
+                chat(client, ALICE_MODEL, "let me in")
+        with world.client(world.facts["alice_key"]) as client:
+            assert [m.id for m in client.models.list()] == [ALICE_MODEL]
+            with pytest.raises(openai.NotFoundError):
+                chat(client, BOB_MODEL, "yours?")
+        # Alice is the operator: she sees the whole fleet, as the admin token does.
+        _, seen = world.api("/api/v1/nodes", alice_token)
+        assert sorted(n["name"] for n in seen["data"]) == ["bench", "rabbit-hole"]
+
+        # Alice invites Bob: he joins with the code, sees her models, uses them with his key.
+        status, invitation = world.api(
+            f"/api/v1/clusters/{wonderland['id']}/invitations", alice_token, {}
+        )
+        assert status == 201, invitation
+        go(page, "clusters")
+        page.locator("#invite-code").fill(invitation["code"])
+        page.locator("#invite-accept").click()
+        expect(page.locator("#clusters tbody tr", has_text="wonderland")).to_contain_text("member")
+        go(page, "models")
+        expect(page.locator("#models")).to_contain_text(ALICE_MODEL)
+        guest = make_key(page, "wonderland", "visiting")
+        with world.client(guest) as client:
+            assert chat(client, ALICE_MODEL, "hello alice") == "You said: hello alice"
+        # A member sees the cluster, not Alice's key nor her requests.
+        go(page, "keys")
+        assert world.facts["alice_key"][:11] not in page.content()
+        status, usage = world.api(f"/api/v1/usage/records?cluster={wonderland['id']}", token)
+        assert status == 200 and [r["key_id"] for r in usage["data"]] == [
+            world.api(f"/api/v1/keys/{guest[:11]}", token)[1]["id"]
+        ]
+        status, owner_view = world.api(
+            f"/api/v1/usage?cluster={wonderland['id']}&by=key", alice_token
+        )
+        # The owner sees every key's requests: Alice's two (one a 404) and Bob's one.
+        by_key = {r["prefix"]: r["requests"] for r in owner_view["data"]}
+        assert status == 200 and by_key == {world.facts["alice_key"][:11]: 2, guest[:11]: 1}
+
+        # Removed, his key stops at the very next request, and the cluster is gone for him.
+        _, bob = world.api("/api/v1/me", token)
+        status, _ = world.api(
+            f"/api/v1/clusters/{wonderland['id']}/members/{bob['id']}", alice_token, method="DELETE"
+        )
+        assert status == 200
+        with world.client(guest) as client, pytest.raises(openai.AuthenticationError):
+            chat(client, ALICE_MODEL, "still here?")
+        status, listed = world.api("/api/v1/clusters", token)
+        assert [c["name"] for c in listed["data"]] == ["workshop"]
+        world.facts.update(bob_token=token, bob_key=own, bob_id=bob["id"])
+        assert not problems, problems
+
+
+def test_a_disabled_user_loses_sessions_tokens_and_keys_at_once(
+    world: World, browser: Browser
+) -> None:
+    with (
+        person(browser, world, "bob") as (bob_page, _),
+        person(browser, world, "alice") as (
+            alice_page,
+            problems,
+        ),
+    ):
+        go(alice_page, "account")
+        row = alice_page.locator("#users tbody tr", has_text="Bob Builder")
+        expect(row).to_contain_text("active")
+        row.get_by_role("button", name="Disable").click()
+        expect(row).to_contain_text("disabled")
+        # His open page is signed out by its live stream, his next request is refused.
+        expect(bob_page).to_have_title("Sign in · Quorum relay", timeout=timeout(10) * 1000)
+        status, _ = world.api("/api/v1/me", world.facts["bob_token"])
+        assert status == 401
+        with (
+            world.client(world.facts["bob_key"]) as client,
+            pytest.raises(openai.AuthenticationError),
+        ):
+            chat(client, BOB_MODEL, "anyone?")
+        # Enabled again, his key works again (nothing was deleted).
+        row.get_by_role("button", name="Enable").click()
+        expect(row).to_contain_text("active")
+        with world.client(world.facts["bob_key"]) as client:
+            assert chat(client, BOB_MODEL, "back") == "You said: back"
+        assert not problems, problems
+    assert world.facts["alice_key"] not in world.relay.log.read_text()
+    assert world.oidc.client_secret not in world.relay.log.read_text()
