@@ -312,7 +312,11 @@ class GitHubProvider:
                 token = await _json(resp, "the sign-in code")
             # GitHub answers a refused code with 200 and an "error" field.
             if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
-                reason = token.get("error_description") if isinstance(token, dict) else None
+                reason = (
+                    token.get("error_description") or token.get("error")
+                    if isinstance(token, dict)
+                    else None
+                )
                 raise Unauthorized(
                     f"GitHub refused the sign-in code ({reason or 'no access token'}).",
                     code="signin_failed",

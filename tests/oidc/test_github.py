@@ -1,0 +1,152 @@
+"""Signing in with GitHub's OAuth app flow (not OpenID Connect), against a local server that
+answers GitHub's documented endpoints (``tests.oidc.harness.FakeGitHub``) and a real relay
+process. The client is a plain HTTP client with a cookie jar that follows redirects, as a
+browser does."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.fakes import LoopThread
+from tests.harness import timeout
+from tests.oidc.harness import FakeGitHub, users_relay
+from tests.relay.harness import Relay, free_port
+
+
+@dataclass
+class GitHubWorld:
+    relay: Relay
+    github: FakeGitHub
+    url: str
+
+
+@pytest.fixture(scope="module")
+def world(bg: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHubWorld]:
+    tmp: Path = tmp_path_factory.mktemp("github")
+    github = FakeGitHub()
+
+    async def serve() -> tuple[web.AppRunner, str]:
+        runner = web.AppRunner(github.app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    runner, url = bg.run(serve())
+    common = {"github": True, "client_id": github.client_id, "github_url": url}
+    relay = users_relay(
+        tmp,
+        [
+            {
+                "name": "github",
+                "label": "GitHub",
+                **common,
+                "github_api_url": url,
+                "secret": github.client_secret,
+            },
+            {"name": "github-wrong", **common, "github_api_url": url, "secret": "not-the-secret"},
+        ],
+        free_port(),
+    )
+    try:
+        relay.start()
+        yield GitHubWorld(relay, github, url)
+    finally:
+        relay.kill()
+        bg.run(runner.cleanup())
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
+    async with aiohttp.ClientSession(
+        cookie_jar=jar, timeout=aiohttp.ClientTimeout(total=timeout(20))
+    ) as session:
+        yield session
+
+
+async def sign_in(world: GitHubWorld, http: aiohttp.ClientSession, provider: str) -> str:
+    """Follow the sign-in from the relay's page to GitHub and back; the page's text."""
+    async with http.get(world.relay.http + "/") as resp:
+        page = await resp.text()
+    assert f'href="/dashboard/signin/{provider}"' in page
+    async with http.get(world.relay.http + f"/dashboard/signin/{provider}") as resp:
+        return f"{resp.status} " + await resp.text()
+
+
+async def csrf(world: GitHubWorld, http: aiohttp.ClientSession) -> str:
+    async with http.get(world.relay.http + "/") as resp:
+        found = re.search(r'name="quorum-csrf" content="([^"]+)"', await resp.text())
+    assert found, "not signed in"
+    return found.group(1)
+
+
+async def me(world: GitHubWorld, http: aiohttp.ClientSession) -> dict[str, object]:
+    """The signed-in account, through a personal token made on the dashboard."""
+    token = await csrf(world, http)
+    async with http.post(
+        world.relay.http + "/dashboard/tokens", json={"name": "t"}, headers={"X-CSRF-Token": token}
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        secret = (await resp.json())["token"]
+    async with (
+        aiohttp.ClientSession() as fresh,
+        fresh.get(
+            world.relay.http + "/api/v1/me", headers={"Authorization": f"Bearer {secret}"}
+        ) as resp,
+    ):
+        assert resp.status == 200
+        found: dict[str, object] = await resp.json()
+        return found
+
+
+async def test_the_first_github_user_signs_in_as_operator_and_the_next_as_user(
+    world: GitHubWorld, browser: aiohttp.ClientSession
+) -> None:
+    answer = await sign_in(world, browser, "github")
+    assert answer.startswith("200 ") and "Signed in" in answer
+    session = [c for c in browser.cookie_jar if c.key == "quorum_relay_session"]
+    assert session and session[0]["httponly"] and session[0]["samesite"] == "Strict"
+    assert world.github.seen[-3:] == ["authorize", "access_token", "user"]
+    account = await me(world, browser)
+    assert (account["provider"], account["subject"]) == ("github", "583231")
+    assert (account["name"], account["role"]) == ("The Octocat", "operator")
+
+    world.github.login_as = "hubot"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        assert (await sign_in(world, other, "github")).startswith("200 ")
+        account = await me(world, other)
+    # No display name at GitHub: the login stands in; the second account is a user.
+    assert (account["name"], account["role"], account["subject"]) == ("hubot", "user", "1000001")
+    world.github.login_as = "octocat"
+
+
+async def test_a_refused_code_and_a_forged_callback_sign_nobody_in(
+    world: GitHubWorld, browser: aiohttp.ClientSession
+) -> None:
+    answer = await sign_in(world, browser, "github-wrong")  # the relay has a wrong secret
+    assert answer.startswith("401 ") and "incorrect_client_credentials" in answer
+    assert not [c for c in browser.cookie_jar if c.key == "quorum_relay_session"]
+    # A callback this browser did not start (no pending sign-in, or another state).
+    async with browser.get(
+        world.relay.http + "/dashboard/signin/github/callback?code=abc&state=xyz"
+    ) as resp:
+        assert resp.status == 403 and "expired" in await resp.text()
+    async with browser.get(
+        world.relay.http + "/dashboard/signin/github", allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"].startswith(world.url)
+        assert "code_challenge_method=S256" in resp.headers["Location"]
+    async with browser.get(
+        world.relay.http + "/dashboard/signin/github/callback?code=abc&state=forged"
+    ) as resp:
+        assert resp.status == 403
+    assert not [c for c in browser.cookie_jar if c.key == "quorum_relay_session"]
+    assert world.github.client_secret not in world.relay.log.read_text()
