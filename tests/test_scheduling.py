@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import MakeRig, Rig
 from tests.fakes import FakeVLLM
-from tests.harness import timeout
+from tests.harness import timeout, wait_for
 
 MODEL = "Qwen/Qwen3-0.6B"
 
@@ -170,3 +170,36 @@ def test_aliases_are_listed_and_served(make_rig: MakeRig) -> None:
     (sent,) = vllm.requests_to("/v1/chat/completions")
     assert sent.json()["model"] == MODEL
     assert rig.client().models.retrieve("qwen").id == "qwen"
+
+
+def test_answers_teach_the_holders_speed_and_tokens_per_second(make_rig: MakeRig) -> None:
+    engine = FakeVLLM(chunks=8, chunk_delay=0.02)
+    rig = make_rig({"only": (engine, {})})
+    sched = rig.node.ctx.scheduler
+
+    def learned() -> tuple[int, float | None]:
+        entries = list(sched.health.holders.values())
+        return (entries[0].requests - entries[0].in_flight, entries[0].speed.tokens_per_s)
+
+    async def answered(n: int) -> None:
+        async def check() -> bool:
+            entries = list(sched.health.holders.values())
+            return bool(entries) and entries[0].in_flight == 0 and entries[0].requests >= n
+
+        await wait_for(check, 10)
+
+    # A stream without usage (no include_usage): the SDK hangs up at [DONE], before the
+    # stream's very end; the whole answer had reached it, so the holder's speed is
+    # learned, and its events are counted over the time after the first byte.
+    text, _ = chat(rig, "a b c d e f g h", stream=True)
+    assert text == "You said: a b c d e f g h"
+    rig.bg.run(answered(1))
+    (entry,) = sched.health.holders.values()
+    assert entry.last_ok is not None and entry.speed.base_s is not None
+    streamed = entry.speed.tokens_per_s
+    assert streamed is not None and 8 / 0.5 < streamed < 1000, streamed
+    assert 1 in entry.speed.firsts  # its time to first byte, per level
+    # A whole answer says its completion tokens in its usage.
+    chat(rig, "again")
+    rig.bg.run(answered(2))
+    assert learned()[1] != streamed

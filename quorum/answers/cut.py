@@ -61,6 +61,7 @@ class StreamCheck:
         self.finished = False  # a choice ended with a finish_reason
         self.done = False  # the engine said [DONE]
         self.withheld = False  # that [DONE] was held back: the answer was cut
+        self.events = 0  # data events passed, [DONE] included (about one a token)
 
     @property
     def cut(self) -> bool:
@@ -87,6 +88,7 @@ class StreamCheck:
 
     def _whole(self, events: bytes) -> bytes:
         # Plain substring tests first: most chunks hold neither (a few C-speed scans).
+        self.events += events.count(b"data:")
         done = _DONE.search(events) if b"[DONE]" in events else None
         before = events if done is None else events[: done.start()]
         if not self.finished and b'"finish_reason"' in before and _FINISHED.search(before):

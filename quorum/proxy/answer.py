@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
@@ -71,9 +71,11 @@ async def attempt(
     extra: dict[str, str],
     outbox: Outbox | None,
     foreign: Foreign | None = None,
+    on_load: Callable[[Load], None] | None = None,
 ) -> Attempt:
     """Try ``holder``; with ``foreign``, the engine speaks chat completions and its answer
-    is translated back into the client's API (:mod:`quorum.proxy.foreign`)."""
+    is translated back into the client's API (:mod:`quorum.proxy.foreign`). ``on_load``
+    gets a peer's load as soon as its answer's head came (it describes that moment)."""
     began = time.monotonic_ns()
     try:
         upstream = await opener(holder, method, path_qs, headers, payload)
@@ -84,6 +86,8 @@ async def attempt(
     except UpstreamFailed as err:
         return Attempt(Outcome.RESET if holder.route is Route.RELAY else Outcome.BAD_RESPONSE, err)
     load = None if holder.route is Route.LOCAL else parse_load(upstream.headers.get(LOAD_HEADER))
+    if load is not None and on_load is not None:
+        on_load(load)
     try:
         result = await _answer(sink, upstream, holder, ex, extra, outbox, foreign, began)
     finally:
@@ -173,9 +177,12 @@ async def _json_answer(
         if made is not None:
             parsed = made
             raw = json.dumps(made, ensure_ascii=False).encode()
+    usage = usage_from_object(parsed)
     if ex.scanner is not None:
-        ex.usage = usage_from_object(parsed)
+        ex.usage = usage
+    ex.tokens = None if usage is None else usage.completion_tokens
     await sink.whole(upstream.status, headers, raw)
+    ex.last_byte = time.perf_counter()
     return Attempt(Outcome.ANSWERED)
 
 
@@ -209,9 +216,15 @@ async def _stream_answer(
     ex.first_byte = time.perf_counter()
     scanner = ex.scanner if lines else None
     try:
-        await _pass(sink, first, chunks, check, scanner, holder)
+        await _pass(sink, first, chunks, check, scanner, holder, ex)
+        if ex.last_byte is None:  # no [DONE] (Ollama's lines, other bodies): at their end
+            ex.last_byte = time.perf_counter()
+            if check is not None:
+                ex.tokens = check.events
         if scanner is not None:
             ex.usage = scanner.close()
+            if ex.usage is not None and ex.usage.completion_tokens is not None:
+                ex.tokens = ex.usage.completion_tokens  # the stream said its count
             # Committed before the stream's end goes out: an answer the client got
             # always has its record, even if this node dies right after.
             if outbox is not None:
@@ -307,6 +320,9 @@ async def _translated_stream(
         ex.error = "answer_cut"
         outcome = Outcome.BROKEN_MID_ANSWER
     counts = translator.usage
+    if outcome is Outcome.ANSWERED:
+        ex.last_byte = time.perf_counter()
+        ex.tokens = None if counts is None else counts.output
     if ex.scanner is not None and counts is not None:
         ex.usage = Usage(counts.input, counts.output)
     if ex.scanner is not None and outbox is not None:
@@ -316,6 +332,13 @@ async def _translated_stream(
     return Attempt(outcome)
 
 
+def _whole_out(ex: Exchange, check: cuts.StreamCheck) -> None:
+    """A finished answer's ``[DONE]`` went out: the client has it all (an SDK hangs up
+    there, before the stream's very end); when, and about how many tokens (one an event)."""
+    ex.last_byte = time.perf_counter()
+    ex.tokens = max(0, check.events - 1)
+
+
 async def _pass(
     sink: Sink,
     first: bytes,
@@ -323,6 +346,7 @@ async def _pass(
     check: cuts.StreamCheck | None,
     scanner: SseUsageScanner | None,
     holder: Holder,
+    ex: Exchange,
 ) -> None:
     """Pass the body through (``check`` and ``scanner`` see what goes out); raise if cut."""
     if check is None and scanner is None:
@@ -334,12 +358,16 @@ async def _pass(
         if scanner is not None:
             scanner.feed(first)
         await sink.write(first)
+        if check is not None and check.done and check.finished:
+            _whole_out(ex, check)
     async for chunk in chunks:
         out = check.feed(chunk) if check is not None else chunk
         if out:
             if scanner is not None:
                 scanner.feed(out)
             await sink.write(out)
+            if check is not None and check.done and check.finished and ex.last_byte is None:
+                _whole_out(ex, check)
     if check is None:
         return
     rest = check.end()

@@ -243,16 +243,20 @@ async def _attempt(
             extra,
             ctx.outbox,
             translate,
+            None if holder.route is Route.LOCAL else lambda load: sched.report(holder, load),
         )
     except BaseException:
-        sched.abandon(holder, seq)  # the client went away (or a bug): not the holder's fault
+        ttfb = None if ex.first_byte is None else ex.first_byte - began
+        if ex.last_byte is not None:  # the client had the whole answer, then hung up
+            sched.finish(holder, True, ex.last_byte - began, ttfb, seq, ex.tokens)
+        else:
+            sched.abandon(holder, seq)  # the client went away (or a bug): not the holder's
         raise
     finally:
         gauge.dec()
     ttfb = None if ex.first_byte is None else ex.first_byte - began
-    if result.load is not None and holder.route is not Route.LOCAL:
-        sched.report(holder, result.load)
-    sched.finish(holder, not is_failure(result.outcome), time.perf_counter() - began, ttfb, seq)
+    ok = not is_failure(result.outcome)
+    sched.finish(holder, ok, time.perf_counter() - began, ttfb, seq, ex.tokens)
     return result
 
 

@@ -58,6 +58,8 @@ class Exchange:
     node: str = "-"
     status: int = 0
     first_byte: float | None = None
+    last_byte: float | None = None  # the whole answer had gone to the sink (perf_counter)
+    tokens: int | None = None  # completion tokens: the answer's count, or a stream's events
     error: str | None = None
     attempts: int = 0
     wall_start: float = 0.0

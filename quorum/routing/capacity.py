@@ -14,12 +14,22 @@ Rules (everything this node learns of a holder's capacity lives here):
   not wait: level 1's EWMA while known, else the fastest level known. It is
   kept for ``BASE_TTL_S`` after the last sample, longer than the levels, so a
   slow holder left idle is not tried afresh every half minute.
-- Learned slots (``Speed.slots``): the first level whose EWMA is over
-  ``SATURATED`` times the base means the engine queued the request behind
-  others, so it runs one fewer at once. None while no level is saturated
-  (the configured, published or default limit applies).
-- Tokens per second of streams (``Speed.tokens_per_s``): an EWMA over the
-  answers that reported their completion tokens.
+- Streams (an answer whose first byte came before ``STREAMED`` of its time)
+  also feed an EWMA of their time to the first byte per level
+  (``Speed.firsts``, same forgetting). A request that waited inside the
+  engine for a slot shows it there first: its whole time grows by the wait,
+  a share of the run that shrinks as slots grow (a fifth request on four
+  slots waits about a fifth of a run), while its first byte comes later by
+  all of it.
+- Learned slots (``Speed.slots``): the first level where the engine queued
+  the request behind others, so it runs one fewer at once: its whole-time
+  EWMA is over ``SATURATED`` times the base, or its first-byte EWMA is later
+  than the first level's by over ``QUEUED`` of the base run time. None
+  while no level is saturated (the configured, published or default limit
+  applies).
+- Tokens per second (``Speed.tokens_per_s``): an EWMA over the answers that
+  came with a count of their tokens, over the time after their first byte
+  for a stream (its generation), else over the whole time.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ MAX_LEVEL = 64
 LEVEL_TTL_S = 30.0
 BASE_TTL_S = 120.0
 SATURATED = 1.3
+QUEUED = 0.15
+STREAMED = 0.5
 
 _NO_LEVELS: Mapping[int, tuple[float, float]] = MappingProxyType({})
 
@@ -46,6 +58,8 @@ class Speed:
     base_at: float = 0.0  # when the base was last fed
     slots: int | None = None
     tokens_per_s: float | None = None
+    firsts: Mapping[int, tuple[float, float]] = field(default_factory=lambda: _NO_LEVELS)
+    """level -> (a stream's time to first byte, EWMA in seconds; when it was last fed)."""
 
 
 NO_SPEED = Speed()
@@ -55,6 +69,23 @@ def _ewma(old: float | None, sample: float, alpha: float) -> float:
     return sample if old is None else alpha * sample + (1 - alpha) * old
 
 
+def _fed(
+    entries: Mapping[int, tuple[float, float]],
+    level: int,
+    sample: float | None,
+    now: float,
+    alpha: float,
+    cap: int | None,
+) -> dict[int, tuple[float, float]]:
+    """``entries`` without the forgotten levels, and with ``sample`` fed at ``level``."""
+    cutoff, cap_cutoff = now - LEVEL_TTL_S, now - BASE_TTL_S
+    kept = {n: v for n, v in entries.items() if v[1] >= cutoff or (n == cap and v[1] >= cap_cutoff)}
+    if sample is not None:
+        old = kept.get(level)
+        kept[level] = (_ewma(None if old is None else old[0], sample, alpha), now)
+    return kept
+
+
 def learn(
     speed: Speed,
     level: int,
@@ -62,26 +93,33 @@ def learn(
     now: float,
     alpha: float,
     tokens: int | None = None,
+    ttfb_s: float | None = None,
 ) -> Speed:
-    """``speed`` after one successful answer that started at ``level`` and took ``latency_s``."""
+    """``speed`` after one successful answer that started at ``level`` and took ``latency_s``
+    (its first byte after ``ttfb_s``; ``tokens`` generated)."""
     level = min(max(level, 1), MAX_LEVEL)
-    cutoff, cap_cutoff = now - LEVEL_TTL_S, now - BASE_TTL_S
     cap = None if speed.slots is None else speed.slots + 1
-    levels = {
-        n: v for n, v in speed.levels.items() if v[1] >= cutoff or (n == cap and v[1] >= cap_cutoff)
-    }
-    old = levels.get(level)
-    levels[level] = (_ewma(None if old is None else old[0], latency_s, alpha), now)
+    streamed = ttfb_s is not None and 0 <= ttfb_s < STREAMED * latency_s
+    levels = _fed(speed.levels, level, latency_s, now, alpha, cap)
+    firsts = _fed(speed.firsts, level, ttfb_s if streamed else None, now, alpha, cap)
     base = levels[1][0] if 1 in levels else min(v[0] for v in levels.values())
+    first = (firsts[1] if 1 in firsts else min(firsts.values()))[0] if firsts else 0.0
     slots = None
-    for n in sorted(levels):
-        if n > 1 and levels[n][0] > SATURATED * base:
+    for n in sorted(levels.keys() | firsts.keys()):
+        if n == 1:
+            continue
+        slow = n in levels and levels[n][0] > SATURATED * base
+        late = n in firsts and firsts[n][0] - first > QUEUED * base
+        if slow or late:
             slots = n - 1
             break
     rate = speed.tokens_per_s
-    if tokens and latency_s > 0:
-        rate = _ewma(rate, tokens / latency_s, alpha)
-    return Speed(MappingProxyType(levels), base, now, slots, rate)
+    took = latency_s - ttfb_s if streamed and ttfb_s is not None else latency_s
+    if tokens and took > 0:
+        rate = _ewma(rate, tokens / took, alpha)
+    return Speed(
+        MappingProxyType(levels), base, now, slots, rate, MappingProxyType(firsts) or _NO_LEVELS
+    )
 
 
 def base_s(speed: Speed, now: float) -> float | None:

@@ -1,21 +1,27 @@
 """How long a request would take on a holder: wait + run + route + load (pure).
 
 Rules (everything that estimates a completion time lives here):
-- Slots (``slots_of``): the configured ``max_concurrency``, else what the
-  engine publishes (llama.cpp's total slots) or the peer announced
-  (``Holder.limit``), else what traffic taught (:mod:`.capacity`, never above
-  the default), else the engine's default (``DEFAULT_LIMITS``; a peer's:
-  ``REMOTE_LIMIT``).
-- Busy: the requests this node runs there, or, when more, what the engine or
-  the peer last reported running and queued (``Load``), weighted by the
+- Slots (``slots_of``): the holder's limit (:func:`.health.limit_of`): the
+  configured ``max_concurrency``, else what a local engine publishes
+  (llama.cpp's total slots), else what traffic taught (:mod:`.capacity`),
+  never above what the peer announced or the engine's default
+  (``DEFAULT_LIMITS``; a peer's: ``REMOTE_LIMIT``).
+- Busy: the requests this node runs there, plus the others' requests the
+  engine or the peer last reported running and queued (``Load``: its count
+  less this node's own requests there when the report came), weighted by the
   report's freshness: a report loses weight linearly and counts for nothing
-  after ``REPORT_TTL_S``.
+  after ``REPORT_TTL_S``. So this node's own finished requests never linger
+  as load in an old report.
 - Run: the latency learned at the level the request would start at; else the
   learned base run time; else the latency EWMA of answers that did not say
   their level (while fresh: ``HealthPolicy.stale_s``); else the run time the
   peer reported plus the route;
   else ``unknown_run_s`` (the caller passes the best known among the
-  candidates, so a new holder is tried rather than starved).
+  candidates, so a new holder is tried rather than starved). While a
+  request runs on such an unmeasured holder it counts one slot (unless
+  configured or published): the requests running there queue the next one,
+  so a burst at start is spread over the holders instead of piling onto one
+  that may turn out slow.
 - Wait: none while a slot is free; else the queue ahead drains through the
   slots at the base run time: ``(busy - slots + 1) * run / slots``.
 - Route: ``ROUTE_S`` (local nothing, LAN a few ms, relay tens of ms) when the
@@ -32,14 +38,7 @@ from dataclasses import dataclass
 
 from quorum.fleet import Holder, Load, Route
 from quorum.routing import capacity
-from quorum.routing.health import (
-    DEFAULT_LIMITS,
-    REMOTE_LIMIT,
-    Health,
-    HolderHealth,
-    Report,
-    key_of,
-)
+from quorum.routing.health import Health, HolderHealth, Report, key_of, limit_of
 
 ROUTE_S = {Route.LOCAL: 0.0, Route.LAN: 0.003, Route.RELAY: 0.03}
 LOAD_S = 10.0
@@ -67,15 +66,7 @@ class Estimate:
 
 def slots_of(health: Health, holder: Holder, now: float) -> int:
     """Requests this node lets run on ``holder`` at once (rules above)."""
-    key = key_of(holder)
-    configured = health.limits.get(key)
-    if configured:
-        return configured
-    if holder.limit:
-        return holder.limit
-    default = DEFAULT_LIMITS[holder.engine] if holder.route is Route.LOCAL else REMOTE_LIMIT
-    learned = capacity.learned_slots(health.get(key).speed, now)
-    return min(learned, default) if learned else default
+    return limit_of(health, holder, now)
 
 
 def report_weight(report: Report | None, now: float) -> float:
@@ -86,12 +77,13 @@ def report_weight(report: Report | None, now: float) -> float:
 
 
 def busy_of(entry: HolderHealth, report: Report | None, now: float) -> float:
-    """Requests running or queued on the holder, by this node's count or its last report."""
+    """Requests running or queued on the holder: this node's, and others' as last reported."""
     weight = report_weight(report, now)
     if report is None or weight == 0.0:
         return float(entry.in_flight)
     load: Load = report.load
-    return max(float(entry.in_flight), weight * (load.in_flight + load.queued))
+    others = max(0, load.in_flight + load.queued - report.own)
+    return entry.in_flight + weight * others
 
 
 def _learned_s(health: Health, entry: HolderHealth, now: float) -> float | None:
@@ -133,6 +125,9 @@ def estimate(
         if report is not None and report.load.service_s and report_weight(report, now) > 0:
             reported = report.load.service_s
         base = reported if reported is not None else unknown_run_s
+        told = holder.limit or health.limits.get(key)  # published or configured
+        if entry.in_flight and reported is None and not told:
+            slots = 1  # unmeasured: one at a time, until an answer shows its speed
     if busy < slots:
         wait = 0.0
         run = capacity.at_level(speed, int(busy) + 1, now) if learned else None

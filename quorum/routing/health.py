@@ -11,15 +11,19 @@ Rules (everything that changes a holder's health lives here):
   away, never below zero. A health probe of an idle engine holds a slot the
   same way (``reserved``, ``released``) and changes nothing else.
 - Concurrency limit (``limit_of``): what ``set_limits`` set for the key (from
-  config), else what the engine publishes or the peer announced
-  (``Holder.limit``), else, given ``now``, the slots its traffic showed
-  (:mod:`.capacity`, never above the default), else the engine's default
+  config), else what a local engine publishes (``Holder.limit``), else, given
+  ``now``, the slots its traffic showed (:mod:`.capacity`), never above what
+  the peer announced (``Holder.limit``: its presence comes every 30 s, its
+  answers show sooner that it runs fewer) or the engine's default
   (``DEFAULT_LIMITS``; a peer's holder: ``REMOTE_LIMIT``). A holder at its
   limit takes no request until one ends: the request waits at this node.
-- Speed: each success also feeds the holder's ``Speed`` with its latency at
-  the concurrency it started at (``level``), by :mod:`.capacity`'s rules.
+- Speed: each success also feeds the holder's ``Speed`` with its latency,
+  time to first byte and tokens at the concurrency it started at
+  (``level``), by :mod:`.capacity`'s rules.
 - Reports: ``reported`` keeps the last load a peer or an engine reported for
-  a holder, with when it was received; :mod:`.estimate` weighs it by age.
+  a holder, with when it was received and how many of this node's own
+  requests ran there then (the report counts them as well);
+  :mod:`.estimate` weighs the others' load by age.
 - Latency: EWMAs (``policy.ewma_alpha``) of the time to first byte and of the
   whole answer, fed by successful answers only. An EWMA that no success
   refreshed for ``policy.stale_s`` is stale: routing treats it as unknown and
@@ -130,10 +134,12 @@ class HolderHealth:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """The load last reported for a holder, and when (this node's clock) it arrived."""
+    """The load last reported for a holder, when (this node's clock) it arrived, and how
+    many of this node's own requests ran there then (the report counts them too)."""
 
     load: Load
     at: float
+    own: int = 0
 
 
 NEVER_USED = HolderHealth()
@@ -181,9 +187,10 @@ def limit_of(health: Health, holder: Holder, now: float | None = None) -> int:
     configured = health.limits.get(key)
     if configured:
         return configured
-    if holder.limit:
-        return holder.limit
-    default = DEFAULT_LIMITS[holder.engine] if holder.route is Route.LOCAL else REMOTE_LIMIT
+    local = holder.route is Route.LOCAL
+    if holder.limit and (local or now is None):
+        return holder.limit  # what a local engine publishes is what it runs at once
+    default = holder.limit or (DEFAULT_LIMITS[holder.engine] if local else REMOTE_LIMIT)
     if now is None:
         return default
     learned = capacity.learned_slots(health.get(key).speed, now)
@@ -292,7 +299,9 @@ def finished(
             last_ok=now,
             speed=entry.speed
             if level is None or latency_s is None
-            else capacity.learn(entry.speed, level, latency_s, now, policy.ewma_alpha, tokens),
+            else capacity.learn(
+                entry.speed, level, latency_s, now, policy.ewma_alpha, tokens, ttfb_s
+            ),
         )
         return _put(health, key, updated)
     failures = entry.consecutive_failures + 1
@@ -361,9 +370,10 @@ def set_limits(health: Health, limits: Mapping[HolderKey, int]) -> Health:
 
 
 def reported(health: Health, key: HolderKey, load: Load, at: float) -> Health:
-    """The same health with ``load`` as the holder's last report, received at ``at``."""
+    """The same health with ``load`` as the holder's last report, received at ``at``; the
+    requests this node runs there now are kept with it (they are inside its count)."""
     reports = _copy(health.reports)
-    reports[key] = Report(load, at)
+    reports[key] = Report(load, at, health.get(key).in_flight)
     return Health(
         health.holders, health.limits, health.seq, health.policy, MappingProxyType(reports)
     )

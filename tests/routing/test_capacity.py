@@ -7,6 +7,7 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,7 @@ from quorum.routing import (
     reported,
     started,
 )
-from quorum.routing.capacity import BASE_TTL_S, LEVEL_TTL_S, base_s, learned_slots
+from quorum.routing.capacity import BASE_TTL_S, LEVEL_TTL_S, Speed, base_s, learned_slots
 from quorum.routing.estimate import REPORT_TTL_S
 from tests.routing.helpers import holder, req, snap
 
@@ -65,6 +66,60 @@ def test_learning_keeps_its_values_in_range(samples: list[tuple[int, float]]) ->
     assert all(1 <= n <= 64 for n in speed.levels)
     slots = learned_slots(speed, float(len(samples)))
     assert slots is None or 1 <= slots < 64
+
+
+def _streams(speed: Speed, level: int, latency: float, first: float, times: int = 3) -> Speed:
+    for i in range(times):
+        speed = learn(speed, level, latency, 0.1 * i, 0.3, ttfb_s=first)
+    return speed
+
+
+def test_a_stream_that_waited_for_a_slot_shows_it_in_its_first_byte() -> None:
+    # Four slots of 0.2 s: a fifth stream waits about a fifth of a run. Its whole time
+    # (0.24 s) stays under 1.3x the base, but its first byte comes 40 ms later.
+    speed = NO_SPEED
+    for level in (1, 2, 3, 4):
+        speed = _streams(speed, level, 0.2, 0.02)
+    assert learned_slots(speed, 1.0) is None
+    assert learned_slots(_streams(speed, 5, 0.24, 0.06), 1.0) == 4
+    # The same whole times without a stream's first byte say nothing of a wait.
+    whole = NO_SPEED
+    for level, latency in ((1, 0.2), (2, 0.2), (3, 0.2), (4, 0.2), (5, 0.24)):
+        whole = learn(whole, level, latency, 0.0, 0.3, ttfb_s=latency)
+    assert learned_slots(whole, 1.0) is None
+    # A first byte a little later under load (prefill beside others) is no wait.
+    assert learned_slots(_streams(speed, 5, 0.21, 0.035), 1.0) is None
+
+
+@given(st.floats(0.05, 5), st.floats(0.0, 0.04), st.integers(2, 64))
+def test_streams_that_never_waited_never_cap_the_slots(run: float, jitter: float, top: int) -> None:
+    speed = NO_SPEED
+    for level in range(1, top + 1):
+        speed = _streams(speed, level, run, 0.1 * run + jitter * run)
+    assert learned_slots(speed, 1.0) is None
+
+
+def test_tokens_per_second_are_learned_over_the_generation() -> None:
+    streamed = learn(NO_SPEED, 1, 1.0, 0.0, 0.3, tokens=40, ttfb_s=0.2)
+    assert streamed.tokens_per_s == pytest.approx(50.0)  # 40 tokens after the first byte
+    whole = learn(NO_SPEED, 1, 1.0, 0.0, 0.3, tokens=40, ttfb_s=1.0)
+    assert whole.tokens_per_s == pytest.approx(40.0)
+    assert learn(NO_SPEED, 1, 1.0, 0.0, 0.3).tokens_per_s is None
+
+
+def test_an_unmeasured_holder_takes_one_request_before_its_speed_is_known() -> None:
+    a, b, c = holder(node="a"), holder(node="b"), holder(node="c")
+    health = started(Health(), key_of(a), 0.0)
+    # a runs one and has not answered: it counts as full, the others go first.
+    assert choose(snap(a, b, c), req(), health, 0.0)[-1] == a
+    health = started(started(health, key_of(b), 0.0), key_of(c), 0.0)
+    assert {e.slots for e in (estimate(health, h, 0.0) for h in (a, b, c))} == {1}
+    # Once a answered (0.5 s), its learned speed and the default slots count.
+    health = finished(health, key_of(a), 0.5, True, 0.5, level=1)
+    assert estimate(health, a, 0.5).slots == 8
+    # A holder whose engine publishes its slots is not held to one.
+    published = replace(holder(node="d"), limit=4)
+    assert estimate(started(Health(), key_of(published), 0.0), published, 0.0).slots == 4
 
 
 def _taught(h: Holder, latency: float, level: int = 1, now: float = 0.0) -> Health:
@@ -116,13 +171,37 @@ def test_a_peers_report_counts_for_less_as_it_ages() -> None:
     assert stale.run_s == 1.0  # the reported run time is gone with the report
 
 
+def test_a_report_of_this_nodes_own_requests_does_not_outlive_them() -> None:
+    lan = holder(node="b", route=Route.LAN)
+    key = key_of(lan)
+    health = started(started(Health(), key, 0.0), key, 0.0)
+    # The peer's answer says 2 run there: this node's own two, nobody else's.
+    health = reported(health, key, Load(in_flight=2, queued=0, service_s=0.25), 0.0)
+    assert estimate(health, lan, 0.0).busy == 2
+    health = finished(finished(health, key, 0.5, True, 0.5), key, 0.5, True, 0.5)
+    assert estimate(health, lan, 0.5).busy == 0  # they ended: the peer is idle
+    # Another node's 3 requests count on top of this node's own, for less as they age.
+    health = reported(started(health, key, 1.0), key, Load(4, 0, 0.25), 1.0)
+    assert estimate(health, lan, 1.0).busy == 4
+    assert estimate(health, lan, 1.0 + REPORT_TTL_S / 3).busy == 1 + 2
+
+
 def test_the_peers_announced_limit_and_configuration_come_before_learning() -> None:
     h = holder(engine=EngineKind.OPENAI)
     health = _taught(h, 1.0)
     health = finished(started(health, key_of(h), 0.0), key_of(h), 0.0, True, 3.0, level=2)
     assert limit_of(health, h, 0.0) == 1  # learned: level 2 waited
     assert limit_of(health, h) == 8  # without ``now``: the engine's default
-    assert limit_of(health, replace(h, limit=4), 0.0) == 4
+    assert limit_of(health, replace(h, limit=4), 0.0) == 4  # a local engine published it
+
+
+def test_a_peer_that_answers_as_if_it_ran_fewer_runs_fewer_before_it_says_so() -> None:
+    lan = replace(holder(node="b", route=Route.LAN), limit=8)  # its last presence said 8
+    health = _taught(lan, 0.25)
+    health = finished(started(health, key_of(lan), 0.0), key_of(lan), 0.0, True, 0.5, level=3)
+    assert limit_of(health, lan, 0.0) == 2  # the third waited over there
+    assert limit_of(health, lan) == 8
+    assert limit_of(health, replace(lan, limit=1), 0.0) == 1  # never above what it announced
 
 
 @given(st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6))
