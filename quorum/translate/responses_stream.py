@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from itertools import chain, repeat
 from typing import Any
 
 from .chat import Delta, Finish, Reasoning, Text, ToolArgs, ToolStart
@@ -116,13 +115,12 @@ class ResponsesStream(StreamTranslator):
             return super()._plains(reasoning, texts)
         before, between, after = self._delta_pieces(reasoning, index, quoted=True)
         self._texts[index].extend(texts)
-        begin = self._seq
+        seq = self._seq
         self._seq += len(texts)
-        # before seq between text after+before seq between text ...: joined in C.
-        numbers = map(str, range(begin, self._seq))
-        parts = zip(numbers, repeat(between), texts, repeat(after + before))
-        whole = "".join(chain.from_iterable(parts))
-        return (before + whole[: len(whole) - len(before)]).encode()
+        if len(texts) == 1:
+            return f"{before}{seq}{between}{texts[0]}{after}".encode()
+        numbered = zip(range(seq, self._seq), texts, strict=True)
+        return "".join([f"{before}{n}{between}{t}{after}" for n, t in numbered]).encode()
 
     def _delta_pieces(self, reasoning: bool, index: int, *, quoted: bool) -> tuple[str, ...]:
         """The text of this item's delta event before its sequence number, between that

@@ -39,17 +39,21 @@ _CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f]")  # control characters but the li
 class Shape:
     """A plain chunk's bytes around its text: ``reasoning`` says which kind of text."""
 
-    __slots__ = ("_quotes", "_run", "head", "reasoning", "tail")
+    __slots__ = ("_events", "_run", "head", "reasoning", "tail")
 
     def __init__(self, reasoning: bool, head: bytes, tail: bytes) -> None:
         self.reasoning, self.head, self.tail = reasoning, head, tail
         around = head + tail
-        self._quotes = around.count(b'"') + 2  # in one chunk of this shape
         # Runs of chunks are read at once only when nothing around the text is escaped
         # or a control character (a line break would make the joins ambiguous).
         clean = b"\\" not in around and b"\n" not in around and _CONTROL.search(around) is None
-        between = (b'"' + tail + b"\n" + head + b'"').decode()
-        self._run = (head + b'"', b'"' + tail, between) if clean else None
+        opened, closed = head + b'"', b'"' + tail
+        # (before the first text, between two texts, after the last): chunks joined by a
+        # line break (read_many), and SSE events (read_events)
+        run = (opened, (closed + b"\n" + opened).decode(), closed)
+        events = (b"data: " + opened, (closed + b"\n\ndata: " + opened).decode(), closed)
+        self._run = run if clean else None
+        self._events = events if clean else None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Shape):
@@ -88,6 +92,23 @@ class Shape:
         # backslashes and control characters, none of which a valid unescaped string holds.
         return text, literal
 
+    def read_events(self, whole: bytes) -> list[str] | None:
+        """The texts of SSE events (``data: `` lines, blank lines between them, none after
+        the last) that are all chunks of this shape, each text written without escapes;
+        else None. As :meth:`read_many` does, on the stream's own bytes: the split is at
+        what lies between two texts (a quote, the tail, a blank line, ``data: ``, the
+        head, a quote)."""
+        if self._events is None:
+            return None
+        head, between, tail = self._events
+        if not whole.startswith(head) or not whole.endswith(tail):
+            return None
+        try:
+            text = str(memoryview(whole)[len(head) : len(whole) - len(tail)], "utf-8")
+        except UnicodeDecodeError:
+            return None
+        return _clean(text.split(between))
+
     def read_many(self, payloads: list[bytes]) -> list[str] | None:
         """The texts of chunks that are all of this shape, each written in its chunk
         without escapes (so ``dumps`` writes it as itself in quotes); else None.
@@ -100,7 +121,7 @@ class Shape:
         head, one valid string with nothing to unescape, and the tail."""
         if self._run is None:
             return None
-        head, tail, between = self._run
+        head, between, tail = self._run
         joined = b"\n".join(payloads)
         if not joined.startswith(head) or not joined.endswith(tail):
             return None
@@ -108,16 +129,16 @@ class Shape:
             texts = joined[len(head) : len(joined) - len(tail)].decode().split(between)
         except UnicodeDecodeError:
             return None
-        every = "".join(texts)
-        if (
-            len(texts) != len(payloads)
-            or "" in texts
-            or not every.isprintable()  # no control character (nor a few rare others)
-            or '"' in every
-            or "\\" in every
-        ):
-            return None
-        return texts
+        return _clean(texts) if len(texts) == len(payloads) else None
+
+
+def _clean(texts: list[str]) -> list[str] | None:
+    """The texts, when none is empty or holds a quote, a backslash or a control character
+    (nor a few rare others: those chunks are left to the decoder)."""
+    every = texts[0] if len(texts) == 1 else "".join(texts)
+    if "" in texts or not every.isprintable() or '"' in every or "\\" in every:
+        return None
+    return texts
 
 
 def reasoning_of(delta: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from quorum.errors import UpstreamFailed
 
 MAX_EVENT = 16 << 20
+_LAST_DONE = b"\n\ndata: [DONE]"
 _DECODER = json.JSONDecoder()
 
 
@@ -40,15 +41,16 @@ class ChatSseDecoder:
         self._buf = b""  # the event not ended yet
         self.done = False  # the engine said data: [DONE]
 
-    def payloads(self, data: bytes) -> list[bytes]:
-        """The data of every event this read ends, in order (none after ``[DONE]``)."""
+    def cut(self, data: bytes) -> bytes:
+        """The events this read ends, whole, without the blank line after the last (empty
+        when it ends none); the rest is kept for the next read. Lines end in ``\\n``."""
         buf = self._buf
         if buf:
             if b"\n" not in data:  # no line ends here, so no event does
                 self._buf = buf = buf + data
                 if len(buf) > MAX_EVENT:
                     raise UpstreamFailed("The engine sent a stream event over 16 MiB.")
-                return []
+                return b""
             data = buf + data
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
@@ -56,15 +58,26 @@ class ChatSseDecoder:
         self._buf = rest = data[end + 2 :] if end >= 0 else data
         if len(rest) > MAX_EVENT:
             raise UpstreamFailed("The engine sent a stream event over 16 MiB.")
-        if end < 0 or self.done:
+        return data[:end] if end > 0 else b""
+
+    def events(self, whole: bytes) -> list[bytes]:
+        """The data of every event in ``whole`` (from :meth:`cut`), in order, none after
+        ``[DONE]``."""
+        if not whole or self.done:
             return []
         # The usual read: every event one "data: {" line (each line break is in a
-        # separator before one), so the payloads are what lies between the separators.
-        count = data.count(b"\n\ndata: {", 0, end)
-        if data.startswith(b"data: {") and data.count(b"\n", 0, end) == 2 * count:
-            return data[6:end].split(b"\n\ndata: ")
+        # separator before one), so the payloads are what lies between the separators;
+        # the last read of a stream usually ends with [DONE].
+        done = whole.endswith(_LAST_DONE)
+        if done:
+            whole = whole[: -len(_LAST_DONE)]
+        if whole.startswith(b"data: {") and whole.count(b"\n") == 2 * whole.count(b"\n\ndata: {"):
+            self.done = done
+            return whole[6:].split(b"\n\ndata: ")
+        if done:
+            whole += _LAST_DONE
         out: list[bytes] = []
-        for event in data[:end].split(b"\n\n"):
+        for event in whole.split(b"\n\n"):
             if event[:6] == b"data: " and b"\n" not in event:
                 payload: bytes | None = event[6:]  # one data line
             else:
@@ -72,6 +85,10 @@ class ChatSseDecoder:
             if payload is not None and self._take(payload, out):
                 break
         return out
+
+    def payloads(self, data: bytes) -> list[bytes]:
+        """The data of every event this read ends, in order (none after ``[DONE]``)."""
+        return self.events(self.cut(data))
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """The chunk objects of every event this read ends."""

@@ -57,11 +57,18 @@ class StreamTranslator(ABC):
         """The engine's stream bytes (any split) -> this API's stream bytes."""
         if self.closed:
             return b""
+        decoder = self._decoder
         try:
-            payloads = self._decoder.payloads(data)
+            whole = decoder.cut(data)
         except UpstreamFailed as exc:
             return self.fail(exc.message)
-        return self._read(payloads)
+        shape = self._shape
+        if shape is not None and whole and not decoder.done:
+            texts = shape.read_events(whole)  # the usual read: tokens, all of one shape
+            if texts is not None:
+                self._misses = 0
+                return self._plains(shape.reasoning, texts)
+        return self._read(decoder.events(whole))
 
     def _read(self, payloads: list[bytes]) -> bytes:
         """Events' data: plain chunks of the learned shape are read without decoding them

@@ -195,3 +195,11 @@ def test_decoder_reads_the_usual_reads_and_the_others_alike() -> None:
     assert decoder.payloads(odd) == events[:3] and decoder.done
     assert decoder.payloads(plain) == []
     assert [decode(p) for p in events] == ChatSseDecoder().feed(plain)
+
+
+def test_decoder_takes_the_usual_last_read_whole_and_stops_at_its_done() -> None:
+    events = [json.dumps(chunk(content=str(i))).encode() for i in range(3)]
+    last = b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    decoder = ChatSseDecoder()
+    assert decoder.payloads(last) == events and decoder.done
+    assert decoder.payloads(b"data: " + events[0] + b"\n\n") == []
