@@ -12,6 +12,9 @@ Shapes follow ggml-org/llama.cpp ``tools/server`` (server.cpp / server-context.c
 - errors ``{"error": {"code", "message", "type"}}`` (``server_error``, ``not_found_error``,
   ``invalid_request_error``, ``unavailable_error``); unknown paths 404 ``File Not Found``;
   while loading, every route answers 503 ``Loading model``;
+- ``/apply-template`` renders ``messages`` with the model's template (``{"prompt"}``) and
+  ``/tokenize`` turns ``content`` into token ids (``add_special``, ``parse_special``,
+  ``with_pieces``), as the server's own routes do;
 - ``/health`` ``{"status": "ok"}``; ``/props`` default_generation_settings, total_slots,
   model_alias, model_path, modalities, chat_template, build_info;
 - capacity: ``--parallel`` slots (``total_slots``; ``-np -1``, the default of recent
@@ -30,13 +33,21 @@ Shapes follow ggml-org/llama.cpp ``tools/server`` (server.cpp / server-context.c
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, ClassVar
 
 from aiohttp import web
 
 from ._core import Handler, ModelSpec
-from ._openai import MIXED_ALNUM, Generation, JSONDict, OpenAICompatEngine, random_alnum
+from ._openai import (
+    MIXED_ALNUM,
+    Generation,
+    JSONDict,
+    OpenAICompatEngine,
+    content_text,
+    random_alnum,
+)
 from ._slots import SlotPool
 
 ERROR_TYPES = {
@@ -48,6 +59,8 @@ ERROR_TYPES = {
     503: "unavailable_error",
 }
 LLAMA_JSON = "application/json; charset=utf-8"
+SPECIAL = re.compile(r"<start_of_turn>|<end_of_turn>|[^\s<]+|<")  # special tokens, words
+WORD = re.compile(r"\S+")
 
 
 class FakeLlamaCpp(OpenAICompatEngine):
@@ -109,8 +122,48 @@ class FakeLlamaCpp(OpenAICompatEngine):
             app.router.add_post(f"{prefix}/completions", self.handle_completions)
             app.router.add_post(f"{prefix}/embeddings", self.handle_embeddings)
         app.router.add_get("/v1/models", self.handle_models)
+        app.router.add_post("/apply-template", self.handle_apply_template)
+        app.router.add_post("/tokenize", self.handle_tokenize)
         app.router.add_route("*", "/{tail:.*}", self.handle_unknown)
         return app
+
+    async def handle_apply_template(self, request: web.Request) -> web.StreamResponse:
+        """``POST /apply-template``: the chat's ``messages`` through the model's template
+        (Gemma's turns), ending with the generation prompt: ``{"prompt"}``."""
+        body = await self.read_json(request)
+        if isinstance(body, web.Response):
+            return body
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self.error_response(request, 400, "'messages' is required")
+        turns = []
+        for m in messages:
+            if not isinstance(m, dict):
+                return self.error_response(request, 400, "each message must be an object")
+            role = {"assistant": "model"}.get(str(m.get("role")), str(m.get("role")))
+            turns.append(f"<start_of_turn>{role}\n{content_text(m.get('content'))}<end_of_turn>\n")
+        return self.json_body({"prompt": "".join(turns) + "<start_of_turn>model\n"})
+
+    async def handle_tokenize(self, request: web.Request) -> web.StreamResponse:
+        """``POST /tokenize``: ``content`` to token ids; ``add_special`` (default false)
+        puts the BOS first, ``parse_special`` (default true) reads ``<start_of_turn>`` and
+        ``<end_of_turn>`` as one token each, ``with_pieces`` gives ``{id, piece}``s. The
+        fake's other tokens are words."""
+        body = await self.read_json(request)
+        if isinstance(body, web.Response):
+            return body
+        content = body.get("content")
+        if not isinstance(content, str):
+            return self.error_response(request, 400, "'content' must be a string")
+        special = body.get("parse_special", True) is not False
+        pieces = (SPECIAL if special else WORD).findall(content)
+        if body.get("add_special") is True:
+            pieces.insert(0, "<bos>")
+        ids = [2 if p == "<bos>" else 100 + len(p) for p in pieces]
+        if body.get("with_pieces") is True:
+            pairs = zip(ids, pieces, strict=True)
+            return self.json_body({"tokens": [{"id": i, "piece": p} for i, p in pairs]})
+        return self.json_body({"tokens": ids})
 
     async def _apply_mode(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.loading:

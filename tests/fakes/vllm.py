@@ -15,6 +15,8 @@ Shapes follow vllm-project/vllm ``vllm/entrypoints/openai``:
   ``{"text", "usage": {"type": "duration", "seconds"}}`` (translations: no usage);
   verbose_json has ``duration`` as a *string*, ``segments`` and ``words: null``;
   ``stream=true`` answers ``transcription.chunk`` SSE.
+``POST /tokenize`` (``serve/tokenize``) counts a ``prompt`` or chat ``messages`` (the chat
+template applied): ``{count, max_model_len, tokens, token_strs}``.
 ``/health`` answers 200 with an empty body, ``/version`` ``{"version"}``; unknown paths get
 FastAPI's ``{"detail": "Not Found"}``. A model serves one task family (``tasks``):
 ``generate`` (chat, completions), ``embed`` (embeddings) or ``transcription`` (audio).
@@ -50,6 +52,7 @@ from ._openai import (
     JSONDict,
     OpenAICompatEngine,
     TranscriptionRequest,
+    content_text,
     parse_transcription,
     segment_tokens,
     segments_for,
@@ -127,8 +130,36 @@ class FakeVLLM(OpenAICompatEngine):
         app.router.add_post("/v1/audio/transcriptions", self.handle_transcriptions)
         app.router.add_post("/v1/audio/translations", self.handle_translations)
         add_native_routes(self, app, self.native_apis)
+        app.router.add_post("/tokenize", self.handle_tokenize)
         app.router.add_route("*", "/{tail:.*}", self.handle_unknown)
         return app
+
+    async def handle_tokenize(self, request: web.Request) -> web.StreamResponse:
+        """``POST /tokenize`` (``serve/tokenize``): a ``prompt``, or chat ``messages`` put
+        through the model's chat template (``add_generation_prompt`` true by default);
+        ``{count, max_model_len, tokens, token_strs}``. The fake's template adds no token,
+        and a token is a word, as its chat answers count them."""
+        body = await self.read_json(request)
+        if isinstance(body, web.Response):
+            return body
+        model = self.resolve_model(request, body.get("model"), "chat")
+        if isinstance(model, web.Response):
+            return model
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            if body.get("continue_final_message") and body.get("add_generation_prompt", True):
+                message = "Cannot set both `continue_final_message` and `add_generation_prompt`"
+                return self.error_body(400, message + " to True.")
+            texts = [content_text(m.get("content")) for m in messages if isinstance(m, dict)]
+        elif isinstance(body.get("prompt"), str):
+            texts = [body["prompt"]]
+        else:
+            return self.error_body(400, "Field required: prompt or messages")
+        words = [w for t in texts for w in t.split()]
+        strs = words if body.get("return_token_strs") else None
+        tokens = [1000 + len(w) for w in words]
+        answer = {"count": len(tokens), "max_model_len": self.max_model_len, "tokens": tokens}
+        return self.json_body({**answer, "token_strs": strs})
 
     async def handle_health(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)
