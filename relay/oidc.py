@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -211,44 +210,33 @@ class OidcProvider:
             self._keys = keys
         return KeySet.import_key_set(self._keys)  # type: ignore[arg-type]
 
-    async def _id_token(self, raw: str, access_token: str | None, nonce: str) -> Mapping[str, Any]:
+    async def _id_token(self, raw: str, access_token: str | None, nonce: str) -> dict[str, Any]:
         meta = await self.metadata()
         offered = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
         algorithms = [a for a in offered if a in ASYMMETRIC] or ["RS256"]
-        registry = JWSRegistry(algorithms=algorithms, strict_check_header=False)
         try:
             try:
-                token = jwt.decode(raw, await self._key_set(), registry=registry)
+                token = decode_id_token(raw, await self._key_set(), algorithms)
             except JoseError:  # perhaps a key rotated in since: fetch the set once more
-                token = jwt.decode(raw, await self._key_set(refresh=True), registry=registry)
-            params: dict[str, Any] = {"nonce": nonce, "client_id": self.client_id}
-            if access_token:
-                params["access_token"] = access_token
-            claims = CodeIDToken(
-                token.claims,
-                token.header,
-                {
-                    "iss": {"essential": True, "value": self.issuer},
-                    "aud": {"essential": True, "value": self.client_id},
-                    "nonce": {"essential": True, "value": nonce},
-                },
-                params,
-            )
-            claims.validate(leeway=LEEWAY_S)
+                token = decode_id_token(raw, await self._key_set(refresh=True), algorithms)
         except (JoseError, ValueError) as exc:
             raise Unauthorized(
                 f"The sign-in provider's ID token did not check out ({exc}).",
                 code="signin_failed",
             ) from None
-        return dict(claims)
+        return check_claims(
+            token,
+            issuer=self.issuer,
+            client_id=self.client_id,
+            nonce=nonce,
+            access_token=access_token,
+        )
 
     async def finish(self, pending: Pending, code: str) -> Identity:
         token = await self._token(pending, code)
         access = token.get("access_token")
-        claims = dict(
-            await self._id_token(
-                token["id_token"], access if isinstance(access, str) else None, pending.nonce
-            )
+        claims = await self._id_token(
+            token["id_token"], access if isinstance(access, str) else None, pending.nonce
         )
         meta = await self.metadata()
         if ("name" not in claims or "email" not in claims) and (
@@ -338,6 +326,49 @@ class GitHubProvider:
         email = user.get("email") if isinstance(user.get("email"), str) else None
         name = user.get("name") or user.get("login") or str(user["id"])
         return Identity(self.name, str(user["id"]), str(name)[:200], email, False)
+
+
+def decode_id_token(raw: str, keys: KeySet, algorithms: list[str]) -> jwt.Token:
+    """The ID token, once its signature holds by one of ``keys`` with one of ``algorithms``
+    (never ``none``, never a symmetric one); JoseError otherwise."""
+    allowed = [a for a in algorithms if a in ASYMMETRIC]
+    registry = JWSRegistry(algorithms=allowed or ["RS256"], strict_check_header=False)
+    return jwt.decode(raw, keys, registry=registry)
+
+
+def check_claims(
+    token: jwt.Token,
+    *,
+    issuer: str,
+    client_id: str,
+    nonce: str,
+    access_token: str | None,
+    now: int | None = None,
+) -> dict[str, Any]:
+    """The ID token's claims once they hold (OpenID Connect Core 3.1.3.7): ``iss`` is the
+    issuer, ``aud`` holds the client id (``azp`` names it if present), ``exp`` is to come
+    (``iat`` and ``nbf`` not), ``nonce`` is ours, ``at_hash`` fits the access token.
+    Unauthorized otherwise. Pure: ``now`` defaults to the clock."""
+    params: dict[str, Any] = {"nonce": nonce, "client_id": client_id}
+    if access_token:
+        params["access_token"] = access_token
+    claims = CodeIDToken(
+        token.claims,
+        token.header,
+        {
+            "iss": {"essential": True, "value": issuer},
+            "aud": {"essential": True, "value": client_id},
+            "nonce": {"essential": True, "value": nonce},
+        },
+        params,
+    )
+    try:
+        claims.validate(now=now, leeway=LEEWAY_S)
+    except (JoseError, ValueError) as exc:
+        raise Unauthorized(
+            f"The sign-in provider's ID token did not check out ({exc}).", code="signin_failed"
+        ) from None
+    return dict(claims)
 
 
 def make_provider(
