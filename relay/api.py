@@ -187,10 +187,7 @@ async def remove_node(request: web.Request) -> web.Response:
     node_id = request.match_info["node"]
     result = await _run(_ops(request).remove_node, request.query.get("cluster") or "", node_id)
     state = request.app[STATE]
-    hub = state.hub
-    hub.bound.add((result["cluster_id"], node_id))
-    hub.drop(result["cluster_id"], node_id, "this node was removed from the cluster")
-    await revocation.sweep(state.store, hub)  # its key under any other id too
+    await revocation.removed(state.store, state.hub, result["cluster_id"], node_id)
     log.info("node %s of cluster %s removed through the API", node_id, result["cluster"])
     return web.json_response(result)
 

@@ -336,6 +336,10 @@ async def require_node(request: web.Request) -> Cluster:
             now=time.time(),
         )
         if binding in (Binding.OTHER, Binding.REMOVED):
+            why = "another key than the one bound" if binding is Binding.OTHER else "removed"
+            state.hub.refusals.add(
+                cluster.id, joiner.node_id, joiner.fingerprint, address(request), why
+            )
             raise Forbidden(
                 "This node id is bound to another key, or this node was removed.",
                 code="node_key_refused",

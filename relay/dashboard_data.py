@@ -1,8 +1,10 @@
 """What the dashboard shows, as JSON built by pure functions from the store's values.
 
 One ``snapshot`` holds every page: the fleet (each node of each cluster), the
-models with their holders, the API keys (never a key, only its prefix), and
-one cluster's usage over a time window, in buckets, by model, node and key.
+node connections refused lately (a node id with another key than its own, a
+removed node's key), the models with their holders, the API keys (never a key,
+only its prefix), and one cluster's usage over a time window, in buckets, by
+model, node and key.
 The relay's live tunnels (``LinkView``) are read on the event loop by the
 caller; the store's rows in a worker thread; this module only combines them.
 
@@ -26,6 +28,7 @@ from typing import Any
 from quorum.protocol import ModelInfo, RequestUsage
 from relay.admin import cluster_json, key_json
 from relay.presence import is_online
+from relay.refusals import Refusal
 from relay.store import ApiKey, Cluster, NodeSeen, UsagePoint
 
 JSON = dict[str, Any]
@@ -361,6 +364,27 @@ def usage(
     }
 
 
+def refused(refusals: Sequence[Refusal], clusters: Sequence[Cluster], now: float) -> list[JSON]:
+    """Node connections refused lately (``relay.refusals``), most recent first: which node
+    id, with which key (its fingerprint; None: no certificate), from where, when, how often."""
+    names = {c.id: c.name for c in clusters}
+    return [
+        {
+            "cluster": names.get(r.cluster_id, "?"),
+            "cluster_id": r.cluster_id,
+            "node_id": r.node_id,
+            "fingerprint": r.fingerprint,
+            "remote": r.remote,
+            "why": r.why,
+            "count": r.count,
+            "first_at": r.first_at,
+            "last_at": r.last_at,
+            "last_s_ago": round(max(0.0, now - r.last_at), 1),
+        }
+        for r in refusals
+    ]
+
+
 def snapshot(
     *,
     clusters: Sequence[Cluster],
@@ -369,6 +393,7 @@ def snapshot(
     keys_: Sequence[ApiKey],
     usage_of: JSON | None,
     now: float,
+    refusals: Sequence[Refusal] = (),
 ) -> JSON:
     rows = fleet(clusters, seen, links, now)
     return {
@@ -378,6 +403,7 @@ def snapshot(
         "models": models(rows, seen, links),
         "keys": keys(keys_, clusters, now),
         "usage": usage_of,
+        "refused": refused(refusals, clusters, now),
     }
 
 
@@ -393,5 +419,8 @@ def without_clocks(snap: Mapping[str, Any]) -> JSON:
             else {k: v for k, v in row["route"].items() if k != "connected_s"},
         }
         for row in snap.get("fleet", ())
+    ]
+    out["refused"] = [
+        {k: v for k, v in row.items() if k != "last_s_ago"} for row in snap.get("refused", ())
     ]
     return out

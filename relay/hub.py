@@ -47,6 +47,7 @@ from quorum.protocol import (
 )
 from relay.local import LocalStream
 from relay.pipes import Pipe
+from relay.refusals import Refusals
 
 log = logging.getLogger("relay.hub")
 
@@ -101,6 +102,7 @@ class Hub:
         self._links: dict[tuple[str, str], Link] = {}
         self.bound: set[tuple[str, str]] = set()
         self.refused_ids = 0  # hellos refused: a node id another key owns, or not its own
+        self.refusals = Refusals(clock)  # refused joins, for the dashboard (bounded)
         # (cluster, node id) pairs bound to a key: no connection without a proof may use them.
         self._all: set[Link] = set()
         self._pipes: set[Pipe] = set()
@@ -215,6 +217,7 @@ class Hub:
             why = "this node id is bound to a key: only a connection proving it may use it"
         if why is not None:
             self.refused_ids += 1
+            self.refusals.add(link.cluster_id, node_id, link.fingerprint, link.remote, why)
             log.warning("refused node id %s from %s: %s", node_id, link.remote, why)
             link.pump.send_goaway(GoAwayReason.PROTOCOL_ERROR, why)
             self._spawn(_close_after(link, 0.0), "relay-close-refused")

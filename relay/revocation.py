@@ -72,6 +72,14 @@ async def sweep(store: Store, hub: Hub) -> int:
     return closed
 
 
+async def removed(store: Store, hub: Hub, cluster_id: str, node_id: str) -> None:
+    """A node was just removed: no connection without a proof may use its id, its tunnel
+    is closed now, and so is any other tunnel with its key (under another id)."""
+    hub.bound.add((cluster_id, node_id))
+    hub.drop(cluster_id, node_id, "this node was removed from the cluster")
+    await sweep(store, hub)
+
+
 async def run(store: Store, hub: Hub, period_s: float = SWEEP_S) -> None:
     """Sweep every ``period_s`` until cancelled; a failed read is logged and retried."""
     while True:

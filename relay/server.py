@@ -30,7 +30,7 @@ from quorum.protocol import MAX_FRAME_SIZE
 from quorum.ratelimit import FailureLimiter
 from quorum.secure.cluster import token_ca_id
 from quorum.secure.join import JoinRefused
-from relay import api, dashboard, public, revocation
+from relay import api, dashboard, dashboard_nodes, public, revocation
 from relay.context import (
     STATE,
     Counters,
@@ -79,14 +79,18 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
             store.bind_node_key, cluster.id, joiner.node_id, joiner.fingerprint, now=now
         )
         if binding in (Binding.OTHER, Binding.REMOVED):
+            why = (
+                "another key than the one bound to this node id"
+                if binding is Binding.OTHER
+                else "the key of a removed node"
+            )
+            hub.refusals.add(cluster.id, joiner.node_id, joiner.fingerprint, remote, why)
             log.warning(
                 "refused node %s of cluster %s from %s: %s",
                 joiner.node_id,
                 cluster.name,
                 remote,
-                "another key than the one bound to this node id"
-                if binding is Binding.OTHER
-                else "the key of a removed node",
+                why,
             )
             return _error(
                 403,
@@ -222,6 +226,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     dashboard.add_routes(app)
+    dashboard_nodes.add_routes(app)
     api.add_routes(app)
     public.add_routes(app)
     return app
