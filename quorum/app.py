@@ -35,10 +35,19 @@ from quorum.discovery import (
 from quorum.discovery.peers import PeerTracker, tls_fetch
 from quorum.engines import embedded
 from quorum.engines.base import ServiceState, make_http_get
+from quorum.engines.capacity import EngineLoad
 from quorum.engines.embedded import EmbeddedEngine
 from quorum.engines.manager import EngineManager
 from quorum.errors import DiscoveryError, EmbeddedEngineError, Forbidden, QuorumError
-from quorum.fleet import FleetEvent, FleetSnapshot, Holder, LocalHoldersChanged, Route, apply
+from quorum.fleet import (
+    FleetEvent,
+    FleetSnapshot,
+    Holder,
+    Load,
+    LocalHoldersChanged,
+    Route,
+    apply,
+)
 from quorum.http import socket_factory
 from quorum.keys import Credentials, KeyVerifier, relay_http_base
 from quorum.netguard import GuardedSite
@@ -219,7 +228,12 @@ class Node:
             await self._serve(ctx)
             get = make_http_get(session)
             manager = EngineManager(
-                cfg.all_services(), self._autodetect(), get, self._on_services, _ProbeGate(ctx)
+                cfg.all_services(),
+                self._autodetect(),
+                get,
+                self._on_services,
+                _ProbeGate(ctx),
+                on_load=self._on_engine_load,
             )
             await manager.refresh()
             await self._maybe_embedded(manager)
@@ -420,6 +434,11 @@ class Node:
             if s.max_concurrency
         }
         ctx.scheduler.fleet_changed(ctx.snapshot, limits)
+
+    def _on_engine_load(self, service: str, load: EngineLoad) -> None:
+        """A local engine published its load (every client's requests, running and queued)."""
+        key = (self.ctx.node_id, service, Route.LOCAL)
+        self.ctx.scheduler.engine_reported(key, Load(load.running, load.queued))
 
     def _on_services(self, states: tuple[ServiceState, ...]) -> None:
         ctx = self.ctx

@@ -45,13 +45,15 @@ class ServiceState:
 
 
 class Response:
-    """What an adapter needs of an HTTP answer: the status and the parsed JSON, if any."""
+    """What an adapter needs of an HTTP answer: the status and the parsed JSON, if any
+    (``text``: the body as text when it is not JSON, such as Prometheus metrics)."""
 
-    __slots__ = ("json", "status")
+    __slots__ = ("json", "status", "text")
 
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: Any, text: str = "") -> None:
         self.status = status
         self.json = body
+        self.text = text
 
     @property
     def ok(self) -> bool:
@@ -80,12 +82,13 @@ def make_http_get(session: aiohttp.ClientSession, timeout_s: float = 3.0) -> Htt
             async with session.get(url, headers=dict(headers), timeout=timeout) as resp:
                 raw = await resp.read()
                 body: Any = None
+                text = ""
                 if raw:
                     try:
                         body = json.loads(raw)
                     except ValueError:
-                        body = None
-                return Response(resp.status, body)
+                        text = raw.decode("utf-8", "replace")
+                return Response(resp.status, body, text)
         except aiohttp.ClientConnectorError as exc:
             raise EngineDown(f"connection refused at {url}: {exc.os_error}") from None
         except TimeoutError:

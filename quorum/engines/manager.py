@@ -13,7 +13,9 @@ engines queue the probe behind a long answer. A probe of an idle service
 holds one of its slots, like a request, so nothing starts beside it. A probe
 that a service which was up leaves unanswered (``EngineSilent``) means busy,
 not down: it stays up, and real traffic decides. An engine is identified once
-per address, so each refresh costs it one request.
+per address, so each refresh costs it one request (and, for vLLM and
+llama.cpp, one read of its ``/metrics``: the load it publishes, handed to
+``on_load`` by service name after each refresh; :mod:`.capacity`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 from quorum.config.models import AutodetectSection, EngineKind, ServiceConfig, ServiceType
 from quorum.engines import ollama, openai_compat
 from quorum.engines.base import HttpGet, ModelEntry, ServiceState, auth_headers, root_url
-from quorum.engines.capacity import read_slots
+from quorum.engines.capacity import EngineLoad, read_load, read_slots
 from quorum.engines.detect import identify
 from quorum.errors import EngineDown, EngineError, EngineSilent
 
@@ -88,8 +90,11 @@ class EngineManager:
         get: HttpGet,
         on_change: Callable[[tuple[ServiceState, ...]], None],
         gate: ProbeGate | None = None,
+        on_load: Callable[[str, EngineLoad], None] | None = None,
     ) -> None:
         self._services = services
+        self._on_load = on_load
+        self._loads: dict[str, EngineLoad] = {}  # read this refresh, by service root
         self._gate: ProbeGate = gate if gate is not None else _Open()
         self._root_kinds: dict[str, EngineKind] = {}  # identified engine per detected root
         self._autodetect = autodetect
@@ -125,12 +130,28 @@ class EngineManager:
                 for t in self._autodetect.targets
                 if root_url(t.url) not in configured_roots
             ]
+        self._loads = {}
         found = await asyncio.gather(*jobs)
         states = tuple(s for s in found if s is not None)
         if self._embedded is not None:
             states += (self._embedded,)
         self._publish(_unique_names(states))
+        if self._on_load is not None:
+            for state in self.states:
+                load = self._loads.get(state.root)
+                if load is not None:
+                    self._on_load(state.name, load)
         return self.states
+
+    async def _read(self, root: str, headers: dict[str, str], engine: EngineKind) -> int | None:
+        """What the engine publishes of its capacity (its slots; its load, kept for
+        ``on_load``), asked while the probe holds its slot."""
+        slots = await read_slots(self._get, root, headers, engine)
+        if self._on_load is not None:
+            load = await read_load(self._get, root, headers, engine)
+            if load is not None:
+                self._loads[root] = load
+        return slots
 
     def _publish(self, states: tuple[ServiceState, ...]) -> None:
         if states == self.states:
@@ -179,7 +200,7 @@ class EngineManager:
                     raise
                 listed = ()  # it answers but lists nothing we understand: trust the manifest
             models = _configured_models(cfg, listed) if cfg.models else listed
-            slots = await read_slots(self._get, root, auth_headers(cfg.api_key), engine)
+            slots = await self._read(root, auth_headers(cfg.api_key), engine)
             return replace(base, engine=engine, models=models, up=True, slots=slots)
         except EngineSilent:
             if previous is not None and previous.up:
@@ -199,7 +220,7 @@ class EngineManager:
                 engine = await identify(self._get, root, {}, hint)
                 self._root_kinds[root] = engine
             models = await list_models(self._get, root, engine, ServiceType.LLM, None)
-            slots = await read_slots(self._get, root, {}, engine)
+            slots = await self._read(root, {}, engine)
         except EngineSilent:
             return previous  # it took the connection: busy if it was up, else not there yet
         except EngineError:

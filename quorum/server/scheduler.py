@@ -336,6 +336,11 @@ class Scheduler:
         """A peer's answer said how loaded its service is now."""
         self.health = reported(self.health, key_of(holder), load, self.clock())
 
+    def engine_reported(self, key: HolderKey, load: Load) -> None:
+        """A local engine published its load (its ``/metrics``), others' requests included."""
+        self.health = reported(self.health, key, load, self.clock())
+        self._pump_all()
+
     # -- health probes of local engines --------------------------------------
 
     def reserve_probe(self, key: HolderKey) -> bool:

@@ -23,7 +23,9 @@ FastAPI's ``{"detail": "Not Found"}``. A model serves one task family (``tasks``
 
 Capacity: the scheduler runs up to ``--max-num-seqs`` requests at once (``max_num_seqs``,
 256 -- the V1 default for ``vllm serve``; some large GPUs get more); the rest wait in its
-waiting queue, first come first served, never refused. A streamed answer is returned at
+waiting queue, first come first served, never refused. ``/metrics`` publishes them as the
+``vllm:num_requests_running`` and ``vllm:num_requests_waiting`` gauges (labels ``engine``
+and ``model_name``), with ``vllm:kv_cache_usage_perc``. A streamed answer is returned at
 once, so a queued stream already has its 200 and headers, and its first chunk comes when
 it is scheduled.
 
@@ -101,8 +103,12 @@ class FakeVLLM(OpenAICompatEngine):
         version: str = "0.10.1.1",
         max_num_seqs: int = 256,
         native_apis: Collection[str] = (),
+        kv_blocks: int = 4096,
+        kv_blocks_per_seq: int = 16,
         **kwargs: Any,
     ) -> None:
+        self.kv_blocks = kv_blocks
+        self.kv_blocks_per_seq = kv_blocks_per_seq
         self.tasks = frozenset(tasks)
         self.native_apis = frozenset(native_apis)
         """Foreign APIs served natively beside chat completions: responses, messages."""
@@ -126,6 +132,7 @@ class FakeVLLM(OpenAICompatEngine):
         app = self.new_app()
         app.router.add_get("/health", self.handle_health)
         app.router.add_get("/version", self.handle_version)
+        app.router.add_get("/metrics", self.handle_metrics)
         self.add_openai_routes(app)
         app.router.add_post("/v1/audio/transcriptions", self.handle_transcriptions)
         app.router.add_post("/v1/audio/translations", self.handle_translations)
@@ -166,6 +173,40 @@ class FakeVLLM(OpenAICompatEngine):
 
     async def handle_version(self, request: web.Request) -> web.StreamResponse:
         return self.json_body({"version": self.version})
+
+    async def handle_metrics(self, request: web.Request) -> web.StreamResponse:
+        """``/metrics`` (Prometheus text, ``v1/metrics/loggers.py``): the scheduler's gauges
+        per engine and served name, every client's requests included; KV-cache use grows
+        with the running requests (``kv_blocks_per_seq`` of ``kv_blocks``)."""
+        labels = f'engine="0",model_name="{self.model_ids[0]}"'
+        kv = min(1.0, self._seqs.running * self.kv_blocks_per_seq / self.kv_blocks)
+        gauges = (
+            (
+                "num_requests_running",
+                "Number of requests in model execution batches.",
+                self._seqs.running,
+            ),
+            (
+                "num_requests_waiting",
+                "Number of requests waiting to be processed.",
+                self._seqs.waiting,
+            ),
+            ("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", kv),
+        )
+        text = "".join(
+            f"# HELP vllm:{name} {help_text}\n# TYPE vllm:{name} gauge\n"
+            f"vllm:{name}{{{labels}}} {float(value)}\n"
+            for name, help_text, value in gauges
+        )
+        text += (
+            "# HELP vllm:num_requests_waiting_by_reason Number of requests waiting, by reason.\n"
+            "# TYPE vllm:num_requests_waiting_by_reason gauge\n"
+            f'vllm:num_requests_waiting_by_reason{{{labels},reason="capacity"}} '
+            f"{float(self._seqs.waiting)}\n"
+        )
+        return web.Response(
+            body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     async def handle_unknown(self, request: web.Request) -> web.StreamResponse:
         return self.json_body({"detail": "Not Found"}, 404)
