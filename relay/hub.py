@@ -18,6 +18,11 @@ sans-I/O protocol, plus what the relay knows of that node. Rules:
   serve its public ``/v1``.
 - ``drain`` (SIGTERM): GOAWAY to every node, so no new stream starts either
   way, and the running ones may finish (bounded) before the links close.
+- With other relays (``mesh``, an ``Elsewhere``; ``relay.mesh``): nodes other
+  relays hold are reachable too (``route``, ``reachable``; a ``Link`` with
+  ``via``), a stream for one of them is handed to its relay, and a stream
+  handed here goes only to a node of this hub (``pipe``): one hop at most.
+  Our nodes' comings and goings, and removals, are told to the others.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from quorum.errors import StreamRefused
 from quorum.link import Keepalive, Pump, Transport, TunnelStream
@@ -56,6 +61,20 @@ REPLACED_CLOSE_DELAY_S = 0.5
 """A replaced link is closed this long after its GOAWAY, so the GOAWAY gets out."""
 
 
+class Elsewhere(Protocol):
+    """Other relays, as the hub uses them (``relay.mesh.Mesh``)."""
+
+    def announce(self, link: Link) -> None: ...
+    def withdraw(self, link: Link) -> None: ...
+    def dropped(self, cluster_id: str, node_id: str, why: str) -> None: ...
+    def presences(self, cluster_id: str) -> list[Presence]: ...
+    def links(self, cluster_id: str) -> list[Link]: ...
+    def link(self, cluster_id: str, node_id: str) -> Link | None: ...
+    def open(
+        self, cluster_id: str, node_id: str, head: RequestHead, *, end_stream: bool
+    ) -> TunnelStream | None: ...
+
+
 @dataclass(eq=False)
 class Link:
     """One node's tunnel: its pump and what the relay knows of the node."""
@@ -72,6 +91,9 @@ class Link:
     draining: bool = False
     proven: str | None = None
     """The node id its certificate names, when it joined with one (``quorum.secure.join``)."""
+    via: str | None = None
+    """The relay holding this node's tunnel, for a node of another relay (``pump`` is then
+    the connection to that relay)."""
     fingerprint: str | None = None
     """Its identity key's fingerprint, when it joined with a certificate."""
     ca_id: str = ""
@@ -109,6 +131,7 @@ class Hub:
         self._local: set[TunnelStream] = set()
         self.clock = clock
         self.on_presence = on_presence
+        self.mesh: Elsewhere | None = None
         self.streams_piped = 0
         self.streams_served = 0
         self.draining = False
@@ -127,6 +150,18 @@ class Hub:
 
     def link(self, cluster_id: str, node_id: str) -> Link | None:
         return self._links.get((cluster_id, node_id))
+
+    def route(self, cluster_id: str, node_id: str) -> Link | None:
+        """The node's link here, else through the relay that holds it."""
+        link = self._links.get((cluster_id, node_id))
+        if link is None and self.mesh is not None:
+            return self.mesh.link(cluster_id, node_id)
+        return link
+
+    def reachable(self, cluster_id: str) -> list[Link]:
+        """The cluster's nodes here, then those other relays hold."""
+        here = self.nodes(cluster_id)
+        return here if self.mesh is None else here + self.mesh.links(cluster_id)
 
     @property
     def open_streams(self) -> int:
@@ -198,8 +233,11 @@ class Hub:
             case GoAwayReceived():
                 link.draining = True
 
-    def drop(self, cluster_id: str, node_id: str, why: str) -> bool:
-        """Close ``node_id``'s tunnel (a removed node); False if it is not connected."""
+    def drop(self, cluster_id: str, node_id: str, why: str, *, broadcast: bool = True) -> bool:
+        """Close ``node_id``'s tunnel (a removed node); False if it is not connected here.
+        ``broadcast``: other relays close it too, wherever it is."""
+        if broadcast and self.mesh is not None:
+            self.mesh.dropped(cluster_id, node_id, why)
         link = self._links.get((cluster_id, node_id))
         if link is None:
             return False  # (its end, in _lost, tells the others it is gone)
@@ -234,6 +272,9 @@ class Hub:
         for other in self.nodes(link.cluster_id):
             if other is not link and other.presence is not None:
                 link.pump.send_presence(other.presence)
+        if self.mesh is not None:
+            for presence in self.mesh.presences(link.cluster_id):
+                link.pump.send_presence(presence)
 
     def _presence(self, link: Link, presence: Presence) -> None:
         if link.node_id is None:
@@ -245,6 +286,8 @@ class Hub:
         link.last_seen = self.clock()
         if self.on_presence is not None:
             self.on_presence(link)
+        if self.mesh is not None:
+            self.mesh.announce(link)
         for other in self.nodes(link.cluster_id):
             if other is not link:
                 other.pump.send_presence(link.presence)
@@ -254,8 +297,26 @@ class Hub:
     def _open(self, link: Link, stream: TunnelStream) -> None:
         """A node opened a stream: join it to one on the node it is addressed to."""
         target_id = stream.head.node
-        target = self._links.get((link.cluster_id, target_id or ""))
-        if target is None or target is link or target.draining or self.draining:
+        here = (link.cluster_id, target_id or "") in self._links
+        if self.mesh is not None and target_id and not here and not self.draining:
+            try:
+                elsewhere = self.mesh.open(
+                    link.cluster_id, target_id, stream.head, end_stream=stream.at_eof
+                )
+            except StreamRefused:
+                stream.reset(ResetCode.REFUSED, "the relay holding the node cannot take it")
+                return
+            if elsewhere is not None:
+                self._join(stream, elsewhere)
+                return
+        self.pipe(stream, link.cluster_id, target_id or "", opener=link)
+
+    def pipe(
+        self, stream: TunnelStream, cluster_id: str, target_id: str, *, opener: Link | None = None
+    ) -> None:
+        """Join ``stream`` to a new one on ``target_id``'s link here (never further)."""
+        target = self._links.get((cluster_id, target_id))
+        if target is None or target is opener or target.draining or self.draining:
             why = (
                 "the relay is shutting down"
                 if self.draining
@@ -270,6 +331,9 @@ class Hub:
         except StreamRefused:
             stream.reset(ResetCode.REFUSED, "the target node is at its stream limit")
             return
+        self._join(stream, onward)
+
+    def _join(self, stream: TunnelStream, onward: TunnelStream) -> None:
         self._pipes.add(Pipe(stream, onward, self._pipe_done))
         self._idle.clear()
         self.streams_piped += 1
@@ -282,9 +346,16 @@ class Hub:
         """Open a stream of the relay's own on ``link`` (raises ``StreamRefused``)."""
         if self.draining or link.draining or not link.pump.can_open_stream():
             raise StreamRefused(f"node {link.label} takes no new requests now.")
-        if self._links.get((link.cluster_id, link.node_id or "")) is not link:
+        elsewhere = None
+        if link.via is not None and self.mesh is not None and link.node_id:
+            elsewhere = self.mesh.open(link.cluster_id, link.node_id, head, end_stream=end_stream)
+        elif self._links.get((link.cluster_id, link.node_id or "")) is link:
+            elsewhere = link.pump.open_stream(
+                head, end_stream=end_stream, peer=f"node {link.label}"
+            )
+        if elsewhere is None:
             raise StreamRefused(f"node {link.label} is not connected.")
-        stream = link.pump.open_stream(head, end_stream=end_stream, peer=f"node {link.label}")
+        stream = elsewhere
         stream.on_close = self._local_done
         self._local.add(stream)
         self._idle.clear()
@@ -311,6 +382,8 @@ class Hub:
                 gone = Presence(link.node_id, (), False, 0, link.name)
                 for other in self.nodes(link.cluster_id):
                     other.pump.send_presence(gone)
+                if self.mesh is not None:
+                    self.mesh.withdraw(link)
             log.info("node %s disconnected", link.label)
         self._check_idle()
 

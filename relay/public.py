@@ -123,7 +123,7 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
     head = RequestHead(request.method, request.rel_url.path_qs, tuple(headers), model=ex.model)
     last: ApiError = NoReachableHolder(f"No node holding '{ex.model}' took the request.")
     for candidate in found:
-        link = state.hub.link(ex.key.cluster_id, candidate.node_id)
+        link = state.hub.route(ex.key.cluster_id, candidate.node_id)
         if link is None:
             continue
         ex.node = candidate.name

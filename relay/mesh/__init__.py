@@ -1,0 +1,29 @@
+"""Several relays serving the same clusters, joined through NATS (DESIGN.md, "Growing past
+one relay"). No state lives in one relay alone: the store is shared (PostgreSQL), and
+what is only in memory (which relay holds which node's tunnel) is broadcast here.
+
+Rules:
+
+- **Presence and location** (``directory``): every relay announces on
+  ``<prefix>.presence`` each node that says hello or heartbeats on its tunnel,
+  each departure, and every ``ALIVE_EVERY_S`` that it is alive. Every relay
+  keeps a ``Directory`` of the nodes the others hold: the latest relay to
+  announce a node online holds it; an offline counts only from its holder; a
+  relay silent for ``RELAY_EXPIRES_S`` holds nothing. A node on this relay's
+  own tunnel always wins over the directory.
+- **Stream hand-off** (``peers``): between two relays runs one tunnel
+  connection (``quorum.protocol.Connection`` through a ``quorum.link.Pump``)
+  whose frames are NATS messages on ``<prefix>.mesh.<to>.<from>.<session>``. A
+  stream for a node another relay holds is opened on that connection, tagged
+  with its cluster and node (``wire``); the relay holding the node joins it to
+  the node's tunnel with a ``relay.pipes.Pipe``. So the tunnel's credit flow
+  control holds across the hop: a slow reader stops its writer, a relay holds
+  at most one window per stream direction. A relay opens a handed-off stream
+  only on its own nodes' tunnels, never onward: at most one relay-to-relay hop.
+- **Removals** are broadcast (``<prefix>.drop``): every relay closes the
+  removed node's tunnel if it holds it. API-key revocations need nothing
+  here: every relay reads keys from the shared store at each request.
+
+``wire`` and ``directory`` are pure; ``bus`` is the thin NATS adapter; ``mesh`` joins
+them to the hub.
+"""

@@ -1,0 +1,101 @@
+"""The NATS adapter: publish, subscribe, close. Nothing else of the mesh knows NATS.
+
+``Bus`` is what the mesh needs of a message bus; ``NatsBus`` gives it with
+``nats-py``. NATS keeps the order of one connection's messages on one subject,
+which is all the mesh's relay-to-relay connections need (``peers``). Its errors
+are translated here: a failed publish is ``TransportClosed``, a server that
+cannot be reached at start a ``MeshError``. The URL's password never reaches a
+message or a log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from quorum.errors import QuorumError, TransportClosed
+
+log = logging.getLogger("relay.mesh")
+
+Handler = Callable[[str, bytes], None]
+"""Called with (subject, payload) for each message, in order; it must not wait."""
+CONNECT_TIMEOUT_S = 5.0
+
+
+class MeshError(QuorumError):
+    """The relays' message bus cannot be used (unreachable, refused)."""
+
+
+class Bus(Protocol):
+    async def publish(self, subject: str, data: bytes) -> None: ...
+
+    async def subscribe(self, subject: str, handler: Handler) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def where(url: str) -> str:
+    """``url`` without its credentials, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+class NatsBus:
+    """A ``Bus`` on one NATS connection (reconnecting by itself when the server comes back)."""
+
+    def __init__(self, client: Client, url: str) -> None:
+        self._nc = client
+        self._where = where(url)
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str) -> NatsBus:
+        async def on_error(exc: Exception) -> None:
+            log.warning("NATS at %s: %s", where(url), type(exc).__name__)
+
+        async def on_disconnect() -> None:
+            log.warning("NATS at %s: disconnected; reconnecting", where(url))
+
+        try:
+            client = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=int(CONNECT_TIMEOUT_S),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            raise MeshError(
+                f"cannot reach NATS at {where(url)} ({type(exc).__name__}): start it, or check "
+                "--nats"
+            ) from None
+        return cls(client, url)
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        try:
+            await self._nc.publish(subject, data)
+        except (nats.errors.Error, OSError) as exc:
+            raise TransportClosed(f"NATS at {self._where}: {type(exc).__name__}") from None
+
+    async def subscribe(self, subject: str, handler: Handler) -> None:
+        async def deliver(msg: Msg) -> None:
+            handler(msg.subject, msg.data)
+
+        await self._nc.subscribe(subject, cb=deliver)
+
+    async def close(self) -> None:
+        try:
+            await self._nc.drain()
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            log.debug("NATS drain: %s", exc)
+            await self._nc.close()

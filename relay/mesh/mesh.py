@@ -1,0 +1,340 @@
+"""The mesh as the hub sees it: nodes other relays hold, streams handed to them, and
+this relay's own nodes announced to the others (rules: the package docstring).
+
+``Mesh`` implements ``relay.hub.Elsewhere``: the hub calls it when a node of
+its own comes, heartbeats or goes, and when a stream or a public request is
+for a node it does not hold. Everything it sends goes through an injected
+``Bus`` (NATS in service, an in-memory one in tests), and its clock is
+injected too.
+
+Owned tasks: the sender (announcements, in order), the alive beat (which also
+expires silent relays), and one pump per peer relay. ``close`` says goodbye
+and ends them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from quorum.errors import RemoteProtocolError, StreamRefused, TransportClosed
+from quorum.link import Keepalive, Pump, TunnelStream
+from quorum.protocol import Connection, Limits, Presence, RequestHead, ResetCode, Role
+from relay.hub import Hub, Link
+from relay.mesh.bus import Bus
+from relay.mesh.directory import ALIVE_EVERY_S, Change, Directory, Held
+from relay.mesh.peers import PeerTransport
+from relay.mesh.wire import (
+    Announcement,
+    NodeAnnounced,
+    NodeDropped,
+    RelayAlive,
+    RelayGone,
+    RelayHello,
+    Sessions,
+    Subjects,
+    decode,
+    destination,
+    encode,
+    tag,
+    untagged,
+)
+
+log = logging.getLogger("relay.mesh")
+
+# Between two relays: every stream of every node of theirs may cross.
+MESH_LIMITS = Limits(max_streams=8192, max_opens_per_second=10_000.0)
+RECONNECT_AFTER_S = 1.0
+Clock = Callable[[], float]
+
+
+@dataclass(eq=False)
+class _Peer:
+    relay: str
+    sessions: Sessions = field(default_factory=Sessions)
+    session: int = 0  # our latest connection's number
+    pump: Pump | None = None
+    transport: PeerTransport | None = None
+
+
+class Mesh:
+    def __init__(
+        self,
+        hub: Hub,
+        bus: Bus,
+        *,
+        prefix: str,
+        relay_id: str | None = None,
+        clock: Clock = time.time,
+        limits: Limits = MESH_LIMITS,
+        ping_interval: float = 10.0,
+        alive_every: float = ALIVE_EVERY_S,
+    ) -> None:
+        self.hub = hub
+        self.bus = bus
+        self.id = relay_id or uuid.uuid4().hex[:12]
+        self.subjects = Subjects(prefix)
+        self.clock = clock
+        self.limits = limits
+        self.keepalive = Keepalive(interval=ping_interval, dead_after=ping_interval * 2.5)
+        self.alive_every = alive_every
+        self.directory = Directory(self.id, expires_after=alive_every * 3)
+        self.announced = 0  # announcements sent, for /metrics and the bench
+        self._peers: dict[str, _Peer] = {}
+        self._outbox: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._sender: asyncio.Task[None] | None = None
+
+    # -- life -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen, say hello (the others announce their nodes again), and hook into the hub."""
+        await self.bus.subscribe(self.subjects.presence, self._heard)
+        await self.bus.subscribe(self.subjects.drop, self._heard)
+        await self.bus.subscribe(self.subjects.inbox(self.id), self._frame)
+        self._sender = self._spawn(self._send_loop(), "relay-mesh-sender")
+        self._spawn(self._alive_loop(), "relay-mesh-alive")
+        self.hub.mesh = self
+        self._say(self.subjects.presence, RelayHello(self.id))
+        log.info("relay %s joined the mesh %s", self.id, self.subjects.prefix)
+
+    async def close(self) -> None:
+        """Tell the others this relay holds nothing any more, then stop."""
+        self._closing = True
+        if self.hub.mesh is self:
+            self.hub.mesh = None
+        for task in list(self._tasks):
+            if task is not self._sender:
+                task.cancel()
+        self._say(self.subjects.presence, RelayGone(self.id))
+        self._outbox.put_nowait(None)  # the sender stops after the goodbye
+        pumps = [p.pump for p in self._peers.values() if p.pump is not None]
+        await asyncio.gather(*(pump.close("the relay stopped") for pump in pumps))
+        if self._sender is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self._sender)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- what the hub calls (relay.hub.Elsewhere) --------------------------------------
+
+    def announce(self, link: Link) -> None:
+        """A node of ours heartbeat: the others learn it is here."""
+        if link.presence is not None and link.last_seen is not None:
+            message = NodeAnnounced(self.id, link.cluster_id, link.presence, link.last_seen)
+            self._say(self.subjects.presence, message)
+
+    def withdraw(self, link: Link) -> None:
+        """A node of ours left (the hub told our other nodes): the others learn it too. If
+        another relay holds it already (it moved), our nodes hear where it is again."""
+        if link.presence is None or link.node_id is None:
+            return
+        gone = Presence(link.node_id, (), False, 0, link.name)
+        self._say(self.subjects.presence, NodeAnnounced(self.id, link.cluster_id, gone, 0.0))
+        held = self.directory.holder(link.cluster_id, link.node_id)
+        if held is not None:
+            self._tell([(link.cluster_id, held.presence)])
+
+    def dropped(self, cluster_id: str, node_id: str, why: str) -> None:
+        self._say(self.subjects.drop, NodeDropped(self.id, cluster_id, node_id, why))
+
+    def presences(self, cluster_id: str) -> list[Presence]:
+        """What a node that just joined here should hear of the nodes others hold."""
+        now = self.clock()
+        return [h.presence_at(now) for h in self._elsewhere(cluster_id)]
+
+    def links(self, cluster_id: str) -> list[Link]:
+        return [link for h in self._elsewhere(cluster_id) if (link := self._link(h)) is not None]
+
+    def link(self, cluster_id: str, node_id: str) -> Link | None:
+        held = self.directory.holder(cluster_id, node_id)
+        return None if held is None else self._link(held)
+
+    def open(
+        self, cluster_id: str, node_id: str, head: RequestHead, *, end_stream: bool
+    ) -> TunnelStream | None:
+        """A stream to ``node_id`` through the relay holding it; None if no relay does.
+        ``StreamRefused`` if that relay cannot take it now."""
+        held = self.directory.holder(cluster_id, node_id)
+        if held is None:
+            return None
+        peer = self._peers.get(held.relay)
+        if peer is None or peer.pump is None:
+            raise StreamRefused(f"The relay holding node {held.presence.name} is not reachable.")
+        name = held.presence.name or node_id
+        return peer.pump.open_stream(
+            tag(head, cluster_id, node_id), end_stream=end_stream, peer=f"node {name}"
+        )
+
+    # -- what the others say ------------------------------------------------------------
+
+    def _heard(self, subject: str, data: bytes) -> None:
+        try:
+            message = decode(data)
+        except RemoteProtocolError as exc:
+            log.warning("ignored on %s: %s", subject, exc)
+            return
+        if message.relay == self.id:
+            return
+        self._tell(self.directory.apply(message, self.clock()))
+        match message:
+            case RelayGone(relay):
+                self._forget_peer(relay)
+                return
+            case RelayHello():
+                self._announce_all()
+            case NodeDropped(_, cluster, node, why):
+                self.hub.drop(cluster, node, why, broadcast=False)
+        if message.relay not in self._peers and not self._closing:
+            self._connect(message.relay, fresh=True)
+
+    def _announce_all(self) -> None:
+        for link in self.hub.nodes():
+            self.announce(link)
+
+    def _tell(self, changes: list[Change]) -> None:
+        """Our nodes of each cluster hear of a node elsewhere (unless it is here)."""
+        for cluster, presence in changes:
+            if self.hub.link(cluster, presence.node_id) is not None:
+                continue
+            for local in self.hub.nodes(cluster):
+                local.pump.send_presence(presence)
+
+    def _elsewhere(self, cluster_id: str) -> list[Held]:
+        return [
+            h
+            for h in self.directory.held(cluster_id)
+            if self.hub.link(cluster_id, h.presence.node_id) is None
+        ]
+
+    def _link(self, held: Held) -> Link | None:
+        peer = self._peers.get(held.relay)
+        if peer is None or peer.pump is None:
+            return None
+        return Link(
+            held.cluster_id,
+            peer.pump,
+            f"relay {held.relay}",
+            node_id=held.presence.node_id,
+            name=held.presence.name,
+            presence=held.presence,
+            last_seen=held.seen,
+            via=held.relay,
+        )
+
+    # -- relay-to-relay connections -----------------------------------------------------
+
+    def _frame(self, subject: str, data: bytes) -> None:
+        try:
+            sender, session = self.subjects.parse_frames(subject)
+        except RemoteProtocolError as exc:
+            log.warning("%s", exc)
+            return
+        if self._closing or sender == self.id:
+            return
+        peer = self._peers.get(sender)
+        if peer is None:
+            peer = self._peers[sender] = _Peer(sender)
+        match peer.sessions.heard(session):
+            case "drop":
+                return
+            case "restart":
+                log.info("relay %s started its connection over", sender)
+                self._connect(sender, fresh=False)
+            case _ if peer.transport is None:
+                self._connect(sender, fresh=False)
+        assert peer.transport is not None
+        peer.transport.deliver(data)
+
+    def _connect(self, relay: str, *, fresh: bool) -> None:
+        """A new connection to ``relay`` (ending the one in use). ``fresh``: we start it
+        (the peer's side of it comes under its next session)."""
+        peer = self._peers.get(relay)
+        if peer is None:
+            peer = self._peers[relay] = _Peer(relay)
+        if peer.pump is not None:
+            self._spawn(peer.pump.close("a newer connection replaced it"), "relay-mesh-replaced")
+        if fresh:
+            peer.sessions.fresh()
+        peer.session += 1
+        subject = self.subjects.frames(relay, self.id, peer.session)
+
+        async def publish(frame: bytes) -> None:
+            await self.bus.publish(subject, frame)
+
+        conn = Connection(Role.NODE if self.id < relay else Role.RELAY, self.limits)
+        conn.send_hello(self.id, capabilities=("streams",))
+        transport = PeerTransport(publish)
+        pump = Pump(
+            conn,
+            transport,
+            on_stream=self._handed,
+            peer=f"relay {relay}",
+            keepalive=self.keepalive,
+            name=f"relay-mesh-{relay}",
+        )
+        peer.pump, peer.transport = pump, transport
+        self._spawn(self._run(peer, pump), f"relay-mesh-{relay}")
+
+    async def _run(self, peer: _Peer, pump: Pump) -> None:
+        ended = await pump.run()
+        log.info("connection to relay %s: %s", peer.relay, ended.message)
+        if peer.pump is not pump:
+            return  # replaced already
+        peer.pump = peer.transport = None
+        if not self._closing and peer.relay in self.directory.relays():
+            await asyncio.sleep(RECONNECT_AFTER_S)
+            if peer.pump is None and not self._closing and self._peers.get(peer.relay) is peer:
+                self._connect(peer.relay, fresh=True)
+
+    def _forget_peer(self, relay: str) -> None:
+        peer = self._peers.pop(relay, None)
+        if peer is not None and peer.pump is not None:
+            self._spawn(peer.pump.close(f"relay {relay} left the mesh"), "relay-mesh-gone")
+
+    def _handed(self, stream: TunnelStream) -> None:
+        """Another relay hands us a stream for a node of ours: join it to that node's."""
+        target = destination(stream.head)
+        if target is None:
+            stream.reset(ResetCode.NO_ROUTE, "the stream does not say where it goes")
+            return
+        stream.head = untagged(stream.head)
+        self.hub.pipe(stream, *target)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _say(self, subject: str, message: Announcement) -> None:
+        self._outbox.put_nowait((subject, encode(message)))
+
+    async def _send_loop(self) -> None:
+        while (item := await self._outbox.get()) is not None:
+            try:
+                await self.bus.publish(*item)
+                self.announced += 1
+            except TransportClosed as exc:
+                log.warning("an announcement was lost: %s", exc)
+
+    async def _alive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.alive_every)
+            self._say(self.subjects.presence, RelayAlive(self.id))
+            self._tell(self.directory.expire(self.clock()))
+            live = set(self.directory.relays())
+            for relay in [r for r in self._peers if r not in live]:
+                log.info("relay %s went silent: forgetting its nodes", relay)
+                self._forget_peer(relay)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,203 @@
+"""What relays say to each other, as values: subjects, announcements, tagged heads, and
+the order of a peer's connection sessions. Pure: no I/O, no clock of its own.
+
+Announcements are small JSON objects on ``<prefix>.presence``:
+
+- ``{"t": "node", "relay", "cluster", "presence": {...}, "seen"}``: a node
+  this relay holds said hello or heartbeat (``presence.online``), or left it
+  (``online`` false); ``seen`` is its last heartbeat (the relay's wall clock).
+- ``{"t": "alive", "relay"}``: the relay lives (every ``ALIVE_EVERY_S``);
+- ``{"t": "hello", "relay"}``: a relay started: the others announce their nodes again;
+- ``{"t": "gone", "relay"}``: a relay stopped: it holds nothing any more.
+
+Removals are ``{"t": "drop", "relay", "cluster", "node", "why"}`` on ``<prefix>.drop``.
+Anything malformed is refused with ``RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from quorum.errors import RemoteProtocolError
+from quorum.protocol import Presence, RequestHead
+
+CLUSTER_HEADER = "X-Quorum-Mesh-Cluster"
+NODE_HEADER = "X-Quorum-Mesh-Node"
+_TAGS = {CLUSTER_HEADER.lower(), NODE_HEADER.lower()}
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
+
+
+def check_prefix(prefix: str) -> str:
+    """A subject prefix: one to four dot-separated tokens; else ValueError."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"a NATS subject prefix is dot-separated tokens, not {prefix!r}")
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """The subjects of one mesh (relays sharing ``prefix``)."""
+
+    prefix: str
+
+    @property
+    def presence(self) -> str:
+        return f"{self.prefix}.presence"
+
+    @property
+    def drop(self) -> str:
+        return f"{self.prefix}.drop"
+
+    def inbox(self, relay: str) -> str:
+        """Where every peer's frames to ``relay`` arrive (a wildcard subscription)."""
+        return f"{self.prefix}.mesh.{relay}.*.*"
+
+    def frames(self, to: str, sender: str, session: int) -> str:
+        return f"{self.prefix}.mesh.{to}.{sender}.{session}"
+
+    def parse_frames(self, subject: str) -> tuple[str, int]:
+        """(sender, session) of a frame's subject."""
+        parts = subject.rsplit(".", 2)
+        if len(parts) != 3 or not _TOKEN.fullmatch(parts[1]) or not parts[2].isdigit():
+            raise RemoteProtocolError(f"not a mesh frame subject: {subject[:100]!r}")
+        return parts[1], int(parts[2])
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnnounced:
+    relay: str
+    cluster_id: str
+    presence: Presence
+    seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAlive:
+    relay: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayHello:
+    relay: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayGone:
+    relay: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDropped:
+    relay: str
+    cluster_id: str
+    node_id: str
+    why: str
+
+
+Announcement = NodeAnnounced | RelayAlive | RelayHello | RelayGone | NodeDropped
+
+
+def encode(message: Announcement) -> bytes:
+    body: dict[str, Any]
+    match message:
+        case NodeAnnounced(relay, cluster, presence, seen):
+            body = {
+                "t": "node",
+                "relay": relay,
+                "cluster": cluster,
+                "presence": json.loads(presence.encode()),
+                "seen": seen,
+            }
+        case NodeDropped(relay, cluster, node, why):
+            body = {"t": "drop", "relay": relay, "cluster": cluster, "node": node, "why": why}
+        case RelayAlive(relay):
+            body = {"t": "alive", "relay": relay}
+        case RelayHello(relay):
+            body = {"t": "hello", "relay": relay}
+        case RelayGone(relay):
+            body = {"t": "gone", "relay": relay}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> Announcement:
+    try:
+        body = json.loads(data)
+        kind, relay = body["t"], body["relay"]
+        if not isinstance(relay, str) or not _TOKEN.fullmatch(relay):
+            raise ValueError("relay")
+        match kind:
+            case "node":
+                seen = body["seen"]
+                if not isinstance(seen, int | float) or not isinstance(body["cluster"], str):
+                    raise ValueError("node")
+                presence = Presence.decode(json.dumps(body["presence"]).encode())
+                return NodeAnnounced(relay, body["cluster"], presence, float(seen))
+            case "drop":
+                fields = (body["cluster"], body["node"], body["why"])
+                if not all(isinstance(f, str) for f in fields):
+                    raise ValueError("drop")
+                return NodeDropped(relay, *fields)
+            case "alive":
+                return RelayAlive(relay)
+            case "hello":
+                return RelayHello(relay)
+            case "gone":
+                return RelayGone(relay)
+    except (ValueError, KeyError, TypeError, RemoteProtocolError) as exc:
+        raise RemoteProtocolError(f"a malformed mesh announcement ({exc})") from None
+    raise RemoteProtocolError(f"an unknown mesh announcement {str(kind)[:20]!r}")
+
+
+def tag(head: RequestHead, cluster_id: str, node_id: str) -> RequestHead:
+    """``head`` as it crosses to the relay holding ``node_id``: where it goes."""
+    headers = (*untagged(head).headers, (CLUSTER_HEADER, cluster_id), (NODE_HEADER, node_id))
+    return replace(head, headers=headers)
+
+
+def untagged(head: RequestHead) -> RequestHead:
+    return replace(head, headers=tuple(h for h in head.headers if h[0].lower() not in _TAGS))
+
+
+def destination(head: RequestHead) -> tuple[str, str] | None:
+    """(cluster, node) a handed-off stream is for, or None if it does not say."""
+    found = {k.lower(): v for k, v in head.headers if k.lower() in _TAGS}
+    cluster, node = found.get(CLUSTER_HEADER.lower()), found.get(NODE_HEADER.lower())
+    return None if not cluster or not node else (cluster, node)
+
+
+class Sessions:
+    """The order of one peer's connection sessions, as this relay hears them.
+
+    Each relay numbers the connections it starts to a peer (1, 2, ...) and
+    sends every frame under its session's number. Here, for frames from one
+    peer: an older session than the one in use is stale (``"drop"``); a newer
+    one means the peer started over (``"restart"``: the connection in use ends,
+    a new one takes the frame), unless we just started over ourselves
+    (``fresh``): then it is the peer's side of our new connection (``"deliver"``),
+    and until it comes, what the old session still sends is dropped.
+    """
+
+    __slots__ = ("current", "waiting")
+
+    def __init__(self) -> None:
+        self.current: int | None = None
+        self.waiting = False
+
+    def fresh(self) -> None:
+        """We started a new connection to this peer: its next session is its side of it."""
+        self.waiting = True
+
+    def heard(self, session: int) -> str:
+        """``"deliver"``, ``"drop"`` or ``"restart"`` for a frame of ``session``."""
+        current = self.current
+        if current is not None and session <= current:
+            return "drop" if session < current or self.waiting else "deliver"
+        self.current = session
+        if current is None or self.waiting:
+            self.waiting = False
+            return "deliver"
+        return "restart"
