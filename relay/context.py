@@ -99,7 +99,7 @@ class RelayState:
         return self.hub.clock
 
     def candidates(self, cluster_id: str) -> list[Candidate]:
-        """Connected nodes of one cluster, as routing sees them."""
+        """Connected nodes of one cluster (here or at another relay), as routing sees them."""
         return [
             Candidate(
                 node_id=link.node_id or "",
@@ -109,7 +109,7 @@ class RelayState:
                 load=link.conn.active_streams,
                 draining=link.draining,
             )
-            for link in self.hub.nodes(cluster_id)
+            for link in self.hub.reachable(cluster_id)  # other relays' nodes too
         ]
 
 
