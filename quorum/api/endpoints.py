@@ -11,9 +11,9 @@ stays importable by the relay without pydantic. ``rerank`` has no service
 type in the config yet, so nothing serves it until one is added.
 
 ``served`` is false for endpoints that are part of the vocabulary but not
-proxied yet (Anthropic's token counting): nodes register routes for
-``SERVED`` only, the relay for ``SERVED_V1`` (its ``/api`` is the control
-plane), and both answer the others as unknown paths.
+proxied (none today): nodes register routes for ``SERVED`` only, the relay
+for ``SERVED_V1`` (its ``/api`` is the control plane), and both answer the
+others as unknown paths.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint("/v1/images/variations", ("image",), _FORM, "image_variation"),
         Endpoint("/v1/responses", ("llm",), _JSON, "responses"),
         Endpoint("/v1/messages", ("llm",), _JSON, "messages"),
-        Endpoint("/v1/messages/count_tokens", ("llm",), _JSON, "count_tokens", served=False),
+        Endpoint("/v1/messages/count_tokens", ("llm",), _JSON, "count_tokens"),
         Endpoint("/v1/rerank", ("rerank",), _JSON, "rerank"),
         Endpoint("/api/chat", ("llm",), _JSON, "ollama_chat"),
         Endpoint("/api/generate", ("llm",), _JSON, "ollama_generate"),

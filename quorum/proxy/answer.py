@@ -108,7 +108,7 @@ async def _answer(
 ) -> Attempt:
     """The answer of an engine that sent a response head, into the sink."""
     if upstream.status >= 400:
-        return Attempt(outcome_of_status(upstream.status), await _engine_error(upstream, holder))
+        return Attempt(outcome_of_status(upstream.status), await engine_error(upstream, holder))
     out = response_headers(upstream.headers, holder, ex, extra)
     ctype = upstream.headers.get("Content-Type", "")
     if foreign is not None:
@@ -383,7 +383,7 @@ async def _pass(
         )
 
 
-async def _engine_error(upstream: Upstream, holder: Holder) -> ApiError:
+async def engine_error(upstream: Upstream, holder: Holder) -> ApiError:
     """The engine's own error, in OpenAI's shape, with a 5xx reported as our 502."""
     try:
         raw = await upstream.read(MAX_ERROR_BODY)

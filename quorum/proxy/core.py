@@ -43,6 +43,7 @@ from quorum.fleet.remote import LOAD_HEADER, format_load
 from quorum.proxy import foreign as foreigns
 from quorum.proxy.answer import Attempt, attempt
 from quorum.proxy.context import ProxyContext
+from quorum.proxy.count import count_attempt
 from quorum.proxy.exchange import Exchange, finish, new_request_id, usage_record
 from quorum.proxy.foreign import Foreign
 from quorum.proxy.request import ProxyRequest
@@ -156,6 +157,14 @@ async def _serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Excha
     candidates = ticket.candidates
     parsed = _Parsed(payload, data, boundary, fields, foreign, ticket.waited_s)
     held: int | None = ticket.seq  # the admitted start on candidates[0], not yet attempted
+    if foreign is not None:  # token counting: only holders whose engine can count
+        servable = tuple(h for h in candidates if foreigns.can_serve(h, foreign))
+        if servable[:1] != candidates[:1]:
+            sched.abandon(candidates[0], ticket.seq)
+            held = None
+        if not servable:
+            raise foreigns.unservable(foreign, candidates)
+        candidates = servable
     error: ApiError | None = None
     try:
         for index, holder in enumerate(candidates):
@@ -230,21 +239,26 @@ async def _attempt(
     gauge = ctx.metrics.in_flight_for(holder.model, ex.route)
     gauge.inc()
     began = time.perf_counter()
+    counting = translate is not None and translate.api == foreigns.COUNT
     try:
-        result = await attempt(
-            ctx.opener,
-            sink,
-            holder,
-            request.method,
-            path_qs,
-            headers,
-            body,
-            ex,
-            extra,
-            ctx.outbox,
-            translate,
-            None if holder.route is Route.LOCAL else lambda load: sched.report(holder, load),
-        )
+        if counting:
+            assert translate is not None
+            result = await count_attempt(ctx.opener, sink, holder, headers, translate, ex, extra)
+        else:
+            result = await attempt(
+                ctx.opener,
+                sink,
+                holder,
+                request.method,
+                path_qs,
+                headers,
+                body,
+                ex,
+                extra,
+                ctx.outbox,
+                translate,
+                None if holder.route is Route.LOCAL else lambda load: sched.report(holder, load),
+            )
     except BaseException:
         ttfb = None if ex.first_byte is None else ex.first_byte - began
         if ex.last_byte is not None:  # the client had the whole answer, then hung up
@@ -256,7 +270,9 @@ async def _attempt(
         gauge.dec()
     ttfb = None if ex.first_byte is None else ex.first_byte - began
     ok = not is_failure(result.outcome)
-    sched.finish(holder, ok, time.perf_counter() - began, ttfb, seq, ex.tokens)
+    # A count says nothing of how fast the holder answers a generation: not learned.
+    latency = None if counting else time.perf_counter() - began
+    sched.finish(holder, ok, latency, None if counting else ttfb, seq, ex.tokens)
     return result
 
 

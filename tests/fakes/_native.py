@@ -357,6 +357,27 @@ async def handle_messages(engine: OpenAICompatEngine, request: web.Request) -> w
     return await engine.run_whole(request, model, lambda: engine.json_body(render.message(True)))
 
 
+async def handle_count_tokens(
+    engine: OpenAICompatEngine, request: web.Request
+) -> web.StreamResponse:
+    """Anthropic's ``/v1/messages/count_tokens`` (served with ``/v1/messages`` by vLLM and
+    llama.cpp): a Messages body without ``max_tokens``; ``{"input_tokens"}``, counted as
+    its Messages answers count them."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        return anthropic_error(engine, 400, f"invalid JSON body: {exc}")
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return anthropic_error(engine, 400, "messages: Field required")
+    model = engine.resolve_model(request, body.get("model"), "chat")
+    if isinstance(model, web.Response):
+        message = json.loads(model.text or "{}").get("error", {}).get("message", "not found")
+        return anthropic_error(engine, model.status, str(message))
+    turn = messages_turn(engine, {**body, "max_tokens": 1})
+    return web.json_response({"input_tokens": turn.prompt_tokens})
+
+
 def add_native_routes(
     engine: OpenAICompatEngine, app: web.Application, apis: frozenset[str]
 ) -> None:
@@ -373,5 +394,10 @@ def add_native_routes(
 
     if RESPONSES in apis:
         app.router.add_post("/v1/responses", responses)
+
+    async def count_tokens(request: web.Request) -> web.StreamResponse:
+        return await handle_count_tokens(engine, request)
+
     if MESSAGES in apis:
         app.router.add_post("/v1/messages", messages)
+        app.router.add_post("/v1/messages/count_tokens", count_tokens)
