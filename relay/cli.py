@@ -25,13 +25,14 @@ from aiohttp import web
 
 from quorum.errors import ApiError, QuorumError
 from quorum.netguard import GuardedSite
-from relay import signin, systemd
+from relay import signin, systemd, user_cli
 from relay.admin import ADMIN_TOKEN_ENV, DEFAULT_GRACE, AdminOps, load_admin_token
 from relay.admin_http import HttpAdmin
 from relay.hub import Hub
 from relay.keys import parse_models
 from relay.open_store import STORE_ENV, open_store
 from relay.server import build_app, ssl_context
+from relay.user_cli import USER_TOKEN_ENV
 from relay.users_config import CONFIG_ENV, load_config
 
 log = logging.getLogger("relay")
@@ -126,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _target(create)
     _target(csub.add_parser("list", help="list clusters"))
+    user_cli.add_cluster_actions(csub, _target)
     rotate = csub.add_parser(
         "rotate",
         help="give a cluster a new join token (printed once); the previous one still works "
@@ -185,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--until")
     _target(usage)
 
+    user_cli.add_parsers(sub, _target)
     token = sub.add_parser("admin-token", help="print the admin token (created if absent)")
     token.add_argument("--data", type=Path, default=DEFAULT_DATA)
     return p
@@ -266,7 +269,9 @@ def _print_key(k: JSON, out: list[str]) -> None:
 
 def _ops(args: argparse.Namespace) -> tuple[Ops, Any]:
     if args.relay:
-        token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+        # A user's personal token (qu_...) does what that user may; else the admin token.
+        token = os.environ.get(USER_TOKEN_ENV, "").strip()
+        token = token or os.environ.get(ADMIN_TOKEN_ENV, "").strip()
         if args.admin_token_file is not None:
             token = load_admin_token(args.data, env={}, file=args.admin_token_file) or ""
         if not token:
@@ -278,6 +283,8 @@ def _ops(args: argparse.Namespace) -> tuple[Ops, Any]:
 
 def manage(args: argparse.Namespace) -> list[str]:
     """Run one management command; the lines to print."""
+    if user_cli.handles(args):
+        return user_cli.manage(args)
     ops, store = _ops(args)
     try:
         result: Any
