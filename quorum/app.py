@@ -397,6 +397,7 @@ class Node:
             max_body=ctx.max_body_bytes,
             serve_stream=CoreStreamHandler(ctx, fallback),
             tls=ctx.tls,  # node-to-node streams: TLS between the two nodes, the relay pipes it
+            other_urls=self.config.relay.urls,  # the same group's relays, moved to in turn
         )
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
         http_base = relay_http_base(url)

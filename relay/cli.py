@@ -30,6 +30,7 @@ from relay.admin import ADMIN_TOKEN_ENV, DEFAULT_GRACE, AdminOps, load_admin_tok
 from relay.admin_http import HttpAdmin
 from relay.hub import Hub
 from relay.keys import parse_models
+from relay.mesh import service as mesh_service
 from relay.open_store import STORE_ENV, open_store
 from relay.server import build_app, ssl_context
 from relay.user_cli import USER_TOKEN_ENV
@@ -89,6 +90,18 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--data", type=Path, default=DEFAULT_DATA, help="state directory")
     _store(serve)
+    serve.add_argument(
+        "--nats",
+        metavar="URL",
+        default=os.environ.get(mesh_service.NATS_ENV) or None,
+        help="nats://... shared with the other relays of the same store (docs/relay.md; "
+        f"default: ${mesh_service.NATS_ENV}, else this relay alone)",
+    )
+    serve.add_argument(
+        "--nats-prefix",
+        default=mesh_service.DEFAULT_PREFIX,
+        help="the NATS subjects' prefix: relays sharing one is one mesh",
+    )
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
     serve.add_argument("--drain-timeout", type=float, default=30.0)
@@ -207,6 +220,13 @@ async def serve(args: argparse.Namespace) -> None:
         protect_metrics=args.protect_metrics,
     )
     signin.install(app, config.users)
+    try:
+        mesh = await mesh_service.join(
+            hub, args.nats, args.nats_prefix, name=f"quorum-relay {args.host}:{args.port}"
+        )
+    except BaseException:
+        store.close()
+        raise
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, auto_decompress=False)
     await runner.setup()
     # Heads must arrive whole in time and one address holds a bounded number of
@@ -222,6 +242,7 @@ async def serve(args: argparse.Namespace) -> None:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        await mesh_service.leave(mesh)
         store.close()
         raise QuorumError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     port = runner.addresses[0][1]
@@ -242,6 +263,7 @@ async def serve(args: argparse.Namespace) -> None:
         watchdog.cancel()
         await asyncio.gather(watchdog, return_exceptions=True)
         await runner.cleanup()
+        await mesh_service.leave(mesh)
         store.close()
 
 

@@ -198,6 +198,17 @@ class RelaySection(Frozen):
     url: Annotated[str, Field(pattern=r"^wss?://")] | None = Field(
         default=None, description="Relay tunnel URL, wss://host/tunnel."
     )
+    urls: tuple[Annotated[str, Field(pattern=r"^wss?://")], ...] = Field(
+        default=(),
+        description="More relays of the same group (sharing one store and NATS): when the "
+        "tunnel to one is lost, the node moves to the next, in turn, after url.",
+    )
+
+    @model_validator(mode="after")
+    def _urls_after_url(self) -> Self:
+        if self.urls and not self.url:
+            raise ValueError("relay.urls lists more relays after relay.url: set relay.url too")
+        return self
 
 
 class DetectTarget(Frozen):

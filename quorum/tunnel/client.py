@@ -3,7 +3,10 @@
 - Connects to ``relay.url`` with the cluster token in the upgrade's
   ``Authorization`` header (never in the URL, never logged; ``dial``).
 - Reconnects forever with the protocol's jittered backoff; a 401 or 403
-  stops it (the token is wrong: retrying cannot help) and says so.
+  stops it (the token is wrong: retrying cannot help) and says so. Given
+  several relays (``other_urls``: relays sharing one store and NATS), each
+  reconnect after a loss goes to the next one (``relays.RelayChoice``), so a
+  dead or draining relay's nodes move to another within the backoff.
 - Pings about every 10 s; a relay silent for 25 s is dead: the socket is
   closed, every stream on it fails at once (visibly), and it reconnects
   (``quorum.link.Pump``).
@@ -58,6 +61,7 @@ from quorum.tunnel import e2e
 from quorum.tunnel.dial import dial_relay
 from quorum.tunnel.loopback import LoopbackForwarder
 from quorum.tunnel.peers import RelayPeers
+from quorum.tunnel.relays import RelayChoice, relay_list
 from quorum.tunnel.streams import TunnelResponse
 
 log = logging.getLogger("quorum.tunnel")
@@ -122,6 +126,8 @@ class TunnelClient:
         session: aiohttp.ClientSession | None = None,
         serve_stream: StreamHandler | None = None,
         dial: Dial | None = None,
+        other_urls: Sequence[str] = (),
+        dial_url: Callable[[str], Awaitable[Transport]] | None = None,
         limits: Limits | None = None,
         ping_interval: float = 10.0,
         rng: random.Random | None = None,
@@ -131,12 +137,15 @@ class TunnelClient:
             if session is None:
                 raise ValueError("TunnelClient needs serve_stream, or a session to forward with")
             serve_stream = LoopbackForwarder(session, local_url, token, max_body)
-        self._url = url
+        self._relays = RelayChoice(relay_list(url, other_urls))
         self._node_id = node_id
         self._name = node_name
         self._local_models = local_models
         self._serve_stream = serve_stream
-        self._dial: Dial = dial or functools.partial(dial_relay, url, token, tls)
+        # ``dial`` (tests): one transport whatever the URL; ``dial_url`` (tests): per URL.
+        if dial_url is None and dial is not None:
+            dial_url = _ignoring_url(dial)
+        self._dial_url = dial_url or functools.partial(_dial_relay, token=token, tls=tls)
         self._limits = limits or NODE_LIMITS
         self._keepalive = Keepalive(interval=ping_interval, dead_after=ping_interval * 2.5)
         self._rng = rng or random.Random()
@@ -161,6 +170,7 @@ class TunnelClient:
                 if not first:
                     await asyncio.sleep(delay)
                 first = False
+                self.status.url = self._url
                 try:
                     opened_at = await self._connect_once()
                 except AuthRefused as exc:
@@ -175,10 +185,16 @@ class TunnelClient:
                 if opened_at is not None:
                     state = state.connected(opened_at)
                 state = state.disconnected(loop.time())
+                self._relays = self._relays.moved_on()  # (the same one, if it is the only one)
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def _url(self) -> str:
+        """The relay dialled now (or last)."""
+        return self._relays.current
 
     def models_changed(self) -> None:
         """This node's model list changed: tell the relay now."""
@@ -328,7 +344,7 @@ class TunnelClient:
 
     async def _connect_once(self) -> float:
         """One connection, from dialling to its end; returns when it opened."""
-        transport = await self._dial()
+        transport = await self._dial_url(self._url)
         conn = Connection(Role.NODE, self._limits)
         conn.send_hello(self._node_id, capabilities=("presence", "streams"))
         conn.send_presence(self._presence())
@@ -424,3 +440,14 @@ class TunnelClient:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+async def _dial_relay(url: str, *, token: str, tls: ClusterTLS | None) -> Transport:
+    return await dial_relay(url, token, tls)
+
+
+def _ignoring_url(dial: Dial) -> Callable[[str], Awaitable[Transport]]:
+    async def dial_any(_url: str) -> Transport:
+        return await dial()
+
+    return dial_any
