@@ -24,9 +24,12 @@ Rules (everything this node learns of a holder's capacity lives here):
 - Learned slots (``Speed.slots``): the first level where the engine queued
   the request behind others, so it runs one fewer at once: its whole-time
   EWMA is over ``SATURATED`` times the base, or its first-byte EWMA is later
-  than the first level's by over ``QUEUED`` of the base run time. None
-  while no level is saturated (the configured, published or default limit
-  applies).
+  than the level below's by over ``QUEUED`` of the base run time (the level
+  below, not the first: a node short of CPU answers later the more it runs,
+  a little at each level, while a wait for a slot comes at once). Only a
+  level fed ``MIN_SAMPLES`` times counts, so one answer slowed by something
+  else never caps a holder. None while no level is saturated (the
+  configured, published or default limit applies).
 - Tokens per second (``Speed.tokens_per_s``): an EWMA over the answers that
   came with a count of their tokens, over the time after their first byte
   for a stream (its generation), else over the whole time.
@@ -43,23 +46,26 @@ LEVEL_TTL_S = 30.0
 BASE_TTL_S = 120.0
 SATURATED = 1.3
 QUEUED = 0.15
+MIN_SAMPLES = 2
 STREAMED = 0.5
 
-_NO_LEVELS: Mapping[int, tuple[float, float]] = MappingProxyType({})
+Levels = Mapping[int, tuple[float, float, int]]
+"""level -> (EWMA in seconds, when it was last fed, samples fed)."""
+_NO_LEVELS: Levels = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Speed:
     """What this node learned of one holder's speed; derived values are kept ready."""
 
-    levels: Mapping[int, tuple[float, float]] = field(default_factory=lambda: _NO_LEVELS)
-    """level -> (latency EWMA in seconds, when it was last fed)."""
+    levels: Levels = field(default_factory=lambda: _NO_LEVELS)
+    """level -> (latency EWMA in seconds, when it was last fed, samples)."""
     base_s: float | None = None
     base_at: float = 0.0  # when the base was last fed
     slots: int | None = None
     tokens_per_s: float | None = None
-    firsts: Mapping[int, tuple[float, float]] = field(default_factory=lambda: _NO_LEVELS)
-    """level -> (a stream's time to first byte, EWMA in seconds; when it was last fed)."""
+    firsts: Levels = field(default_factory=lambda: _NO_LEVELS)
+    """level -> (a stream's time to first byte, EWMA in seconds; when; samples)."""
 
 
 NO_SPEED = Speed()
@@ -70,19 +76,22 @@ def _ewma(old: float | None, sample: float, alpha: float) -> float:
 
 
 def _fed(
-    entries: Mapping[int, tuple[float, float]],
+    entries: Levels,
     level: int,
     sample: float | None,
     now: float,
     alpha: float,
     cap: int | None,
-) -> dict[int, tuple[float, float]]:
+) -> dict[int, tuple[float, float, int]]:
     """``entries`` without the forgotten levels, and with ``sample`` fed at ``level``."""
     cutoff, cap_cutoff = now - LEVEL_TTL_S, now - BASE_TTL_S
     kept = {n: v for n, v in entries.items() if v[1] >= cutoff or (n == cap and v[1] >= cap_cutoff)}
     if sample is not None:
         old = kept.get(level)
-        kept[level] = (_ewma(None if old is None else old[0], sample, alpha), now)
+        if old is None:
+            kept[level] = (sample, now, 1)
+        else:
+            kept[level] = (_ewma(old[0], sample, alpha), now, old[2] + 1)
     return kept
 
 
@@ -103,16 +112,23 @@ def learn(
     levels = _fed(speed.levels, level, latency_s, now, alpha, cap)
     firsts = _fed(speed.firsts, level, ttfb_s if streamed else None, now, alpha, cap)
     base = levels[1][0] if 1 in levels else min(v[0] for v in levels.values())
-    first = (firsts[1] if 1 in firsts else min(firsts.values()))[0] if firsts else 0.0
     slots = None
+    below = None  # the first byte's EWMA at the level below
     for n in sorted(levels.keys() | firsts.keys()):
-        if n == 1:
-            continue
-        slow = n in levels and levels[n][0] > SATURATED * base
-        late = n in firsts and firsts[n][0] - first > QUEUED * base
-        if slow or late:
-            slots = n - 1
-            break
+        whole, head = levels.get(n), firsts.get(n)
+        if n > 1:
+            slow = whole is not None and whole[2] >= MIN_SAMPLES and whole[0] > SATURATED * base
+            late = (
+                head is not None
+                and below is not None
+                and head[2] >= MIN_SAMPLES
+                and head[0] - below > QUEUED * base
+            )
+            if slow or late:
+                slots = n - 1
+                break
+        if head is not None:
+            below = head[0]
     rate = speed.tokens_per_s
     took = latency_s - ttfb_s if streamed and ttfb_s is not None else latency_s
     if tokens and took > 0:
