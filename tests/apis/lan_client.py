@@ -77,6 +77,15 @@ def messages(client: anthropic.Anthropic, model: str) -> dict[str, Any]:
     }
 
 
+def count(client: anthropic.Anthropic, models: list[str]) -> dict[str, Any]:
+    hello: Any = [{"role": "user", "content": "hello lan"}]
+    out: dict[str, Any] = {}
+    for model in models:
+        raw = client.messages.with_raw_response.count_tokens(model=model, messages=hello)
+        out[model] = [raw.parse().input_tokens, raw.headers.get("x-quorum-route")]
+    return out
+
+
 def native_ollama(client: ollama.Client, chat_model: str, model: str) -> dict[str, Any]:
     hi: Any = [{"role": "user", "content": "hi lan"}]
     out: dict[str, Any] = {"listed": sorted(m.model or "" for m in client.list().models)}
@@ -108,6 +117,7 @@ def main() -> int:
             ("listed", lambda: wait_listed(local, {chat_model, ollama_model}, deadline)),
             ("responses", lambda: responses(oa, chat_model)),
             ("messages", lambda: messages(an, chat_model)),
+            ("count", lambda: count(an, [chat_model, ollama_model])),
             ("ollama", lambda: native_ollama(local, chat_model, ollama_model)),
         ]
         for name, step in steps:

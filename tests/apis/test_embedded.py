@@ -109,3 +109,15 @@ def test_ollama_chat_stream(node: str, wire: Wire) -> None:
     # llama-cpp-python reports no usage in a stream: the counts are left out, timings are not.
     assert (last.total_duration or 0) > 0 and (last.eval_duration or 0) > 0
     assert spread(arrivals), arrivals
+
+
+def test_count_tokens(node: str, wire: Wire) -> None:
+    """The real engine counts by answering one token: its count is the input tokens the same
+    request, answered, reports."""
+    client = anthropic_client(node, wire)
+    ask: Any = {"system": "Be brief.", "messages": [{"role": "user", "content": PROMPT}]}
+    raw = client.messages.with_raw_response.count_tokens(model=MODEL, **ask)
+    counted = raw.parse().input_tokens
+    assert raw.headers["x-quorum-translated"] == "count_tokens; engine spoke /v1/chat/completions"
+    answered = client.messages.create(model=MODEL, max_tokens=4, **ask)
+    assert counted == answered.usage.input_tokens > 10

@@ -101,6 +101,9 @@ def test_every_api_through_a_lan_peer(tmp_path: Path) -> None:
             assert "".join(messages["pieces"]) == "You said: hello lan"
             assert messages["stop"] == "end_turn"
 
+            # Counted on A: vLLM with its /tokenize, Ollama in a one-token chat.
+            assert seen["count"] == {CHAT_ONLY: [2, "lan"], OLLAMA: [2, "lan"]}
+
             native = seen["ollama"]
             assert native["listed"] == sorted([CHAT_ONLY, OLLAMA]) and native["shown"]
             for model in (CHAT_ONLY, OLLAMA):
@@ -116,7 +119,7 @@ def test_every_api_through_a_lan_peer(tmp_path: Path) -> None:
                 return found if "/api/generate" in found else None
 
             got = poll("the engines' request logs", paths, timeout=DEADLINE_S * TIMEOUT_FACTOR)
-            assert {"/v1/chat/completions", "/api/chat", "/api/generate"} <= got
+            assert {"/v1/chat/completions", "/api/chat", "/api/generate", "/tokenize"} <= got
             assert not {"/v1/responses", "/v1/messages"} & got
             assert not any(r["hop"] for r in vllm.requests() + engine.requests())
         finally:

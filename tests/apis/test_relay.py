@@ -262,3 +262,29 @@ def test_x_api_key_is_a_key_too(world: World, wire: Wire) -> None:
             limited.messages.create(
                 model=NATIVE, max_tokens=8, messages=[{"role": "user", "content": "x"}]
             )
+
+
+def test_count_tokens_through_a_peer_and_the_public_relay(world: World, wire: Wire) -> None:
+    """Node B and the relay's public /v1 pass the count on to node A, whose engines count:
+    the chat-only vLLM with its /tokenize, the native one itself, Ollama in one token."""
+    ask: Any = [{"role": "user", "content": "count these four"}]
+    for base, key in ((world.b.url, "unused"), (world.relay.http, world.key)):
+        claude = anthropic_client(base, wire, key=key, bearer=True)
+        for model in (CHAT_ONLY, NATIVE, OLLAMA):
+            raw = claude.messages.with_raw_response.count_tokens(model=model, messages=ask)
+            assert raw.parse().input_tokens == 3
+            assert (raw.headers["x-quorum-route"], raw.headers["x-quorum-node"]) == (
+                "relay",
+                "node-a",
+            )
+    assert len(world.chat_only.requests_to("/tokenize")) == 2
+    assert len(world.native.requests_to("/v1/messages/count_tokens")) == 2
+    one_token = [r.json() for r in world.ollama.requests_to("/v1/chat/completions")]
+    assert [b["max_tokens"] for b in one_token[-2:]] == [1, 1]
+
+    for base in (world.relay.http, world.keyed.url):
+        limited = anthropic_client(base, wire, key=world.limited, bearer=True)
+        assert limited.messages.count_tokens(model=CHAT_ONLY, messages=ask).input_tokens == 3
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            limited.messages.count_tokens(model=NATIVE, messages=ask)
+        assert refused.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
