@@ -12,7 +12,11 @@ Rules of the layer:
   :mod:`.anthropic` + :mod:`.anthropic_stream` (Anthropic Messages),
   :mod:`.ollama` + :mod:`.ollama_stream` + :mod:`.ollama_models` (Ollama's
   native API). :mod:`.chat` reads the engine's side once for all of them (its SSE
-  through :mod:`.sse`); :mod:`.common` holds the small shared helpers.
+  through :mod:`.sse`, plain token chunks by their learned shape through
+  :mod:`.shape`), :mod:`.stream` is the frame of every translated stream;
+  :mod:`.common` holds the small shared helpers. :mod:`.count` is not a
+  translation: it says how to ask each engine to count a chat's tokens, for
+  Anthropic's ``count_tokens``.
 - Bad input raises :class:`~quorum.errors.InvalidRequest` naming the field by
   its path; an unusable engine answer raises :class:`~quorum.errors.UpstreamFailed`.
   The caller renders either in the client's API shape (``anthropic.error_body``,
