@@ -36,7 +36,8 @@ from typing import Any
 from aiohttp import web
 
 from quorum.errors import InvalidRequest, NotFound, Unauthorized
-from relay import api
+from relay import api, revocation
+from relay.admin import DEFAULT_GRACE
 from relay.context import STATE, Handler, _refuse, bearer, require_admin
 from relay.user_ops import UserOps
 from relay.users import TOKEN_SCHEME, Role, User
@@ -176,10 +177,25 @@ async def list_nodes(request: web.Request, ops: UserOps, _: Params) -> web.Respo
 async def remove_node(request: web.Request, ops: UserOps, p: Params) -> web.Response:
     node_id = p["node"]
     result = await _run(ops.remove_node, request.query.get("cluster") or "", node_id)
-    hub = request.app[STATE].hub
-    hub.bound.add((result["cluster_id"], node_id))
-    hub.drop(result["cluster_id"], node_id, "this node was removed from the cluster")
+    state = request.app[STATE]
+    await revocation.removed(state.store, state.hub, result["cluster_id"], node_id)
     log.info("node %s removed by user %s", node_id, ops.user.id[:8])
+    return web.json_response(result)
+
+
+@route("POST", "/api/v1/clusters/{cluster}/rotate")
+async def rotate_cluster(request: web.Request, ops: UserOps, p: Params) -> web.Response:
+    data = await api._body(request)
+    made = await _run(ops.rotate_cluster, p["cluster"], data.get("grace", DEFAULT_GRACE))
+    log.info("cluster %s: join token rotated by user %s", made["name"], ops.user.id[:8])
+    return web.json_response(made, status=201)
+
+
+@route("POST", "/api/v1/clusters/{cluster}/rotate/finish")
+async def finish_rotation(request: web.Request, ops: UserOps, p: Params) -> web.Response:
+    state = request.app[STATE]
+    result = await _run(ops.finish_rotation, p["cluster"])
+    result["closed"] = await revocation.sweep(state.store, state.hub)
     return web.json_response(result)
 
 

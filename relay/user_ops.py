@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable
 
 from quorum.errors import Forbidden, InvalidRequest, NotFound, StoreError
-from relay.admin import JSON, AdminOps, cluster_json, node_json, parse_since
+from relay.admin import DEFAULT_GRACE, JSON, AdminOps, cluster_json, node_json, parse_since
 from relay.store import ApiKey, Cluster, Store, UsageBy
 from relay.users import Membership, User, UserToken, can_see_key
 
@@ -112,13 +112,13 @@ class UserOps(AdminOps):
         self.store.add_member(made["id"], self.user.id, Membership.OWNER, now=self.clock())
         return {**made, "role": Membership.OWNER.value}
 
-    def rotate_cluster(self, cluster: str, grace: object = "24h") -> JSON:
+    def rotate_cluster(self, cluster: str, grace: object = DEFAULT_GRACE) -> JSON:
         self._owned(cluster)
-        rotate = getattr(super(), "rotate_cluster", None)
-        if rotate is None:
-            raise NotFound("This relay cannot rotate join tokens.")
-        result: JSON = rotate(cluster, grace)
-        return result
+        return super().rotate_cluster(cluster, grace)
+
+    def finish_rotation(self, cluster: str) -> JSON:
+        self._owned(cluster)
+        return super().finish_rotation(cluster)
 
     def members(self, cluster: str) -> list[JSON]:
         target = self._cluster(cluster)

@@ -74,6 +74,7 @@ def test_the_cli_does_what_the_dashboard_does_as_each_user(
         ("usage", "--cluster", "home"),
         ("cluster", "members", "home"),
         ("cluster", "invite", "home"),
+        ("cluster", "rotate", "home"),
     ):
         rc, out = cli(*args, *url, token=bob)
         assert rc == 1 and ("No API key" in out or "No cluster 'home'" in out), (args, out)
@@ -91,6 +92,10 @@ def test_the_cli_does_what_the_dashboard_does_as_each_user(
     rc, out = cli("cluster", "join", code, *url, token=bob)
     assert rc == 1 and "unknown, used or expired" in out  # one use
     assert cli("cluster", "list", *url, token=bob)[1].startswith("home\t")
+    rc, out = cli("cluster", "rotate", "home", *url, token=bob)
+    assert rc == 1 and "Only the owner" in out, out  # a member uses it, the owner runs it
+    rc, out = cli("cluster", "rotate", "home", "--grace", "1h", *url, token=alice)
+    assert rc == 0 and "qc_" in out, out
     rc, out = cli("cluster", "members", "home", *url, token=alice)
     assert rc == 0 and "Alice\towner" in out and "Bob\tmember" in out, out
     rc, out = cli("cluster", "remove-member", "home", people["bob_id"], *url, token=alice)
