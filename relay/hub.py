@@ -96,6 +96,8 @@ class Link:
     the connection to that relay)."""
     fingerprint: str | None = None
     """Its identity key's fingerprint, when it joined with a certificate."""
+    capabilities: tuple[str, ...] = ()
+    """What its hello said it can do (``relay-hop``: the public ``/v1``'s hop in TLS)."""
     ca_id: str = ""
     """The cluster CA it joined with (its certificate's, or its token's): after a rotation's
     grace, a link of the previous CA is closed (``relay.revocation``)."""
@@ -227,6 +229,7 @@ class Hub:
     def _event(self, link: Link, event: Event) -> None:
         match event:
             case HelloReceived(hello):
+                link.capabilities = tuple(hello.capabilities)
                 self._register(link, hello.node_id)
             case PresenceReceived(presence):
                 self._presence(link, presence)

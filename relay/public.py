@@ -6,9 +6,11 @@ Contract (the same as a node's ``/v1`` where it can be):
   ``model_not_allowed``. Keys of one cluster never reach another's nodes.
 - The request goes to an online node (heartbeat under 60 s old) of the key's
   cluster holding the model with a service type the endpoint accepts, least
-  busy first, through that node's tunnel on a stream the relay opens. The
-  node serves it locally, as it serves a LAN peer's forwarded request. A
-  node that refuses the stream before processing it is replaced by the next.
+  busy first, through that node's tunnel on a stream the relay opens, in TLS
+  between the relay and the node (``relay.hop``; plain for an older node that
+  does not serve it). The node serves it locally, as it serves a LAN peer's
+  forwarded request. A node that refuses the stream before processing it is
+  replaced by the next.
 - Unknown model 404 ``model_not_found``; known but no online holder 503;
   malformed body 400; too large 413.
 - The answer passes through as it comes: SSE and binary chunk by chunk,
@@ -52,7 +54,10 @@ from quorum.errors import (
     UpstreamFailed,
 )
 from quorum.protocol import RequestHead, RequestUsage, ResponseHead
+from quorum.secure.hop import HOP_CAPABILITY
 from relay.context import STATE, RelayState, require_key
+from relay.hop import HOP, HopStream, outer_head
+from relay.hub import Link
 from relay.keys import allows_model
 from relay.local import LocalStream
 from relay.presence import holders, online_models
@@ -128,7 +133,7 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
             continue
         ex.node = candidate.name
         try:
-            stream = state.hub.open_local(link, head, end_stream=not payload)
+            stream = _open_stream(request.app, state, link, head, payload)
         except StreamRefused as exc:
             last = exc
             continue
@@ -147,7 +152,20 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
     raise last
 
 
-async def _open(state: RelayState, stream: LocalStream, payload: bytes) -> ResponseHead:
+def _open_stream(
+    app: web.Application, state: RelayState, link: Link, head: RequestHead, payload: bytes
+) -> LocalStream | HopStream:
+    """A stream to ``link``'s node: inside TLS with it (``relay.hop``) when the node serves
+    the hop and joined with its key; else the plain stream older nodes are served by."""
+    hop = app.get(HOP)
+    if hop is None or link.fingerprint is None or HOP_CAPABILITY not in link.capabilities:
+        return state.hub.open_local(link, head, end_stream=not payload)
+    outer = state.hub.open_local(link, outer_head(), end_stream=False)
+    key = (link.cluster_id, link.node_id or "", link.fingerprint)
+    return HopStream(outer.stream, outer.node_name, head, hop, link.fingerprint, key)
+
+
+async def _open(state: RelayState, stream: LocalStream | HopStream, payload: bytes) -> ResponseHead:
     if payload:
         await stream.send_body(payload)
     try:
@@ -183,7 +201,7 @@ async def _missing(state: RelayState, ex: Exchange) -> ApiError:
 async def _relay_answer(
     request: web.Request,
     state: RelayState,
-    stream: LocalStream,
+    stream: LocalStream | HopStream,
     answer: ResponseHead,
     ex: Exchange,
 ) -> web.StreamResponse:

@@ -29,6 +29,7 @@ from quorum.errors import StoreError
 from quorum.protocol import MAX_FRAME_SIZE
 from quorum.ratelimit import FailureLimiter
 from quorum.secure.cluster import token_ca_id
+from quorum.secure.hop import RELAY_CERT_HEADER
 from quorum.secure.join import JoinRefused
 from relay import api, dashboard, dashboard_nodes, public, revocation
 from relay.context import (
@@ -40,6 +41,7 @@ from relay.context import (
     errors,
     require_member,
 )
+from relay.hop import HOP, Hop
 from relay.hub import Hub, Link
 from relay.node_keys import Binding
 from relay.recorder import Recorder
@@ -110,6 +112,9 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
     joined_ca = joiner.ca_id if joiner is not None else token_ca_id(bearer(request) or "")
     # aiohttp refuses a message whose size *equals* max_msg_size, hence the + 1.
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_SIZE + 1, autoping=True, compress=False)
+    hop = request.app.get(HOP)
+    if hop is not None:  # what the node will trust for the public /v1's hop (relay.hop)
+        ws.headers[RELAY_CERT_HEADER] = hop.identity.header_value
     await ws.prepare(request)
     link = hub.new_link(
         cluster.id,
@@ -220,6 +225,7 @@ def build_app(
     hub.bound.update((k.cluster_id, k.node_id) for k in store.node_keys())
     app[STATE] = state
     app[METRICS] = registry
+    app[HOP] = Hop()
     app.cleanup_ctx.append(_run_recorder)
     app.cleanup_ctx.append(_run_revocation)
     app.router.add_get("/tunnel", tunnel)

@@ -73,6 +73,11 @@ class TLSStream:
         return self._ssl.session_reused
 
     @property
+    def ssl_object(self) -> ssl.SSLObject:
+        """The TLS state (after the handshake: the peer's certificate, the cipher)."""
+        return self._ssl
+
+    @property
     def peer_node_id(self) -> str | None:
         """The node id in the other end's verified certificate (after the handshake)."""
         return peer_node_id(self._ssl)

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from quorum.protocol import (
     Role,
 )
 from quorum.secure import ClusterTLS
+from quorum.secure.hop import HOP_CAPABILITY, HOP_PATH, hop_server_context
 from quorum.tunnel import e2e
 from quorum.tunnel.dial import dial_relay
 from quorum.tunnel.loopback import LoopbackForwarder
@@ -156,6 +158,7 @@ class TunnelClient:
         self._tls = tls
         # End to end with other nodes: kept channels and TLS sessions, per node.
         self._channels = e2e.Channels(tls.client) if tls is not None else None
+        self._hop: ssl.SSLContext | None = None  # TLS with the relay (its public /v1)
 
     # -- public -------------------------------------------------------------
 
@@ -345,8 +348,16 @@ class TunnelClient:
     async def _connect_once(self) -> float:
         """One connection, from dialling to its end; returns when it opened."""
         transport = await self._dial_url(self._url)
+        relay_cert = getattr(transport, "relay_cert", None)
+        # The relay's public /v1 reaches this node in TLS with the relay that just answered.
+        self._hop = (
+            hop_server_context(self._tls, relay_cert)
+            if self._tls is not None and relay_cert is not None
+            else None
+        )
         conn = Connection(Role.NODE, self._limits)
-        conn.send_hello(self._node_id, capabilities=("presence", "streams"))
+        capabilities = ("presence", "streams") + ((HOP_CAPABILITY,) if self._hop else ())
+        conn.send_hello(self._node_id, capabilities=capabilities)
         conn.send_presence(self._presence())
         pump = Pump(
             conn,
@@ -420,6 +431,8 @@ class TunnelClient:
                 await e2e.serve(
                     stream, self._tls.member_server, self._serve_stream, idle_s=e2e.SERVER_IDLE_S
                 )
+            elif self._hop is not None and stream.head.path == HOP_PATH:
+                await e2e.serve(stream, self._hop, self._serve_stream)  # the relay's, in TLS
             else:
                 await self._serve_stream(stream.head, stream)
             if not stream.sent_eof:

@@ -22,6 +22,7 @@ from quorum import __version__
 from quorum.errors import AuthRefused, TransportClosed
 from quorum.protocol import MAX_FRAME_SIZE
 from quorum.secure import ClusterTLS
+from quorum.secure.hop import RELAY_CERT_HEADER, relay_cert_of
 from quorum.secure.join import join_headers
 
 OPEN_TIMEOUT_S = 10.0
@@ -35,6 +36,10 @@ class WebSocketTransport:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        response = ws.response
+        header = response.headers.get(RELAY_CERT_HEADER) if response is not None else None
+        self.relay_cert = relay_cert_of(header)
+        """The relay's certificate for the public /v1's hop (``quorum.secure.hop``), if any."""
 
     async def send(self, frame: bytes) -> None:
         try:

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
@@ -40,66 +39,13 @@ from quorum.errors import QuorumError, StreamBroken, UpstreamFailed
 from quorum.link import TunnelStream
 from quorum.protocol import RequestHead, ResetCode, ResponseHead
 from quorum.secure import node_dns_name
+from quorum.secure.frames import HEAD_MAX, Framed
 from quorum.secure.stream import TLSFailed, TLSStream
 
 E2E_PATH = "/quorum/v1/e2e"
-FRAME_MAX = 256 * 1024
-HEAD_MAX = 256 * 1024
 SERVER_IDLE_S = 30.0  # a channel with no request for this long is closed by the node
 CLIENT_IDLE_S = 20.0  # the opener reuses a channel idle for less (so the node never just closed it)
 POOL_PER_NODE = 4
-_LENGTH = struct.Struct(">I")
-
-
-class Framed:
-    """Length-prefixed frames over a :class:`TLSStream`."""
-
-    __slots__ = ("_buffer", "_tls")
-
-    def __init__(self, tls: TLSStream) -> None:
-        self._tls = tls
-        self._buffer = bytearray()
-
-    async def write(self, payload: bytes) -> None:
-        await self._tls.send_all(_LENGTH.pack(len(payload)) + payload)
-
-    async def write_body(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            await self.write(bytes(view[:FRAME_MAX]))
-            view = view[FRAME_MAX:]
-
-    async def read_or_end(self, limit: int = FRAME_MAX) -> bytes | None:
-        """The next frame; None if the stream ended cleanly where a frame would begin."""
-        if not self._buffer:
-            try:
-                data = await self._tls.receive_some()
-            except TLSFailed as exc:
-                raise StreamBroken(f"the stream through the relay broke: {exc}") from None
-            if not data:
-                return None
-            self._buffer += data
-        return await self.read(limit)
-
-    async def read(self, limit: int = FRAME_MAX) -> bytes:
-        await self._fill(_LENGTH.size)
-        (size,) = _LENGTH.unpack_from(self._buffer)
-        if size > limit:
-            raise StreamBroken(f"a frame of {size} bytes through the relay is over {limit}")
-        await self._fill(_LENGTH.size + size)
-        frame = bytes(self._buffer[_LENGTH.size : _LENGTH.size + size])
-        del self._buffer[: _LENGTH.size + size]
-        return frame
-
-    async def _fill(self, size: int) -> None:
-        while len(self._buffer) < size:
-            try:
-                data = await self._tls.receive_some()
-            except TLSFailed as exc:
-                raise StreamBroken(f"the stream through the relay broke: {exc}") from None
-            if not data:
-                raise StreamBroken("the stream through the relay ended in the middle of a frame")
-            self._buffer += data
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:

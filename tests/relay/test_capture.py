@@ -6,10 +6,16 @@ would write. The capture must show the streams (their outer head) and neither th
 prompts nor the answers: the nodes encrypt end to end, the relay pipes ciphertext.
 (The tunnel's WebSocket is plain ``ws://`` here, so the capture is what the relay
 process itself reads.)
+
+An app with an API key then asks the relay's public ``/v1`` with another such
+prompt. TLS from the app ends at the relay (here plain HTTP: the app's leg shows
+the prompt, which proves the capture saw it); on the relay -> node A leg, inside
+A's tunnel, it must not appear: the relay and A speak TLS there (``relay.hop``).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,13 +25,16 @@ from urllib.parse import urlsplit
 import openai
 
 from quorum.app import Node
+from quorum.secure.hop import HOP_PATH
 from tests.fakes import FakeVLLM, LoopThread
 from tests.harness import node_config, start_node, timeout
-from tests.relay.harness import Relay, create_cluster
+from tests.relay.harness import Relay, create_cluster, relay_cli
+from tests.relay.pcap_flows import flows
 from tests.relay.test_relay_e2e import holders, wait_until
 
 MODEL = "Qwen/Qwen3-0.6B"
 PROMPTS = ("heron-basalt-relayed-prompt-5310", "otter-garnet-relayed-stream-2264")
+PUBLIC = "lynx-cobalt-public-v1-prompt-8817"
 
 
 def _node(bg: LoopThread, tmp: Path, name: str, token: str, url: str, services: Any) -> Node:
@@ -90,6 +99,17 @@ def test_the_relay_carries_no_prompt_or_answer(bg: LoopThread, tmp_path: Path) -
         outbox = b.ctx.outbox
         assert outbox is not None
         wait_until(lambda: outbox.shipped >= 2, 10, "B's usage at the relay")  # on the wire too
+        key = json.loads(
+            relay_cli(tmp_path / "relay", "key", "create", "--cluster", "home", "--json")
+        )
+        with openai.OpenAI(
+            base_url=relay.http + "/v1", api_key=key["key"], max_retries=0, timeout=timeout(30)
+        ) as app:
+            raw = app.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": PUBLIC}]
+            )
+            assert raw.headers["x-quorum-node"] == "node-a"
+            assert raw.parse().choices[0].message.content == f"You said: {PUBLIC}"
     finally:
         for node in nodes:
             bg.run(node.stop())
@@ -99,8 +119,17 @@ def test_the_relay_carries_no_prompt_or_answer(bg: LoopThread, tmp_path: Path) -
         capture.wait(timeout(10))
     seen = pcap.read_bytes()
     assert b"/quorum/v1/e2e" in seen  # the relayed streams were captured (their outer head)
-    for secret in (*PROMPTS, "You said"):
+    for secret in PROMPTS:
         assert secret.encode() not in seen, secret
+    by_flow = flows(pcap)
+    tunnels = {f[0] for f, sent in by_flow.items() if sent.startswith(b"GET /tunnel")}
+    tunnel_bytes = [sent for f, sent in by_flow.items() if f[0] in tunnels or f[1] in tunnels]
+    apps = [sent for sent in by_flow.values() if sent.startswith(b"POST /v1/chat/completions")]
+    assert len(tunnels) >= 2 and apps and PUBLIC.encode() in apps[0]  # the app's leg: clear
+    for sent in tunnel_bytes:  # the relay -> node legs: ciphertext
+        for secret in (PUBLIC, *PROMPTS, "You said"):
+            assert secret.encode() not in sent, secret
+    assert any(HOP_PATH.encode() in sent for sent in tunnel_bytes)  # the relay's hop to A
     # Tunnel joins, usage uploads: nodes prove membership, the token never travels.
     assert token.encode() not in seen
     assert token[3:20].encode() not in seen
