@@ -69,6 +69,7 @@ class ResponsesStream(StreamTranslator):
         self._made = {"message": 0, "reasoning": 0}  # items of each kind so far, for ids
         self._templates: dict[tuple[str, int], Template] = {}  # delta events, by kind and item
         self._pieces: dict[tuple[str, int, bool], tuple[str, ...]] = {}  # their fixed text
+        self._last: tuple[Any, ...] = (None, None)  # (reasoning, index, *quoted pieces) last used
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **fields}
@@ -113,7 +114,14 @@ class ResponsesStream(StreamTranslator):
         index = self._reasoning if reasoning else self._message
         if index is None:
             return super()._plains(reasoning, texts)
-        before, between, after = self._delta_pieces(reasoning, index, quoted=True)
+        last = self._last
+        if last[0] is not reasoning or last[1] != index:
+            last = self._last = (
+                reasoning,
+                index,
+                *self._delta_pieces(reasoning, index, quoted=True),
+            )
+        before, between, after = last[2:]
         self._texts[index].extend(texts)
         seq = self._seq
         self._seq += len(texts)

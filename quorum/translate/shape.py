@@ -48,10 +48,11 @@ class Shape:
         # or a control character (a line break would make the joins ambiguous).
         clean = b"\\" not in around and b"\n" not in around and _CONTROL.search(around) is None
         opened, closed = head + b'"', b'"' + tail
-        # (before the first text, between two texts, after the last): chunks joined by a
-        # line break (read_many), and SSE events (read_events)
+        # Chunks joined by a line break (read_many): before the first text, between two,
+        # after the last; SSE events (read_events): the same, and where the texts are.
         run = (opened, (closed + b"\n" + opened).decode(), closed)
-        events = (b"data: " + opened, (closed + b"\n\ndata: " + opened).decode(), closed)
+        between = (closed + b"\n\ndata: " + opened).decode()
+        events = (b"data: " + opened, closed, between, len(opened) + 6, -len(closed))
         self._run = run if clean else None
         self._events = events if clean else None
 
@@ -98,16 +99,16 @@ class Shape:
         else None. As :meth:`read_many` does, on the stream's own bytes: the split is at
         what lies between two texts (a quote, the tail, a blank line, ``data: ``, the
         head, a quote)."""
-        if self._events is None:
+        events = self._events
+        if events is None:
             return None
-        head, between, tail = self._events
+        head, tail, between, start, stop = events
         if not whole.startswith(head) or not whole.endswith(tail):
             return None
         try:
-            text = str(memoryview(whole)[len(head) : len(whole) - len(tail)], "utf-8")
+            return _clean(whole[start:stop].decode().split(between))
         except UnicodeDecodeError:
             return None
-        return _clean(text.split(between))
 
     def read_many(self, payloads: list[bytes]) -> list[str] | None:
         """The texts of chunks that are all of this shape, each written in its chunk
@@ -135,7 +136,7 @@ class Shape:
 def _clean(texts: list[str]) -> list[str] | None:
     """The texts, when none is empty or holds a quote, a backslash or a control character
     (nor a few rare others: those chunks are left to the decoder)."""
-    every = texts[0] if len(texts) == 1 else "".join(texts)
+    every = "".join(texts)  # (one text: that text, not a copy)
     if "" in texts or not every.isprintable() or '"' in every or "\\" in every:
         return None
     return texts
