@@ -72,7 +72,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         cookie,
         httponly=True,
         samesite="Lax",
-        secure=url.startswith("https://") and _base(request, users).startswith("https://"),
+        secure=_secure(request),
         max_age=int(users.pending.ttl_s),
         path=PENDING_PATH,
     )

@@ -29,6 +29,7 @@ from tests.fakes import FakeEngine, FakeOllama, LoopThread
 from tests.harness import node_config, start_node, timeout
 from tests.oidc.harness import OidcServer, users_relay
 from tests.relay.harness import Relay, free_port
+from tests.relay.test_relay_e2e import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -75,6 +76,11 @@ class World:
                 return resp.status, json.load(resp)
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
+
+    def online(self, name: str, token: str) -> bool:
+        """Whether the node ``name`` is connected and heartbeating, as its owner sees it."""
+        _, nodes = self.api("/api/v1/nodes", token)
+        return any(n["name"] == name and n["online"] and n["connected"] for n in nodes["data"])
 
     def client(self, key: str) -> openai.OpenAI:
         return openai.OpenAI(
@@ -257,12 +263,52 @@ def assert_learns_nothing(world: World, token: str, alice: dict[str, str]) -> No
     assert status == 403, users  # not an operator
 
 
+REFUSED_POSTS: list[tuple[str, int]] = []
+
+
+def assert_dashboard_refuses(page: Page, world: World, alice: dict[str, str]) -> None:
+    """The dashboard's own endpoints, called from Bob's signed-in page with his CSRF token."""
+    cluster = alice["cluster_id"]
+    REFUSED_POSTS[:] = [
+        (f"/dashboard/keys/{alice['key_id']}/revoke", 404),
+        ("/dashboard/keys", 404),
+        (f"/dashboard/clusters/{cluster}/invitations", 404),
+        (f"/dashboard/clusters/{cluster}/members/{alice['user_id']}/remove", 404),
+        (f"/dashboard/users/{alice['user_id']}/disable", 403),
+    ]
+    for path, status in REFUSED_POSTS:
+        got = page.evaluate(
+            """async ([path, cluster]) => {
+                const csrf = document.querySelector('meta[name="quorum-csrf"]').content;
+                const resp = await fetch(path, {method: "POST", body: JSON.stringify(
+                    {cluster: cluster, name: "sneaky"}), headers: {"X-CSRF-Token": csrf,
+                    "Content-Type": "application/json"}});
+                return [resp.status, await resp.text()];
+            }""",
+            [path, cluster],
+        )
+        assert got[0] == status, (path, got)
+    # Asking the live stream for her cluster by id gives his own view.
+    first = page.evaluate(
+        """(cluster) => new Promise((done) => {
+            const stream = new EventSource("/dashboard/events?cluster=" + cluster);
+            stream.addEventListener("snapshot", (ev) => { stream.close(); done(ev.data); });
+        })""",
+        cluster,
+    )
+    assert not any(word in first for word in alice_things(world)), first
+
+
 def test_bob_learns_nothing_of_alices_things_until_invited(world: World, browser: Browser) -> None:
     alice_token = world.facts["alice_token"]
     _, clusters = world.api("/api/v1/clusters", alice_token)
     (wonderland,) = clusters["data"]
     _, keys = world.api("/api/v1/keys", alice_token)
-    alice = {"cluster_id": wonderland["id"], "key_id": keys["data"][0]["id"]}
+    alice = {
+        "cluster_id": wonderland["id"],
+        "key_id": keys["data"][0]["id"],
+        "user_id": world.api("/api/v1/me", alice_token)[1]["id"],
+    }
     with person(browser, world, "bob") as (page, problems):
         go(page, "account")
         expect(page.locator("#me")).to_contain_text("Bob Builder")
@@ -275,6 +321,9 @@ def test_bob_learns_nothing_of_alices_things_until_invited(world: World, browser
             assert not any(word in content for word in alice_things(world)), name
         token = personal_token(page, "bob cli")
         assert_learns_nothing(world, token, alice)
+        assert_dashboard_refuses(page, world, alice)
+        expected = [f"{status} {world.relay.http}{path}" for path, status in REFUSED_POSTS]
+        problems[:] = [p for p in problems if p not in expected]
 
         # His own cluster, node and key: his hardware serves only his requests.
         go(page, "clusters")
@@ -368,6 +417,7 @@ def test_a_disabled_user_loses_sessions_tokens_and_keys_at_once(
         # Enabled again, his key works again (nothing was deleted).
         row.get_by_role("button", name="Enable").click()
         expect(row).to_contain_text("active")
+        wait_until(lambda: world.online("bench", world.facts["bob_token"]), 15, "bench online")
         with world.client(world.facts["bob_key"]) as client:
             assert chat(client, BOB_MODEL, "back") == "You said: back"
         assert not problems, problems
