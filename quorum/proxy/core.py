@@ -257,7 +257,9 @@ async def _attempt(
                 extra,
                 ctx.outbox,
                 translate,
-                None if holder.route is Route.LOCAL else lambda load: sched.report(holder, load),
+                None
+                if holder.route is Route.LOCAL
+                else lambda load: sched.report(holder, load, seq),
             )
     except BaseException:
         ttfb = None if ex.first_byte is None else ex.first_byte - began

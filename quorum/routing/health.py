@@ -369,11 +369,14 @@ def set_limits(health: Health, limits: Mapping[HolderKey, int]) -> Health:
     )
 
 
-def reported(health: Health, key: HolderKey, load: Load, at: float) -> Health:
-    """The same health with ``load`` as the holder's last report, received at ``at``; the
-    requests this node runs there now are kept with it (they are inside its count)."""
+def reported(
+    health: Health, key: HolderKey, load: Load, at: float, own: int | None = None
+) -> Health:
+    """The same health with ``load`` as the holder's last report, received at ``at``, and
+    ``own``: this node's requests there when the report was made (they are inside its
+    count; default: those running now)."""
     reports = _copy(health.reports)
-    reports[key] = Report(load, at, health.get(key).in_flight)
+    reports[key] = Report(load, at, health.get(key).in_flight if own is None else own)
     return Health(
         health.holders, health.limits, health.seq, health.policy, MappingProxyType(reports)
     )

@@ -332,9 +332,11 @@ class Scheduler:
         self.health = abandoned(self.health, key_of(holder), self.clock(), seq)
         self._pump(resolve_alias(self.aliases, holder.model))
 
-    def report(self, holder: Holder, load: Load) -> None:
-        """A peer's answer said how loaded its service is now."""
-        self.health = reported(self.health, key_of(holder), load, self.clock())
+    def report(self, holder: Holder, load: Load, seq: int | None = None) -> None:
+        """A peer's answer said how loaded its service was when request ``seq`` started
+        there (so this node's own requests then, ``seq``'s level, are inside the count)."""
+        own = self._levels.get(seq) if seq is not None else None
+        self.health = reported(self.health, key_of(holder), load, self.clock(), own)
 
     def engine_reported(self, key: HolderKey, load: Load) -> None:
         """A local engine published its load (its ``/metrics``), others' requests included."""

@@ -197,6 +197,18 @@ def test_a_report_of_this_nodes_own_requests_does_not_outlive_them() -> None:
     assert estimate(health, lan, 1.0 + REPORT_TTL_S / 3).busy == 1 + 2
 
 
+def test_a_report_made_when_a_request_started_there_counts_the_requests_of_then() -> None:
+    # An answer's head comes after it waited inside the peer's engine: meanwhile this
+    # node's own requests there went from 6 (when the peer counted) down to 2.
+    lan = holder(node="b", route=Route.LAN)
+    key = key_of(lan)
+    health = Health()
+    for _ in range(2):
+        health = started(health, key, 0.0)
+    health = reported(health, key, Load(in_flight=6, queued=0, service_s=0.3), 1.0, own=6)
+    assert estimate(health, lan, 1.0).busy == 2  # only this node's two still running
+
+
 def test_the_peers_announced_limit_and_configuration_come_before_learning() -> None:
     h = holder(engine=EngineKind.OPENAI)
     health = _taught(h, 1.0)
