@@ -54,6 +54,7 @@ def world(bg: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             {"name": "github-wrong", **common, "github_api_url": url, "secret": "not-the-secret"},
         ],
         free_port(),
+        operators=["github:1000001"],  # hubot, by GitHub's user id
     )
     try:
         relay.start()
@@ -107,7 +108,7 @@ async def me(world: GitHubWorld, http: aiohttp.ClientSession) -> dict[str, objec
         return found
 
 
-async def test_the_first_github_user_signs_in_as_operator_and_the_next_as_user(
+async def test_the_first_github_user_and_one_named_in_config_sign_in_as_operators(
     world: GitHubWorld, browser: aiohttp.ClientSession
 ) -> None:
     answer = await sign_in(world, browser, "github")
@@ -123,8 +124,13 @@ async def test_the_first_github_user_signs_in_as_operator_and_the_next_as_user(
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
         assert (await sign_in(world, other, "github")).startswith("200 ")
         account = await me(world, other)
-    # No display name at GitHub: the login stands in; the second account is a user.
-    assert (account["name"], account["role"], account["subject"]) == ("hubot", "user", "1000001")
+    # No display name at GitHub: the login stands in. Not the first account, but the config
+    # names it: an operator too.
+    assert (account["name"], account["role"], account["subject"]) == (
+        "hubot",
+        "operator",
+        "1000001",
+    )
     world.github.login_as = "octocat"
 
 
