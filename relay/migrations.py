@@ -141,4 +141,3 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX user_sessions_user ON user_sessions (user_id);
     """,
 )
-
