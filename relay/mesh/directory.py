@@ -22,8 +22,8 @@ from relay.mesh.wire import (
     RelayHello,
 )
 
-ALIVE_EVERY_S = 5.0
-RELAY_EXPIRES_S = 15.0
+ALIVE_EVERY_S = 2.0
+RELAY_EXPIRES_S = 6.0
 
 Change = tuple[str, Presence]
 

@@ -87,6 +87,9 @@ class Mesh:
         self.directory = Directory(self.id, expires_after=alive_every * 3)
         self.announced = 0  # announcements sent, for /metrics and the bench
         self._peers: dict[str, _Peer] = {}
+        # Streams handed to another relay, per node: cut when the node moves (its old
+        # tunnel is gone; an end-to-end channel kept over it would wait for nothing).
+        self._handed_off: dict[tuple[str, str], list[tuple[str, TunnelStream]]] = {}
         self._outbox: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -132,6 +135,7 @@ class Mesh:
         if link.presence is not None and link.last_seen is not None:
             message = NodeAnnounced(self.id, link.cluster_id, link.presence, link.last_seen)
             self._say(self.subjects.presence, message)
+            self._moved(link.cluster_id, link.presence.node_id, self.id)
 
     def withdraw(self, link: Link) -> None:
         """A node of ours left (the hub told our other nodes): the others learn it too. If
@@ -171,9 +175,24 @@ class Mesh:
         if peer is None or peer.pump is None:
             raise StreamRefused(f"The relay holding node {held.presence.name} is not reachable.")
         name = held.presence.name or node_id
-        return peer.pump.open_stream(
+        stream = peer.pump.open_stream(
             tag(head, cluster_id, node_id), end_stream=end_stream, peer=f"node {name}"
         )
+        key = (cluster_id, node_id)
+        live = [(r, s) for r, s in self._handed_off.get(key, ()) if not s.closed]
+        self._handed_off[key] = [*live, (held.relay, stream)]
+        return stream
+
+    def _moved(self, cluster_id: str, node_id: str, relay: str) -> None:
+        """``node_id`` is now at ``relay``: cut the streams handed to it elsewhere."""
+        handed = self._handed_off.pop((cluster_id, node_id), None)
+        for where, stream in handed or ():
+            if where != relay:
+                stream.reset(ResetCode.NO_ROUTE, "the node moved to another relay")
+                if stream.listener is not None:  # a pipe: its other side hears it too
+                    stream.listener(stream)
+            elif not stream.closed:
+                self._handed_off.setdefault((cluster_id, node_id), []).append((where, stream))
 
     # -- what the others say ------------------------------------------------------------
 
@@ -187,6 +206,8 @@ class Mesh:
             return
         self._tell(self.directory.apply(message, self.clock()))
         match message:
+            case NodeAnnounced(relay, cluster, presence) if presence.online:
+                self._moved(cluster, presence.node_id, relay)
             case RelayGone(relay):
                 self._forget_peer(relay)
                 return

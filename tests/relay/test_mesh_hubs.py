@@ -167,11 +167,17 @@ async def test_a_node_that_moves_is_found_at_its_new_relay(relays: list[Relay]) 
     one, two, three = relays
     a = one.node("a")
     c = three.node("c")
-    await until(lambda: c.online("a"))
-    await a.stop()  # its relay goes away under it; it joins relay 2
+    await until(lambda: c.online("a") and c.pump.can_open_stream())
+    # A stream C keeps open to A through relay 1 (as an end-to-end channel is kept).
+    kept = c.pump.open_stream(RequestHead("POST", "/kept", (), node="a"), end_stream=False)
+    await until(lambda: one.hub.streams_piped == 1)
+    a.memory.silence()  # A's tunnel to relay 1 goes dead without a goodbye; A joins relay 2
     two.node("a")
     await until(lambda: (r := three.hub.route(CLUSTER, "a")) is not None and r.via == "r2")
     await until(lambda: c.online("a"))  # its new relay announced it
+    # The kept stream cannot reach A any more: it is cut now, not when relay 1 notices.
+    await until(lambda: kept.reset_info is not None)
+    assert kept.reset_info is not None and "moved" in kept.reset_info.message
 
 
 async def test_a_relay_that_leaves_takes_its_nodes_off_every_directory(

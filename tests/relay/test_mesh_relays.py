@@ -1,0 +1,193 @@
+"""Three real relay processes on loopback sharing one PostgreSQL store and one NATS
+(a fresh schema and subject prefix of their own), with real nodes failing over
+between them: a model held at relay 1 reaches a node on relay 2 and an app calling
+relay 3, a revoked key fails at every relay, and relay 1's death moves its node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+
+from quorum.app import Node
+from tests.fakes import FakeVLLM, LoopThread
+from tests.harness import node_config, start_node, timeout
+from tests.postgres import fresh_schema
+from tests.relay.harness import Relay, relay_cli
+from tests.relay.test_relay_e2e import holders, status, wait_until
+
+MODEL = "Qwen/Qwen3-0.6B"
+NATS = "nats://127.0.0.1:4222"
+MOVE_WITHIN_S = 35.0
+
+
+@dataclass
+class Group:
+    store: str
+    relays: list[Relay]
+    token: str
+    keys: list[str]
+    a: Node
+    b: Node
+
+
+def _value(out: str, label: str) -> str:
+    for line in out.splitlines():
+        if line.startswith(label):
+            return line.split()[1]
+    raise AssertionError(f"no {label} in {out!r}")
+
+
+def app(relay: Relay, key: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=relay.http + "/v1", api_key=key, max_retries=0, timeout=timeout(30)
+    )
+
+
+def ask(client: openai.OpenAI, text: str) -> Any:
+    return client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": text}]
+    )
+
+
+@pytest.fixture(scope="module")
+def group(bg: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
+    tmp = tmp_path_factory.mktemp("mesh")
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    vllm = FakeVLLM(chunks=6, chunk_delay=0.01)
+    engine = bg.run(vllm.start())
+    with fresh_schema() as store:
+        shared = ("--store", store, "--nats", NATS, "--nats-prefix", prefix)
+        data = [tmp / f"relay{n}" for n in (1, 2, 3)]
+        for d in data:
+            d.mkdir()
+        token = _value(relay_cli(data[0], "cluster", "create", "home", "--store", store), "token")
+        keys = [
+            _value(
+                relay_cli(data[0], "key", "create", "--cluster", "home", "--store", store), "key"
+            )
+            for _ in range(2)
+        ]
+        relays = [Relay(d, None, *shared).start() for d in data]
+        urls = [r.url for r in relays]
+
+        def node(name: str, first: int, services: list[dict[str, Any]]) -> Node:
+            config = node_config(
+                tmp / name,
+                node={"name": name},
+                cluster={"token": token},
+                relay={"url": urls[first], "urls": urls[first + 1 :] + urls[:first]},
+                services=services,
+            )
+            return bg.run(start_node(config))
+
+        a = node("node-a", 0, [{"name": "vllm", "url": engine}])
+        b = node("node-b", 1, [])
+        try:
+            yield Group(store, relays, token, keys, a, b)
+        finally:
+            for n in (a, b):
+                bg.run(n.stop())
+            for r in relays:
+                r.kill()
+            bg.run(vllm.stop())
+
+
+def test_a_model_at_relay_1_streams_to_a_node_on_relay_2(group: Group) -> None:
+    wait_until(
+        lambda: any(h["route"] == "relay" for h in holders(group.b, MODEL)), 15, "A's model at B"
+    )
+    assert status(group.a)["relay"]["url"] == group.relays[0].url
+    assert status(group.b)["relay"]["url"] == group.relays[1].url
+    with openai.OpenAI(
+        base_url=group.b.url + "/v1", api_key="x", max_retries=0, timeout=timeout(30)
+    ) as c:
+        raw = ask(c, "across two relays")
+        assert raw.parse().choices[0].message.content == "You said: across two relays"
+        assert (raw.headers["x-quorum-route"], raw.headers["x-quorum-node"]) == (
+            "relay",
+            "node-a",
+        )
+        stream = c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "a b c d"}], stream=True
+        )
+        parts = [ch.choices[0].delta.content or "" for ch in stream if ch.choices]
+        assert "".join(parts) == "You said: a b c d" and len(parts) > 2
+
+
+def test_200_concurrent_streams_cross_relays(group: Group) -> None:
+    wait_until(lambda: bool(holders(group.b, MODEL)), 15, "A's model at B")
+
+    async def many() -> list[str]:
+        async with openai.AsyncOpenAI(
+            base_url=group.b.url + "/v1", api_key="x", max_retries=0, timeout=timeout(60)
+        ) as c:
+
+            async def one(i: int) -> str:
+                stream = await c.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": f"n{i}"}], stream=True
+                )
+                return "".join(
+                    [ch.choices[0].delta.content or "" async for ch in stream if ch.choices]
+                )
+
+            return await asyncio.gather(*(one(i) for i in range(200)))
+
+    assert asyncio.run(many()) == [f"You said: n{i}" for i in range(200)]
+
+
+def test_an_app_calls_relay_3_for_a_model_at_relay_1(group: Group) -> None:
+    third = group.relays[2]
+    with app(third, group.keys[0]) as c:
+        wait_until(lambda: MODEL in [m.id for m in c.models.list()], 15, "A's model at relay 3")
+        raw = ask(c, "from an app")
+        assert raw.parse().choices[0].message.content == "You said: from an app"
+        assert (raw.headers["x-quorum-route"], raw.headers["x-quorum-node"]) == (
+            "relay",
+            "node-a",
+        )
+
+
+def test_a_revoked_key_fails_at_every_relay(group: Group) -> None:
+    revoked = group.keys[1]
+    for relay in group.relays:  # good everywhere first
+        with app(relay, revoked) as c:
+            wait_until(lambda c=c: MODEL in [m.id for m in c.models.list()], 15, "the model")
+    prefix = revoked.split("_")[1]
+    relay_cli(group.relays[0].data, "key", "revoke", f"qk_{prefix}", "--store", group.store)
+    for relay in group.relays:  # the very next request, at each relay
+        with app(relay, revoked) as c, pytest.raises(openai.AuthenticationError, match="revoked"):
+            ask(c, "still?")
+
+
+def test_relay_1_dies_and_its_node_moves_within_35_s(group: Group) -> None:
+    third = group.relays[2]
+    with app(third, group.keys[0]) as c:
+        ask(c, "before")  # A is reachable through relay 1
+        group.relays[0].kill()
+        killed = time.monotonic()
+        deadline = killed + MOVE_WITHIN_S
+        while True:
+            try:
+                raw = ask(c, "after")
+                break
+            except openai.APIStatusError as exc:
+                assert exc.status_code in (502, 503, 504), exc
+                assert time.monotonic() < deadline, "the route did not come back in time"
+                time.sleep(0.2)
+        took = time.monotonic() - killed
+    assert raw.parse().choices[0].message.content == "You said: after"
+    assert took < MOVE_WITHIN_S
+    assert status(group.a)["relay"]["url"] != group.relays[0].url
+    # And node B, on relay 2, reaches A again too.
+    with openai.OpenAI(
+        base_url=group.b.url + "/v1", api_key="x", max_retries=0, timeout=timeout(30)
+    ) as b:
+        wait_until(lambda: bool(holders(group.b, MODEL)), 15, "A's model at B again")
+        assert ask(b, "again").parse().choices[0].message.content == "You said: again"
