@@ -199,6 +199,7 @@ def test_answers_teach_the_holders_speed_and_tokens_per_second(make_rig: MakeRig
     streamed = entry.speed.tokens_per_s
     assert streamed is not None and 8 / 0.5 < streamed < 1000, streamed
     assert 1 in entry.speed.firsts  # its time to first byte, per level
+    assert [r.status for r in rig.node.ctx.recent] == [200]  # not a 499: it had it all
     # A whole answer says its completion tokens in its usage.
     chat(rig, "again")
     rig.bg.run(answered(2))

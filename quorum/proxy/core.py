@@ -92,7 +92,8 @@ async def serve(ctx: ProxyContext, request: ProxyRequest, sink: Sink, ex: Exchan
         ex.status, ex.error = err.status, err.code
         raise
     except asyncio.CancelledError:
-        ex.status, ex.error = 499, "client_disconnected"
+        if ex.last_byte is None:  # a client that hangs up at [DONE] had its whole answer
+            ex.status, ex.error = 499, "client_disconnected"
         raise
     finally:
         finish(ctx.metrics, ctx.recent, ex)
