@@ -191,3 +191,26 @@ def test_relay_1_dies_and_its_node_moves_within_35_s(group: Group) -> None:
     ) as b:
         wait_until(lambda: bool(holders(group.b, MODEL)), 15, "A's model at B again")
         assert ask(b, "again").parse().choices[0].message.content == "You said: again"
+
+
+def test_a_relay_that_drains_sends_its_nodes_to_another(group: Group) -> None:
+    second, third = group.relays[1], group.relays[2]
+    wait_until(lambda: status(group.b)["relay"]["connected"], 15, "B connected")
+    assert status(group.b)["relay"]["url"] == second.url
+    assert second.stop() == 0  # SIGTERM: GOAWAY to its nodes, drain, exit
+    wait_until(
+        lambda: (
+            status(group.b)["relay"]["url"] == third.url and status(group.b)["relay"]["connected"]
+        ),
+        MOVE_WITHIN_S,
+        "B on relay 3",
+    )
+    wait_until(lambda: bool(holders(group.b, MODEL)), MOVE_WITHIN_S, "A's model at B")
+    with openai.OpenAI(
+        base_url=group.b.url + "/v1", api_key="x", max_retries=0, timeout=timeout(30)
+    ) as b:
+        assert ask(b, "after the drain").parse().choices[0].message.content == (
+            "You said: after the drain"
+        )
+    with app(third, group.keys[0]) as c:
+        assert ask(c, "and for apps").parse().choices[0].message.content == "You said: and for apps"
