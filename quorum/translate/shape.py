@@ -33,6 +33,7 @@ from .sse import decode
 
 _PROBE = "\u2603 probe"
 _QUOTE = ord('"')
+_LONG = 4096  # characters of events past which splitting at a mark is quicker
 _CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f]")  # control characters but the line break
 
 
@@ -52,7 +53,10 @@ class Shape:
         # after the last; SSE events (read_events): the same, and where the texts are.
         run = (opened, (closed + b"\n" + opened).decode(), closed)
         between = (closed + b"\n\ndata: " + opened).decode()
-        events = (b"data: " + opened, closed, between, len(opened) + 6, -len(closed))
+        # Splitting at a short start of it is much quicker than at all of it (and the
+        # parts are checked whole, see read_events): one that is there only once.
+        mark = next(between[:n] for n in (24, 48, len(between)) if between.count(between[:n]) == 1)
+        events = (b"data: " + opened, closed, between, len(opened) + 6, -len(closed), mark)
         self._run = run if clean else None
         self._events = events if clean else None
 
@@ -96,19 +100,30 @@ class Shape:
     def read_events(self, whole: bytes) -> list[str] | None:
         """The texts of SSE events (``data: `` lines, blank lines between them, none after
         the last) that are all chunks of this shape, each text written without escapes;
-        else None. As :meth:`read_many` does, on the stream's own bytes: the split is at
-        what lies between two texts (a quote, the tail, a blank line, ``data: ``, the
-        head, a quote)."""
+        else None. As :meth:`read_many` does, on the stream's own bytes: they must be the
+        head, texts with what lies between two texts (a quote, the tail, a blank line,
+        ``data: ``, the head, a quote) between them, and the tail; which is found by
+        splitting at the start of that and checking that joining the parts with all of
+        it gives the bytes back."""
         events = self._events
         if events is None:
             return None
-        head, tail, between, start, stop = events
+        head, tail, between, start, stop, mark = events
         if not whole.startswith(head) or not whole.endswith(tail):
             return None
         try:
-            return _clean(whole[start:stop].decode().split(between))
+            text = whole[start:stop].decode()
         except UnicodeDecodeError:
             return None
+        if len(text) < _LONG:
+            return _clean(text.split(between))
+        parts = text.split(mark)
+        if len(parts) > 1:  # each part after the first begins with the rest of `between`
+            rest = len(between) - len(mark)
+            parts[1:] = [part[rest:] for part in parts[1:]]
+            if between.join(parts) != text:  # so it is the texts, and only them, between
+                return None
+        return _clean(parts)
 
     def read_many(self, payloads: list[bytes]) -> list[str] | None:
         """The texts of chunks that are all of this shape, each written in its chunk

@@ -203,3 +203,28 @@ def test_decoder_takes_the_usual_last_read_whole_and_stops_at_its_done() -> None
     decoder = ChatSseDecoder()
     assert decoder.payloads(last) == events and decoder.done
     assert decoder.payloads(b"data: " + events[0] + b"\n\n") == []
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_long_reads_are_split_at_a_mark_and_checked_whole(writer: str) -> None:
+    texts = [f"w{i} " for i in range(300)]
+    raw = stream_bytes([(False, t) for t in texts], writer)
+    role_and_first = raw.index(b"\n\n", raw.index(b"w0 ")) + 2
+    shape_read: list[int] = []
+    for api in APIS:
+        tr = make(api)
+        out = tr.feed_sse(raw[:role_and_first])
+        shape = tr._shape
+        assert shape is not None
+        body = raw[role_and_first : raw.index(b"data: ", raw.index(b'"w299 "') - 300)]
+        whole = body[: body.rfind(b"\n\n")]
+        assert len(whole) > 4096
+        got = shape.read_events(whole)
+        assert got is not None and got[0] == "w1 "
+        shape_read.append(len(got))
+        # A text that is not one (a quote in it) anywhere in a long read: all refused.
+        spoiled = whole.replace(b'"w150 "', b'"w1\\"50 "')
+        assert shape.read_events(spoiled) is None
+        out += tr.feed_sse(raw[role_and_first:]) + tr.end()
+        assert out == run(slow(make(api)), raw, [role_and_first])
+    assert len(set(shape_read)) == 1 and shape_read[0] > 25
