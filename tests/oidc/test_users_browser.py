@@ -122,6 +122,17 @@ def world(bg: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         oidc.stop()
 
 
+def through_the_provider(page: Page, world: World, login: str) -> None:
+    """From the relay's sign-in page through the provider's login and consent, and back."""
+    page.goto(world.relay.http + "/")
+    expect(page).to_have_title("Sign in · Quorum relay")
+    page.get_by_role("link", name="Sign in with Test ID").click()
+    page.locator('input[name="login"]').fill(login)
+    page.locator('input[name="password"]').fill("any password")
+    page.get_by_role("button", name="Sign-in").click()
+    page.get_by_role("button", name="Continue").click()
+
+
 @contextlib.contextmanager
 def person(browser: Browser, world: World, login: str) -> Iterator[tuple[Page, list[str]]]:
     """A browser of its own, signed in as ``login`` through the provider's pages; errors the
@@ -147,13 +158,7 @@ def person(browser: Browser, world: World, login: str) -> Iterator[tuple[Page, l
         ),
     )
     try:
-        page.goto(world.relay.http + "/")
-        expect(page).to_have_title("Sign in · Quorum relay")
-        page.get_by_role("link", name="Sign in with Test ID").click()
-        page.locator('input[name="login"]').fill(login)
-        page.locator('input[name="password"]').fill("any password")
-        page.get_by_role("button", name="Sign-in").click()
-        page.get_by_role("button", name="Continue").click()
+        through_the_provider(page, world, login)
         expect(page).to_have_title("Fleet · Quorum relay")
         expect(page.locator("#live")).to_have_text("live")
         yield page, problems
@@ -409,6 +414,16 @@ def test_a_disabled_user_loses_sessions_tokens_and_keys_at_once(
         expect(bob_page).to_have_title("Sign in · Quorum relay", timeout=timeout(10) * 1000)
         status, _ = world.api("/api/v1/me", world.facts["bob_token"])
         assert status == 401
+        # Nor can he sign in again while disabled.
+        context = browser.new_context()
+        try:
+            again = context.new_page()
+            through_the_provider(again, world, "bob")
+            expect(again).to_have_title("Sign in · Quorum relay")
+            expect(again.locator("#error")).to_have_text("This account is disabled.")
+            assert not [c for c in context.cookies() if c["name"] == "quorum_relay_session"]
+        finally:
+            context.close()
         with (
             world.client(world.facts["bob_key"]) as client,
             pytest.raises(openai.AuthenticationError),
@@ -423,3 +438,24 @@ def test_a_disabled_user_loses_sessions_tokens_and_keys_at_once(
         assert not problems, problems
     assert world.facts["alice_key"] not in world.relay.log.read_text()
     assert world.oidc.client_secret not in world.relay.log.read_text()
+
+
+def test_signing_out_everywhere_ends_every_session_of_the_user(
+    world: World, browser: Browser
+) -> None:
+    with (
+        person(browser, world, "alice") as (laptop, _),
+        person(browser, world, "alice") as (
+            phone,
+            problems,
+        ),
+    ):
+        go(laptop, "account")
+        laptop.locator("#signout-everywhere").click()
+        expect(laptop).to_have_title("Sign in · Quorum relay")
+        # The other browser's open page is signed out by its live stream.
+        expect(phone).to_have_title("Sign in · Quorum relay", timeout=timeout(10) * 1000)
+        assert phone.request.get(world.relay.http + "/dashboard/session").status == 401
+        assert not problems, problems
+    status, _ = world.api("/api/v1/me", world.facts["alice_token"])
+    assert status == 200  # personal tokens are not sessions: revoke them one by one
