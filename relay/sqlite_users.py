@@ -374,7 +374,7 @@ class UserTables:
         """The owner of an owned key, whether they are disabled, and their place in the key's
         cluster now (None: removed from it); None for a key without an owner."""
         row = self._row(
-            "SELECT k.user_id, u.disabled_at, m.role FROM api_keys k "
+            "SELECT k.user_id, u.disabled_at, m.role, u.role FROM api_keys k "
             "JOIN users u ON u.id = k.user_id "
             "LEFT JOIN cluster_members m ON m.cluster_id = k.cluster_id AND m.user_id = k.user_id "
             "WHERE k.id = ?",
@@ -382,7 +382,12 @@ class UserTables:
         )
         if row is None:
             return None
-        return KeyHolder(row[0], row[1] is not None, None if row[2] is None else Membership(row[2]))
+        return KeyHolder(
+            row[0],
+            row[1] is not None,
+            None if row[2] is None else Membership(row[2]),
+            operator=row[3] == Role.OPERATOR.value,
+        )
 
     def user_usage(
         self,

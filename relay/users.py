@@ -77,15 +77,17 @@ class Member:
 @dataclass(frozen=True, slots=True)
 class KeyHolder:
     """Who owns an API key now: the key works only while they are enabled and still in
-    the key's cluster (``membership`` not None)."""
+    the key's cluster (``membership`` not None), or an operator."""
 
     user_id: str
     disabled: bool
     membership: Membership | None
+    operator: bool = False
+    """An operator's keys reach any cluster, as the operator does."""
 
     @property
     def allowed(self) -> bool:
-        return not self.disabled and self.membership is not None
+        return not self.disabled and (self.membership is not None or self.operator)
 
 
 @dataclass(frozen=True, slots=True)

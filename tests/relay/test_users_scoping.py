@@ -93,6 +93,10 @@ def test_each_role_sees_what_it_may(
     rotated = member.rotate_key(theirs["id"])
     assert store.key_owner(rotated["id"]) == member.user.id
     assert owner.revoke_key(rotated["id"])["state"] == "revoked"
+    # An operator's key in a cluster not theirs works (and stops if they are disabled).
+    ops_key = operator.create_key("home", "support")
+    held = store.key_holder(ops_key["id"])
+    assert held is not None and held.allowed and held.membership is None
     # A member leaves on their own; the operator disables anyone but themself.
     member.remove_member("home", member.user.id)
     assert member.clusters() == []
