@@ -400,7 +400,11 @@ class Node:
             other_urls=self.config.relay.urls,  # the same group's relays, moved to in turn
         )
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
-        http_base = relay_http_base(url)
+        tunnel = ctx.tunnel
+
+        def http_base() -> str:  # the relay the tunnel is on now: it moves between relays
+            return relay_http_base(tunnel.relay_url)
+
         # The relay hears who this node is from its certificate and a fresh proof, as at the
         # tunnel's join: the token itself never travels (a node without TLS sends it).
         tls = ctx.tls

@@ -72,6 +72,11 @@ def looks_like_key(credential: str) -> bool:
     return credential.startswith(KEY_SCHEME)
 
 
+def http_base_of(base: str | Callable[[], str]) -> str:
+    """The relay's HTTP base now: ``base``, or what it returns (the node's current relay)."""
+    return (base() if callable(base) else base).rstrip("/")
+
+
 def relay_http_base(relay_url: str) -> str:
     """``wss://relay.example.com/tunnel`` -> ``https://relay.example.com``."""
     base = relay_url.rstrip("/").removesuffix("/tunnel")
@@ -110,7 +115,7 @@ class _Unavailable(Exception):
 class KeyVerifier:
     def __init__(
         self,
-        relay_http_base: str,
+        relay_http_base: str | Callable[[], str],
         cluster_token: str | Credentials,
         session: aiohttp.ClientSession,
         clock: Callable[[], float] = time.time,
@@ -121,7 +126,8 @@ class KeyVerifier:
         timeout_s: float = 5.0,
         max_entries: int = 10_000,
     ) -> None:
-        self._url = relay_http_base.rstrip("/") + "/api/v1/keys/verify"
+        # A callable: the relay the node's tunnel is on now (it moves between relays).
+        self._base = relay_http_base
         self._credentials = as_credentials(cluster_token)
         self._session = session
         self._clock = clock
@@ -230,7 +236,10 @@ class KeyVerifier:
         body = {"key": key} if source is None else {"key": key, "client": source}
         try:
             async with self._session.post(
-                self._url, json=body, headers=headers, timeout=self._timeout
+                http_base_of(self._base) + "/api/v1/keys/verify",
+                json=body,
+                headers=headers,
+                timeout=self._timeout,
             ) as resp:
                 raw = await resp.read()
                 retry = resp.headers.get("Retry-After", "")

@@ -173,17 +173,17 @@ class TunnelClient:
                 if not first:
                     await asyncio.sleep(delay)
                 first = False
-                self.status.url = self._url
+                self.status.url = self.relay_url
                 try:
                     opened_at = await self._connect_once()
                 except AuthRefused as exc:
                     self.status.stopped = True
                     self.status.last_error = str(exc)
-                    log.error("relay %s: %s; not reconnecting", self._url, exc)
+                    log.error("relay %s: %s; not reconnecting", self.relay_url, exc)
                     return
                 except TransportClosed as exc:
                     self.status.last_error = str(exc)
-                    log.warning("relay %s unreachable: %s", self._url, exc)
+                    log.warning("relay %s unreachable: %s", self.relay_url, exc)
                     opened_at = None
                 if opened_at is not None:
                     state = state.connected(opened_at)
@@ -195,7 +195,7 @@ class TunnelClient:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
-    def _url(self) -> str:
+    def relay_url(self) -> str:
         """The relay dialled now (or last)."""
         return self._relays.current
 
@@ -347,7 +347,7 @@ class TunnelClient:
 
     async def _connect_once(self) -> float:
         """One connection, from dialling to its end; returns when it opened."""
-        transport = await self._dial_url(self._url)
+        transport = await self._dial_url(self.relay_url)
         relay_cert = getattr(transport, "relay_cert", None)
         # The relay's public /v1 reaches this node in TLS with the relay that just answered.
         self._hop = (
@@ -372,7 +372,7 @@ class TunnelClient:
         opened_at = asyncio.get_running_loop().time()
         self._pump = pump
         self.status.connected, self.status.since, self.status.last_error = True, time.time(), None
-        log.info("connected to relay %s", self._url)
+        log.info("connected to relay %s", self.relay_url)
         heartbeat = asyncio.create_task(self._heartbeat(pump), name="tunnel-presence")
         try:
             ended = await pump.run()
@@ -382,7 +382,7 @@ class TunnelClient:
             self._lost()
         if ended.reason is not EndReason.STOPPED:
             self.status.last_error = ended.message
-            log.warning("relay %s: %s; reconnecting", self._url, ended.message)
+            log.warning("relay %s: %s; reconnecting", self.relay_url, ended.message)
         return opened_at
 
     async def _heartbeat(self, pump: Pump) -> None:

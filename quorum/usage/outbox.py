@@ -40,7 +40,7 @@ from pathlib import Path
 import aiohttp
 
 from quorum.errors import RemoteProtocolError, ShipFailed, ShipRefused, ShipRejected
-from quorum.keys import Credentials, as_credentials
+from quorum.keys import Credentials, as_credentials, http_base_of
 from quorum.protocol import MAX_USAGE_BATCH, UsageBatch, backoff
 from quorum.protocol import RequestUsage as UsageRecord
 
@@ -60,13 +60,14 @@ class HttpShipper:
 
     def __init__(
         self,
-        relay_http_base: str,
+        relay_http_base: str | Callable[[], str],
         cluster_token: str | Credentials,
         session: aiohttp.ClientSession,
         *,
         timeout_s: float = 30.0,
     ) -> None:
-        self._url = relay_http_base.rstrip("/") + "/api/v1/usage"
+        # A callable: the relay the node's tunnel is on now (it moves between relays).
+        self._base = relay_http_base
         self._credentials = as_credentials(cluster_token)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -76,7 +77,10 @@ class HttpShipper:
         headers = {**self._credentials(), "Content-Type": "application/json"}
         try:
             async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout
+                http_base_of(self._base) + "/api/v1/usage",
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
             ) as resp:
                 text = await resp.text()
         except (aiohttp.ClientError, TimeoutError) as exc:

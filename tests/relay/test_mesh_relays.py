@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from quorum.app import Node
+from relay.pg_store import PostgresStore
 from tests.fakes import FakeVLLM, LoopThread
 from tests.harness import node_config, start_node, timeout
 from tests.postgres import fresh_schema
@@ -206,11 +207,28 @@ def test_a_relay_that_drains_sends_its_nodes_to_another(group: Group) -> None:
         "B on relay 3",
     )
     wait_until(lambda: bool(holders(group.b, MODEL)), MOVE_WITHIN_S, "A's model at B")
+    moved_at_ms = int(time.time() * 1000)
     with openai.OpenAI(
         base_url=group.b.url + "/v1", api_key="x", max_retries=0, timeout=timeout(30)
     ) as b:
         assert ask(b, "after the drain").parse().choices[0].message.content == (
             "You said: after the drain"
         )
+    # B's usage goes to the relay it is on now (its relay.url is gone), once.
+    store = PostgresStore(group.store)
+    try:
+        (cluster,) = store.clusters()
+
+        def shipped() -> list[Any]:
+            return [
+                r
+                for r in store.usage_records(cluster.id, limit=1000)
+                if r.time_ms >= moved_at_ms and r.key_id is None and r.node == "node-a"
+            ]
+
+        wait_until(lambda: len(shipped()) >= 1, 30, "B's usage in the store")
+        assert len({r.request_id for r in shipped()}) == len(shipped())
+    finally:
+        store.close()
     with app(third, group.keys[0]) as c:
         assert ask(c, "and for apps").parse().choices[0].message.content == "You said: and for apps"
