@@ -115,8 +115,12 @@ class Shape:
             text = whole[start:stop].decode()
         except UnicodeDecodeError:
             return None
-        if len(text) < _LONG:
-            return _clean(text.split(between))
+        if len(text) < _LONG:  # (what _clean does, here: this runs once a read)
+            parts = text.split(between)
+            every = "".join(parts)
+            if "" in parts or not every.isprintable() or '"' in every or "\\" in every:
+                return None
+            return parts
         parts = text.split(mark)
         if len(parts) > 1:  # each part after the first begins with the rest of `between`
             rest = len(between) - len(mark)

@@ -45,6 +45,8 @@ class ChatSseDecoder:
         """The events this read ends, whole, without the blank line after the last (empty
         when it ends none); the rest is kept for the next read. Lines end in ``\\n``."""
         buf = self._buf
+        if not buf and data[-2:] == b"\n\n" and b"\r" not in data:
+            return data[:-2]  # the usual read: whole events, and nothing kept
         if buf:
             if b"\n" not in data:  # no line ends here, so no event does
                 self._buf = buf = buf + data
