@@ -394,7 +394,7 @@ async def build_snapshot(
                 [k for k in keys if k.cluster_id == chosen.id],
                 win,
             )
-        return data.snapshot(
+        snap = data.snapshot(
             clusters=clusters,
             seen=store.nodes(),
             links=links,
@@ -403,6 +403,10 @@ async def build_snapshot(
             now=now,
             refusals=refusals,
         )
+        users = store.users()
+        if users:  # the admin token manages the relay's users too (dashboard_account)
+            snap["account"] = dashboard_users.for_admin(users)
+        return snap
 
     return await asyncio.to_thread(read)
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from relay import dashboard_data as data
 from relay.store import Cluster
-from relay.user_ops import UserOps
-from relay.users import Membership, can_see_key
+from relay.user_ops import UserOps, user_json
+from relay.users import Membership, User, can_see_key
 
 
 def _pick(clusters: Sequence[Cluster], ref: str | None) -> Cluster | None:
@@ -69,3 +69,14 @@ def scoped(
         "users": ops.users() if user.operator else None,
     }
     return snap
+
+
+def for_admin(users: Sequence[User]) -> data.JSON:
+    """The account part of the admin token's snapshot: no account of its own, every user."""
+    return {
+        "me": None,
+        "places": None,
+        "members": {},
+        "tokens": None,
+        "users": [user_json(u) for u in users],
+    }

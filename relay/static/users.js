@@ -81,7 +81,8 @@
     const account = snap.account;
     const places = account ? account.places : null;
     const members = account ? account.members : {};
-    $("join-section").hidden = !account;
+    const person = Boolean(account && account.me); // the admin token's session is no person
+    $("join-section").hidden = !person;
     setText($("clusters-count"), String(snap.clusters.length));
     table($("clusters"), ["Cluster", "Role", "Nodes", "Members", ""], snap.clusters.map((c) => {
       const role = places ? places[c.id] : "admin";
@@ -107,7 +108,7 @@
         ] });
       }
     }
-    $("members-section").hidden = !account;
+    $("members-section").hidden = !person;
     table($("members"), ["Cluster", "User", "Role", ""], rows, "Nobody yet.");
   }
 
@@ -115,12 +116,22 @@
     const account = snap.account;
     $("tab-account").hidden = !account;
     if (!account) return;
-    const me = account.me;
+    // The admin token's session has no account of its own: only the users to manage.
+    const me = account.me || { id: null };
+    for (const id of ["account-section", "tokens-section"]) $(id).hidden = !account.me;
+    if (!account.me) {
+      renderUsers(account, me);
+      return;
+    }
     setText($("me"), "Signed in as " + me.name + (me.email ? " <" + me.email + ">" : "") + " with " + me.provider + " · " + me.role);
     table($("tokens"), ["Token", "Name", "State", ""], account.tokens.map((t) => ({ id: t.id, cells: [
       h("code", {}, t.prefix), t.name || "–", t.state,
       t.state === "active" ? act("Revoke", "danger", () => post("/dashboard/tokens/" + encodeURIComponent(t.id) + "/revoke"), "token-error") : "",
     ] })), "No personal token.");
+    renderUsers(account, me);
+  }
+
+  function renderUsers(account, me) {
     $("users-section").hidden = !account.users;
     if (account.users) {
       table($("users"), ["User", "Signed in with", "Role", "State", ""], account.users.map((u) => ({ id: u.id, cells: [

@@ -459,3 +459,25 @@ def test_signing_out_everywhere_ends_every_session_of_the_user(
         assert not problems, problems
     status, _ = world.api("/api/v1/me", world.facts["alice_token"])
     assert status == 200  # personal tokens are not sessions: revoke them one by one
+
+
+def test_the_admin_token_manages_users_on_the_dashboard_too(world: World, open_page: Any) -> None:
+    admin = (world.relay.data / "admin_token").read_text().strip()
+    page = open_page(world.relay.http + "/")
+    page.locator("#token").fill(admin)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#live")).to_have_text("live")
+    go(page, "account")
+    expect(page.locator("#account-section")).to_be_hidden()  # no account of its own
+    row = page.locator("#users tbody tr", has_text="Bob Builder")
+    expect(page.locator("#users tbody tr", has_text="Alice Liddell")).to_contain_text("operator")
+    row.get_by_role("button", name="Disable").click()
+    expect(row).to_contain_text("disabled")
+    assert world.api("/api/v1/me", world.facts["bob_token"])[0] == 401
+    row.get_by_role("button", name="Enable").click()
+    expect(row).to_contain_text("active")
+    assert world.api("/api/v1/me", world.facts["bob_token"])[0] == 200
+    go(page, "clusters")  # the whole fleet's clusters, and no joining for the admin token
+    expect(page.locator("#clusters")).to_contain_text("wonderland")
+    expect(page.locator("#clusters")).to_contain_text("workshop")
+    expect(page.locator("#join-section")).to_be_hidden()
