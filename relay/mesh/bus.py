@@ -57,10 +57,14 @@ class NatsBus:
 
     @classmethod
     async def connect(cls, url: str, *, name: str) -> NatsBus:
+        client: Client | None = None
+
         async def on_error(exc: Exception) -> None:
             log.warning("NATS at %s: %s", where(url), type(exc).__name__)
 
         async def on_disconnect() -> None:
+            if client is not None and (client.is_closed or client.is_draining):
+                return  # our own close
             log.warning("NATS at %s: disconnected; reconnecting", where(url))
 
         try:
