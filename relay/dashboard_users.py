@@ -61,6 +61,9 @@ def scoped(
         usage_of=usage,
         now=now,
     )
+    for row in snap["fleet"]:  # a member learns where the owner's machines are no more
+        if places.get(row["cluster_id"]) is Membership.MEMBER and row.get("route"):
+            row["route"] = {**row["route"], "remote": "the owner's network"}
     snap["account"] = {
         "me": ops.me(),
         "places": {cid: role.value for cid, role in places.items()},

@@ -364,6 +364,10 @@ def test_bob_learns_nothing_of_alices_things_until_invited(world: World, browser
         expect(page.locator("#clusters tbody tr", has_text="wonderland")).to_contain_text("member")
         go(page, "models")
         expect(page.locator("#models")).to_contain_text(ALICE_MODEL)
+        go(page, "fleet")  # her node, but not the address it connects from
+        hers = page.locator("#fleet tbody tr", has_text="rabbit-hole")
+        expect(hers).to_contain_text("tunnel from the owner's network")
+        expect(page.locator("#fleet tbody tr", has_text="bench")).to_contain_text("127.0.0.1")
         guest = make_key(page, "wonderland", "visiting")
         with world.client(guest) as client:
             assert chat(client, ALICE_MODEL, "hello alice") == "You said: hello alice"
