@@ -107,6 +107,7 @@
         removeButton(n),
       ] })), "No node yet: start one with quorum up --token … --relay ….");
     renderRefused(snap);
+    renderRotate(snap);
   }
 
   // Two clicks, as for a key: the first arms the button for 5 s, the second removes.
@@ -147,6 +148,60 @@
         r.fingerprint ? h("code", { title: r.fingerprint }, r.fingerprint.slice(0, 16)) : muted("no certificate"),
         h("code", {}, r.remote), ago(r.last_s_ago), String(r.count), r.why,
       ] })), "No node connection refused since the relay started.");
+  }
+
+  // -- a cluster's join token ------------------------------------------------------------
+
+  function renderRotate(snap) {
+    fillSelect($("rotate-cluster"), snap.clusters, $("rotate-cluster").value || (snap.clusters[0] || {}).id);
+  }
+
+  async function rotate(ev) {
+    ev.preventDefault();
+    const button = $("rotate-go");
+    if (!armed.has("rotate")) { // two clicks, as for every change that cannot be undone
+      armed.set("rotate", setTimeout(() => { armed.delete("rotate"); setText(button, "Rotate token"); button.classList.remove("armed"); }, 5000));
+      button.classList.add("armed");
+      setText(button, "Confirm rotate");
+      return;
+    }
+    clearTimeout(armed.get("rotate"));
+    armed.delete("rotate");
+    button.classList.remove("armed");
+    setText(button, "Rotate token");
+    button.disabled = true;
+    setText($("rotate-error"), "");
+    setText($("rotate-note"), "");
+    try {
+      const made = await post("/dashboard/clusters/" + encodeURIComponent($("rotate-cluster").value) + "/rotate",
+        { grace: $("rotate-grace").value });
+      // The one time the token is ever on a page: it is dropped from the DOM at "Done".
+      setText($("rotated-token"), made.token);
+      $("rotated").hidden = false;
+      setText($("rotate-note"), "The previous token of " + made.name + " works until " +
+        new Date(made.previous_accepted_until * 1000).toLocaleString() + ".");
+    } catch (e) {
+      setText($("rotate-error"), e.message);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function finishRotation() {
+    setText($("rotate-error"), "");
+    try {
+      const done = await post("/dashboard/clusters/" + encodeURIComponent($("rotate-cluster").value) + "/rotate/finish", {});
+      setText($("rotate-note"), done.ended
+        ? "The previous token of " + done.name + " is refused from now on (" + done.closed + " tunnel(s) closed)."
+        : "No previous token of " + done.name + " was still accepted.");
+    } catch (e) {
+      setText($("rotate-error"), e.message);
+    }
+  }
+
+  function forgetRotated() {
+    setText($("rotated-token"), "");
+    $("rotated").hidden = true;
   }
 
   // -- models --------------------------------------------------------------------------
@@ -504,6 +559,9 @@
   $("key-cluster").addEventListener("change", () => view.snap && knownModels(view.snap));
   $("copy-key").addEventListener("click", copy);
   $("created-done").addEventListener("click", forgetCreated);
+  $("rotate").addEventListener("submit", rotate);
+  $("rotate-finish").addEventListener("click", finishRotation);
+  $("rotated-done").addEventListener("click", forgetRotated);
   $("usage-cluster").addEventListener("change", () => {
     view.cluster = $("usage-cluster").value;
     connect();
