@@ -373,12 +373,17 @@ async def build_snapshot(
     """Every page's data; usage for ``cluster`` (default: the first) over ``window``; only
     what ``user`` may see when a user is signed in (``dashboard_users.scoped``)."""
     links, now = _links(state), state.clock()
+    refusals = state.hub.refusals.latest()  # (the hub is read on the event loop)
     if user is not None:
         return await asyncio.to_thread(
-            dashboard_users.scoped, UserOps(state.store, state.clock, user), links, cluster, window
+            dashboard_users.scoped,
+            UserOps(state.store, state.clock, user),
+            links,
+            cluster,
+            window,
+            refusals if user.operator else (),
         )
     store = state.store
-    refusals = state.hub.refusals.latest()  # (the hub is read on the event loop)
 
     def read() -> data.JSON:
         clusters = store.clusters()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from relay import dashboard_data as data
+from relay.refusals import Refusal
 from relay.store import Cluster
 from relay.user_ops import UserOps, user_json
 from relay.users import Membership, User, can_see_key
@@ -27,8 +28,13 @@ def _pick(clusters: Sequence[Cluster], ref: str | None) -> Cluster | None:
 
 
 def scoped(
-    ops: UserOps, links: Sequence[data.LinkView], cluster: str | None, window: str | None
+    ops: UserOps,
+    links: Sequence[data.LinkView],
+    cluster: str | None,
+    window: str | None,
+    refusals: Sequence[Refusal] = (),
 ) -> data.JSON:
+    """The snapshot ``ops.user`` may see; ``refusals`` (refused node keys) for an operator."""
     store, user, now = ops.store, ops.user, ops.clock()
     places = ops.places()
     clusters = [c for c in store.clusters() if c.id in places]
@@ -60,6 +66,7 @@ def scoped(
         keys_=keys,
         usage_of=usage,
         now=now,
+        refusals=refusals,
     )
     for row in snap["fleet"]:  # a member learns where the owner's machines are no more
         if places.get(row["cluster_id"]) is Membership.MEMBER and row.get("route"):
