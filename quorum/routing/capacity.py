@@ -146,11 +146,15 @@ def base_s(speed: Speed, now: float) -> float | None:
 
 
 def at_level(speed: Speed, level: int, now: float) -> float | None:
-    """The latency learned at ``level`` if fresh, else None."""
-    entry = speed.levels.get(min(level, MAX_LEVEL))
-    if entry is None or now - entry[1] > LEVEL_TTL_S:
-        return None
-    return entry[0]
+    """The latency learned at ``level``, else at the highest fresh level below it (more
+    at once never runs faster: a level not seen yet is no quicker than the one under
+    it); None when no level up to ``level`` is fresh."""
+    level = min(level, MAX_LEVEL)
+    best, latency = 0, None
+    for n, entry in speed.levels.items():
+        if best < n <= level and now - entry[1] <= LEVEL_TTL_S:
+            best, latency = n, entry[0]
+    return latency
 
 
 def learned_slots(speed: Speed, now: float) -> int | None:

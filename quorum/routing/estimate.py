@@ -12,9 +12,11 @@ Rules (everything that estimates a completion time lives here):
   report's freshness: a report loses weight linearly and counts for nothing
   after ``REPORT_TTL_S``. So this node's own finished requests never linger
   as load in an old report.
-- Run: the latency learned at the level the request would start at; else the
-  learned base run time; else the latency EWMA of answers that did not say
-  their level (while fresh: ``HealthPolicy.stale_s``); else the run time the
+- Run: the latency learned at the level the request would start at (a level
+  not seen yet: the highest seen below it, since more at once never runs
+  faster); else the learned base run time; else the latency EWMA of answers
+  that did not say their level (while fresh: ``HealthPolicy.stale_s``); else
+  the run time the
   peer reported plus the route;
   else ``unknown_run_s`` (the caller passes the best known among the
   candidates, so a new holder is tried rather than starved). While a

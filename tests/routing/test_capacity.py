@@ -152,6 +152,17 @@ def test_more_busy_never_finishes_sooner(a: int, b: int, run_s: float) -> None:
     assert estimate(h_low, h, 1.0).total_s <= estimate(h_high, h, 1.0).total_s
 
 
+def test_a_level_not_seen_yet_runs_no_faster_than_the_highest_seen_below() -> None:
+    h = holder(node="medium")
+    health = _taught(h, 0.4)
+    health = finished(started(health, key_of(h), 0.0), key_of(h), 0.0, True, 0.6, level=3)
+    for _ in range(6):
+        health = started(health, key_of(h), 0.0)
+    # The seventh would start at level 7: seen up to 3 (once, not enough to cap the slots).
+    assert estimate(health, h, 0.0).run_s == 0.6
+    assert limit_of(health, h, 0.0) == 8
+
+
 def test_a_model_to_load_costs_a_load() -> None:
     warm, cold = holder(node="a", loaded=True), holder(node="b", loaded=False)
     assert estimate(Health(), cold, 0.0).total_s - estimate(Health(), warm, 0.0).total_s == LOAD_S
