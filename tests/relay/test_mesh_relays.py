@@ -167,6 +167,58 @@ def test_a_revoked_key_fails_at_every_relay(group: Group) -> None:
             ask(c, "still?")
 
 
+def test_usage_of_500_requests_across_the_relays_one_restarted_is_stored_once(
+    group: Group,
+) -> None:
+    key = group.keys[0]
+    store = PostgresStore(group.store)
+    try:
+        (cluster,) = store.clusters()
+        stored = store.key(key.split("_")[1])
+        assert stored is not None
+
+        def records() -> list[Any]:
+            return [r for r in store.usage_records(cluster.id, limit=5000) if r.key_id == stored.id]
+
+        before = len(records())
+
+        async def batch(first: int, count: int) -> list[int]:
+            clients = [
+                openai.AsyncOpenAI(
+                    base_url=r.http + "/v1", api_key=key, max_retries=0, timeout=timeout(60)
+                )
+                for r in group.relays
+            ]
+            try:
+                answers = await asyncio.gather(
+                    *(
+                        clients[n % 3].chat.completions.with_raw_response.create(
+                            model=MODEL, messages=[{"role": "user", "content": f"r{n}"}]
+                        )
+                        for n in range(first, first + count)
+                    )
+                )
+                return [a.status_code for a in answers]
+            finally:
+                for c in clients:
+                    await c.close()
+
+        statuses = asyncio.run(batch(0, 250))
+        third = group.relays[2]
+        assert third.stop() == 0  # writes what it recorded, then exits
+        third.start()
+        with app(third, key) as c:
+            wait_until(lambda: MODEL in [m.id for m in c.models.list()], 15, "the model again")
+        statuses += asyncio.run(batch(250, 250))
+        answered = statuses.count(200)
+        assert answered == 500
+        wait_until(lambda: len(records()) - before >= 500, 30, "500 usage records")
+        assert len(records()) - before == 500
+        assert len({r.request_id for r in records()}) == len(records())
+    finally:
+        store.close()
+
+
 def test_relay_1_dies_and_its_node_moves_within_35_s(group: Group) -> None:
     third = group.relays[2]
     with app(third, group.keys[0]) as c:
