@@ -26,6 +26,7 @@ from quorum import __version__
 from quorum.config.load import load_config, set_path
 from quorum.config.models import DEFAULT_PORT, Config
 from quorum.errors import QuorumError
+from quorum.memory import return_large_blocks
 
 log = logging.getLogger("quorum.cli")
 
@@ -163,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
 def run_node(config: Config) -> int:
     from quorum.app import Node  # imported here: `quorum status` should start fast
 
+    return_large_blocks()  # memory returns to its baseline after large request bodies
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -15,6 +15,10 @@ usual 1,024-file limit. This wraps the server's protocol factory:
 - A client that is not trusted (not loopback) may hold at most
   ``per_address`` connections at once; more are closed as they come.
 
+After a head that asks to switch protocols (``Upgrade:``, the relay's WebSocket tunnel),
+bytes that cannot start a request line are the new protocol's: nothing more is timed here
+(a tunnel was cut 10 s after it opened when its frames were taken for an unfinished head).
+
 ``HeadTracker`` is the pure part (bytes in, where the heads and bodies are);
 ``GuardedFactory`` the asyncio adapter. A chunked request body is not tracked
 (the connection is then left to aiohttp's own limits).
@@ -77,12 +81,13 @@ class Phase(enum.IntEnum):
 class HeadTracker:
     """Where a connection's byte stream is: in a head, in a body, or between requests."""
 
-    __slots__ = ("_body_left", "_tail", "head_bytes", "phase")
+    __slots__ = ("_body_left", "_tail", "_upgrade", "head_bytes", "phase")
 
     def __init__(self) -> None:
         self.phase = Phase.IDLE
         self._tail = b""  # the last bytes of the head so far (to find its end across reads)
         self._body_left = 0
+        self._upgrade = False  # the last head asked to switch protocols (a WebSocket)
         self.head_bytes = bytearray()
 
     def feed(self, data: bytes) -> bool:
@@ -100,7 +105,14 @@ class HeadTracker:
                     self.phase = Phase.IDLE
                 continue
             if self.phase is Phase.IDLE:
+                if self._upgrade and not _starts_a_request(view[0]):
+                    # The server switched protocols: what follows is WebSocket frames (their
+                    # first byte is a flag and an opcode), never a head. Left to the protocol
+                    # (the tunnel has its own liveness).
+                    self.phase = Phase.UNTRACKED
+                    return started
                 self.phase, started = Phase.HEAD, True
+                self._upgrade = False
                 self.head_bytes.clear()
             chunk = bytes(view)
             end = (self._tail + chunk).find(b"\r\n\r\n")
@@ -122,6 +134,8 @@ class HeadTracker:
         for line in bytes(self.head_bytes).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
+            if name == b"upgrade":
+                self._upgrade = True
             if name == b"transfer-encoding":
                 self.phase = Phase.UNTRACKED
                 return
@@ -136,6 +150,11 @@ class HeadTracker:
             self.phase, self._body_left = Phase.BODY, length
         else:
             self.phase = Phase.IDLE
+
+
+def _starts_a_request(byte: int) -> bool:
+    """A request line starts with its method, a token of letters (``GET``, ``POST``)."""
+    return 0x41 <= byte <= 0x5A or 0x61 <= byte <= 0x7A
 
 
 def is_trusted(host: str | None) -> bool:

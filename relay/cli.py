@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from quorum.errors import ApiError, QuorumError
+from quorum.memory import return_large_blocks
 from quorum.netguard import GuardedSite
 from relay import signin, systemd, user_cli
 from relay.admin import ADMIN_TOKEN_ENV, DEFAULT_GRACE, AdminOps, load_admin_token
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 level=getattr(logging, args.log_level.upper()),
                 format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
             )
+            return_large_blocks()  # memory returns to its baseline after large bodies
             asyncio.run(serve(args))
             return 0
         if args.command == "admin-token":

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
+from quorum import memory
 from quorum.api.body import request_model
 from quorum.api.endpoints import SERVED_V1, Endpoint
 from quorum.api.errors import error_code_of, stream_error
@@ -47,6 +48,7 @@ from quorum.api.headers import KEY_MODELS_HEADER, RESPONSE_DROP, forwarded_reque
 from quorum.api.usage import ResponseUsageScanner
 from quorum.errors import (
     ApiError,
+    BodyTooLarge,
     Forbidden,
     ModelNotFound,
     NoReachableHolder,
@@ -92,7 +94,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     key = await require_key(request)
     ex = Exchange(uuid.uuid4().hex, endpoint, started, int(state.clock() * 1000), key)
     try:
-        return await _serve(request, state, ex)
+        with memory.PROCESS.holding(request.content_length):
+            return await _serve(request, state, ex)
     except ApiError as err:
         ex.status, ex.error = err.status, err.code
         raise
@@ -108,6 +111,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.StreamResponse:
     if state.hub.draining:
         raise NoReachableHolder("The relay is restarting; try again in a moment.")
+    declared = request.content_length
+    if declared is not None and declared > state.max_body:
+        # Refused from the head alone: nothing of a body that cannot be taken is read.
+        raise BodyTooLarge(
+            f"The request body is too large: {declared} bytes, and this relay takes at most "
+            f"{state.max_body} (quorum-relay serve --max-body-mb)."
+        )
     payload = await request.read()
     ex.model = request_model(ex.endpoint, request.headers.get("Content-Type", ""), payload)
     if not allows_model(ex.key.models, ex.model):

@@ -56,6 +56,35 @@ def test_a_body_is_tracked_then_a_chunked_one_is_left_alone() -> None:
     assert phase_of(tracker) is Phase.UNTRACKED
 
 
+UPGRADE = (
+    b"GET /tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@given(st.binary(min_size=1, max_size=64), st.integers(0x80, 0x8F))
+def test_frames_after_an_upgrade_are_never_a_head(frame: bytes, first: int) -> None:
+    """A masked WebSocket frame (first byte: FIN and an opcode) after the upgrade: untracked,
+    so no head deadline ever cuts the tunnel."""
+    tracker = HeadTracker()
+    tracker.feed(UPGRADE)
+    assert phase_of(tracker) is Phase.IDLE
+    assert not tracker.feed(bytes([first]) + frame)
+    assert phase_of(tracker) is Phase.UNTRACKED
+
+
+def test_a_refused_upgrade_then_a_slow_head_is_still_timed() -> None:
+    """A client that asked to upgrade, was refused, and drips its next head is timed."""
+    tracker = HeadTracker()
+    tracker.feed(UPGRADE)
+    assert tracker.feed(b"GET /healthz HTTP/1.1\r\n")
+    assert phase_of(tracker) is Phase.HEAD
+    tracker.feed(b"Host: x\r\n\r\n")
+    assert phase_of(tracker) is Phase.IDLE
+    assert tracker.feed(b"\x82\x85")  # no upgrade asked this time: a head, timed
+    assert phase_of(tracker) is Phase.HEAD
+
+
 def test_only_loopback_is_trusted() -> None:
     assert is_trusted("127.0.0.1") and is_trusted("::1")
     assert not is_trusted("10.213.0.2") and not is_trusted(None) and not is_trusted("x")

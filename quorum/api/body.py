@@ -61,6 +61,8 @@ _MODEL_KEY = re.compile(
     rb'"(?:m|\\u006[dD])(?:o|\\u006[fF])(?:d|\\u0064)(?:e|\\u0065)(?:l|\\u006[cC])"'
 )
 _decoder = json.JSONDecoder()
+_NOT_AN_OBJECT = frozenset(bytes([c]) for c in b'["-0123456789tfn')
+"""First bytes of JSON values other than objects."""
 
 
 def json_depth(body: bytes) -> int:
@@ -92,6 +94,9 @@ def json_object(body: bytes) -> dict[str, Any]:
     """
     if not body:
         raise InvalidRequest("The request body is empty; expected a JSON object.")
+    if body.lstrip(b" \t\r\n")[:1] in _NOT_AN_OBJECT:
+        # Known from its first byte: an array or a number of megabytes is not parsed to say so.
+        raise InvalidRequest("The request body must be a JSON object.")
     try:
         data = loads(body)
     except UnicodeDecodeError:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from quorum import memory
 from quorum.api.headers import HOP_HEADER
 from quorum.errors import BodyTooLarge
 from quorum.proxy import ProxyRequest, new_exchange, serve
@@ -101,7 +102,8 @@ def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamR
         ex = new_exchange(proxied)
         sink = ResponseSink(request)
         try:
-            await serve(ctx, proxied, sink, ex)
+            with memory.PROCESS.holding(len(proxied.body)):
+                await serve(ctx, proxied, sink, ex)
         finally:
             request[ATTEMPTS] = ex.attempts
         assert sink.response is not None
