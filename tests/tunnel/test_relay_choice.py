@@ -26,7 +26,7 @@ def test_a_node_moves_through_its_relays_in_turn_after_each_loss() -> None:
 def test_more_relays_come_after_the_first_one() -> None:
     section = RelaySection(url="wss://r1/tunnel", urls=("wss://r2/tunnel", "wss://r3/tunnel"))
     assert section.urls == ("wss://r2/tunnel", "wss://r3/tunnel")
-    with pytest.raises(ValidationError, match="set relay.url too"):
+    with pytest.raises(ValidationError, match=r"set relay\.url too"):
         RelaySection(urls=("wss://r2/tunnel",))
     with pytest.raises(ValidationError):
         RelaySection(url="wss://r1/tunnel", urls=("https://r2/tunnel",))
