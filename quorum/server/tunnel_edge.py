@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from quorum import memory
 from quorum.api.endpoints import SERVED, dialect
 from quorum.api.errors import error_body
 from quorum.api.headers import KEY_MODELS_HEADER
@@ -119,7 +120,8 @@ class CoreStreamHandler:
                 forwarded=True,
                 request_id=next((v for k, v in head.headers if k.lower() == "x-request-id"), None),
             )
-            await serve(ctx, request, sink, new_exchange(request))
+            with memory.PROCESS.holding(len(body)):
+                await serve(ctx, request, sink, new_exchange(request))
         except ApiError as err:
             if sink.started:
                 stream.reset(ResetCode.INTERNAL, err.message)
@@ -130,9 +132,12 @@ class CoreStreamHandler:
 
 
 async def _read(stream: TunnelStream, limit: int) -> bytes:
-    body = bytearray()
+    """The whole body, copied once (the chunks as they came, joined at the end)."""
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in stream:
-        body += chunk
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             raise BodyTooLarge(f"The request body is too large (over {limit} bytes).")
-    return bytes(body)
+        chunks.append(chunk)
+    return b"".join(chunks)
