@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from quorum.ratelimit import FailureLimiter
 from relay.dashboard_auth import ABSOLUTE_S, IDLE_S, new_secret, same_token
 from relay.oidc import Pending, Provider
 from relay.store import Store
@@ -39,6 +40,8 @@ from relay.users_config import UsersConfig
 
 PENDING_S = 600.0
 MAX_PENDING = 10_000
+START_RATE = 1.0
+START_BURST = 30.0
 
 
 def digest(secret: str) -> str:
@@ -141,6 +144,10 @@ class Users:
     sessions: UserSessions
     providers: dict[str, Provider] = field(default_factory=dict)
     pending: PendingSignIns = field(default_factory=PendingSignIns)
+    starts: FailureLimiter = field(
+        default_factory=lambda: FailureLimiter(rate=START_RATE, burst=START_BURST)
+    )
+    """Sign-ins started per address: no one address can crowd out others' pending ones."""
 
 
 USERS: web.AppKey[Users] = web.AppKey("relay_users", Users)

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from quorum.errors import ApiError, Forbidden
 from relay import dashboard_account, user_api
-from relay.context import STATE
+from relay.context import STATE, address
 from relay.dashboard import _changing, _cookie, _secure, _signin_page
 from relay.dashboard_auth import SESSION_COOKIE
 from relay.oidc import make_provider
@@ -59,6 +59,13 @@ async def start(request: web.Request) -> web.StreamResponse:
     provider = users.providers.get(request.match_info["provider"])
     if provider is None:
         return _signin_page(request, 404, "No such sign-in provider.")
+    source = address(request)
+    wait = users.starts.retry_after(source)
+    if wait is not None:
+        refused = _signin_page(request, 429, "Too many sign-ins from here; try again later.")
+        refused.headers["Retry-After"] = str(wait)
+        return refused
+    users.starts.failed(source)
     try:
         url, pending = await provider.start(callback_url(request, users, provider.name))
     except ApiError as exc:

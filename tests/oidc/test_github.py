@@ -156,3 +156,20 @@ async def test_a_refused_code_and_a_forged_callback_sign_nobody_in(
         assert resp.status == 403
     assert not [c for c in browser.cookie_jar if c.key == "quorum_relay_session"]
     assert world.github.client_secret not in world.relay.log.read_text()
+
+
+async def test_one_address_cannot_start_sign_ins_without_end(
+    world: GitHubWorld, browser: aiohttp.ClientSession
+) -> None:
+    """Each started sign-in is kept until its callback: one address gets a bounded number."""
+    statuses = []
+    for _ in range(40):
+        async with browser.get(
+            world.relay.http + "/dashboard/signin/github", allow_redirects=False
+        ) as resp:
+            statuses.append(resp.status)
+            if resp.status == 429:
+                assert int(resp.headers["Retry-After"]) >= 1
+                break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {303}
+    assert len(statuses) <= 31
