@@ -21,8 +21,10 @@ Rules:
   at most one window per stream direction. A relay opens a handed-off stream
   only on its own nodes' tunnels, never onward: at most one relay-to-relay hop.
 - **Removals** are broadcast (``<prefix>.drop``): every relay closes the
-  removed node's tunnel if it holds it. API-key revocations need nothing
-  here: every relay reads keys from the shared store at each request.
+  removed node's tunnel if it holds it. A node that proved its key is
+  announced as bound: no relay lets a connection without a proof take its id.
+  API-key revocations need nothing here: every relay reads keys from the
+  shared store at each request.
 
 ``wire`` and ``directory`` are pure; ``bus`` is the thin NATS adapter; ``mesh`` joins
 them to the hub.

@@ -133,7 +133,8 @@ class Mesh:
     def announce(self, link: Link) -> None:
         """A node of ours heartbeat: the others learn it is here."""
         if link.presence is not None and link.last_seen is not None:
-            message = NodeAnnounced(self.id, link.cluster_id, link.presence, link.last_seen)
+            bound = link.proven is not None
+            message = NodeAnnounced(self.id, link.cluster_id, link.presence, link.last_seen, bound)
             self._say(self.subjects.presence, message)
             self._moved(link.cluster_id, link.presence.node_id, self.id)
 
@@ -206,7 +207,9 @@ class Mesh:
             return
         self._tell(self.directory.apply(message, self.clock()))
         match message:
-            case NodeAnnounced(relay, cluster, presence) if presence.online:
+            case NodeAnnounced(relay, cluster, presence, _, bound) if presence.online:
+                if bound:  # its id is bound to a key: refused here too without a proof
+                    self.hub.bound.add((cluster, presence.node_id))
                 self._moved(cluster, presence.node_id, relay)
             case RelayGone(relay):
                 self._forget_peer(relay)

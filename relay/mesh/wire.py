@@ -3,9 +3,11 @@ the order of a peer's connection sessions. Pure: no I/O, no clock of its own.
 
 Announcements are small JSON objects on ``<prefix>.presence``:
 
-- ``{"t": "node", "relay", "cluster", "presence": {...}, "seen"}``: a node
-  this relay holds said hello or heartbeat (``presence.online``), or left it
-  (``online`` false); ``seen`` is its last heartbeat (the relay's wall clock).
+- ``{"t": "node", "relay", "cluster", "presence": {...}, "seen", "bound"}``: a
+  node this relay holds said hello or heartbeat (``presence.online``), or left
+  it (``online`` false); ``seen`` is its last heartbeat (the relay's wall
+  clock); ``bound``: it proved its key, so its id is bound to that key (every
+  relay then refuses that id to a connection without a proof).
 - ``{"t": "alive", "relay"}``: the relay lives (every ``ALIVE_EVERY_S``);
 - ``{"t": "hello", "relay"}``: a relay started: the others announce their nodes again;
 - ``{"t": "gone", "relay"}``: a relay stopped: it holds nothing any more.
@@ -73,6 +75,7 @@ class NodeAnnounced:
     cluster_id: str
     presence: Presence
     seen: float
+    bound: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +107,14 @@ Announcement = NodeAnnounced | RelayAlive | RelayHello | RelayGone | NodeDropped
 def encode(message: Announcement) -> bytes:
     body: dict[str, Any]
     match message:
-        case NodeAnnounced(relay, cluster, presence, seen):
+        case NodeAnnounced(relay, cluster, presence, seen, bound):
             body = {
                 "t": "node",
                 "relay": relay,
                 "cluster": cluster,
                 "presence": json.loads(presence.encode()),
                 "seen": seen,
+                "bound": bound,
             }
         case NodeDropped(relay, cluster, node, why):
             body = {"t": "drop", "relay": relay, "cluster": cluster, "node": node, "why": why}
@@ -131,11 +135,13 @@ def decode(data: bytes) -> Announcement:
             raise ValueError("relay")
         match kind:
             case "node":
-                seen = body["seen"]
+                seen, bound = body["seen"], body.get("bound", False)
                 if not isinstance(seen, int | float) or not isinstance(body["cluster"], str):
                     raise ValueError("node")
+                if not isinstance(bound, bool):
+                    raise ValueError("bound")
                 presence = Presence.decode(json.dumps(body["presence"]).encode())
-                return NodeAnnounced(relay, body["cluster"], presence, float(seen))
+                return NodeAnnounced(relay, body["cluster"], presence, float(seen), bound)
             case "drop":
                 fields = (body["cluster"], body["node"], body["why"])
                 if not all(isinstance(f, str) for f in fields):

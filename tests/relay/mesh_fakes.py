@@ -73,11 +73,20 @@ class Node:
     serves each stream the hub opens to it with ``serve``."""
 
     def __init__(
-        self, hub: Hub, cluster: str, node_id: str, models: tuple[str, ...], serve: Serve
+        self,
+        hub: Hub,
+        cluster: str,
+        node_id: str,
+        models: tuple[str, ...],
+        serve: Serve,
+        *,
+        proven: bool = False,
     ) -> None:
         self.memory = MemoryLink()
         self.id = node_id
-        self.link: Link = hub.new_link(cluster, self.memory.relay, f"mem-{node_id}")
+        self.link: Link = hub.new_link(
+            cluster, self.memory.relay, f"mem-{node_id}", proven=node_id if proven else None
+        )
         conn = Connection(Role.NODE, Limits(max_streams=512))
         conn.send_hello(node_id, capabilities=("presence", "streams"))
         conn.send_presence(Presence(node_id, tuple(ModelInfo(m) for m in models), True, 0, node_id))

@@ -52,8 +52,15 @@ class Relay:
     mesh: Mesh
     nodes: list[Node] = field(default_factory=list)
 
-    def node(self, node_id: str, models: tuple[str, ...] = ("m",), serve: object = echo) -> Node:
-        made = Node(self.hub, CLUSTER, node_id, models, serve)  # type: ignore[arg-type]
+    def node(
+        self,
+        node_id: str,
+        models: tuple[str, ...] = ("m",),
+        serve: object = echo,
+        *,
+        proven: bool = False,
+    ) -> Node:
+        made = Node(self.hub, CLUSTER, node_id, models, serve, proven=proven)  # type: ignore[arg-type]
         self.nodes.append(made)
         return made
 
@@ -189,3 +196,16 @@ async def test_a_relay_that_leaves_takes_its_nodes_off_every_directory(
     await until(lambda: b.online("a"))
     await one.mesh.close()
     await until(lambda: not b.online("a") and two.hub.route(CLUSTER, "a") is None)
+
+
+async def test_a_node_id_bound_at_one_relay_is_refused_without_a_proof_at_another(
+    relays: list[Relay],
+) -> None:
+    one, two, _ = relays
+    one.node("a", proven=True)  # joined with its certificate: its id is bound to its key
+    await until(lambda: (CLUSTER, "a") in two.hub.bound)
+    impostor = two.node("a")  # the token alone, claiming A's id at relay 2
+    await until(lambda: impostor.pump.ended is not None)
+    assert two.hub.refused_ids == 1 and two.hub.link(CLUSTER, "a") is None
+    route = two.hub.route(CLUSTER, "a")
+    assert route is not None and route.via == "r1"  # A is still reached where it is

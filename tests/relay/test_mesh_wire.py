@@ -38,6 +38,7 @@ def offline(node: str) -> Presence:
 def test_announcements_cross_the_wire_unchanged() -> None:
     for message in (
         NodeAnnounced("r1", "c1", online("n1", "studio"), 12.5),
+        NodeAnnounced("r1", "c1", online("n1", "studio"), 12.5, bound=True),
         NodeAnnounced("r1", "c1", offline("n1"), 0.0),
         NodeDropped("r2", "c1", "n1", "removed"),
         RelayAlive("r1"),
@@ -56,6 +57,7 @@ def test_announcements_cross_the_wire_unchanged() -> None:
         b'{"t": "what", "relay": "r1"}',
         b'{"t": "drop", "relay": "r1", "cluster": 1, "node": "n", "why": ""}',
         b'{"t": "node", "relay": "r1", "cluster": "c", "seen": "x", "presence": {}}',
+        b'{"t": "node", "relay": "r1", "cluster": "c", "seen": 1, "bound": 1, "presence": {}}',
     ],
 )
 def test_a_malformed_announcement_is_refused(data: bytes) -> None:
