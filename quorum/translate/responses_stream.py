@@ -69,7 +69,8 @@ class ResponsesStream(StreamTranslator):
         self._made = {"message": 0, "reasoning": 0}  # items of each kind so far, for ids
         self._templates: dict[tuple[str, int], Template] = {}  # delta events, by kind and item
         self._pieces: dict[tuple[str, int, bool], tuple[str, ...]] = {}  # their fixed text
-        self._last: tuple[Any, ...] = (None, None)  # (reasoning, index, *quoted pieces) last used
+        # (reasoning, output index, its quoted pieces, its texts) of the last _plains
+        self._last: tuple[Any, ...] = (None, None)
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **fields}
@@ -116,13 +117,10 @@ class ResponsesStream(StreamTranslator):
             return super()._plains(reasoning, texts)
         last = self._last
         if last[0] is not reasoning or last[1] != index:
-            last = self._last = (
-                reasoning,
-                index,
-                *self._delta_pieces(reasoning, index, quoted=True),
-            )
-        before, between, after = last[2:]
-        self._texts[index].extend(texts)
+            pieces = self._delta_pieces(reasoning, index, quoted=True)
+            last = self._last = (reasoning, index, *pieces, self._texts[index])
+        _, _, before, between, after, kept = last
+        kept.extend(texts)
         seq = self._seq
         self._seq += len(texts)
         if len(texts) == 1:

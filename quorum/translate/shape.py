@@ -56,7 +56,8 @@ class Shape:
         # Splitting at a short start of it is much quicker than at all of it (and the
         # parts are checked whole, see read_events): one that is there only once.
         mark = next(between[:n] for n in (24, 48, len(between)) if between.count(between[:n]) == 1)
-        events = (b"data: " + opened, closed, between, len(opened) + 6, -len(closed), mark)
+        ended = closed + b"\n\n"  # the last event, with its blank line
+        events = (b"data: " + opened, ended, between, len(opened) + 6, -len(ended), mark)
         self._run = run if clean else None
         self._events = events if clean else None
 
@@ -98,8 +99,8 @@ class Shape:
         return text, literal
 
     def read_events(self, whole: bytes) -> list[str] | None:
-        """The texts of SSE events (``data: `` lines, blank lines between them, none after
-        the last) that are all chunks of this shape, each text written without escapes;
+        """The texts of SSE events (``data: `` lines, each followed by a blank line) that
+        are all chunks of this shape, each text written without escapes;
         else None. As :meth:`read_many` does, on the stream's own bytes: they must be the
         head, texts with what lies between two texts (a quote, the tail, a blank line,
         ``data: ``, the head, a quote) between them, and the tail; which is found by

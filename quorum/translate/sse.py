@@ -42,11 +42,11 @@ class ChatSseDecoder:
         self.done = False  # the engine said data: [DONE]
 
     def cut(self, data: bytes) -> bytes:
-        """The events this read ends, whole, without the blank line after the last (empty
-        when it ends none); the rest is kept for the next read. Lines end in ``\\n``."""
+        """The events this read ends, whole, each with its blank line (empty when it ends
+        none); the rest is kept for the next read. Lines end in ``\\n``."""
         buf = self._buf
-        if not buf and data[-2:] == b"\n\n" and b"\r" not in data:
-            return data[:-2]  # the usual read: whole events, and nothing kept
+        if not buf and data.endswith(b"\n\n") and b"\r" not in data:
+            return data  # the usual read: whole events, and nothing kept
         if buf:
             if b"\n" not in data:  # no line ends here, so no event does
                 self._buf = buf = buf + data
@@ -56,17 +56,18 @@ class ChatSseDecoder:
             data = buf + data
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        self._buf = rest = data[end + 2 :] if end >= 0 else data
+        end = data.rfind(b"\n\n") + 2
+        self._buf = rest = data[end:] if end > 1 else data
         if len(rest) > MAX_EVENT:
             raise UpstreamFailed("The engine sent a stream event over 16 MiB.")
-        return data[:end] if end > 0 else b""
+        return data[:end] if end > 2 else b""
 
     def events(self, whole: bytes) -> list[bytes]:
         """The data of every event in ``whole`` (from :meth:`cut`), in order, none after
         ``[DONE]``."""
         if not whole or self.done:
             return []
+        whole = whole[:-2]  # (the last event's blank line)
         # The usual read: every event one "data: {" line (each line break is in a
         # separator before one), so the payloads are what lies between the separators;
         # the last read of a stream usually ends with [DONE].

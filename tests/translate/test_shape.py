@@ -217,7 +217,7 @@ def test_long_reads_are_split_at_a_mark_and_checked_whole(writer: str) -> None:
         shape = tr._shape
         assert shape is not None
         body = raw[role_and_first : raw.index(b"data: ", raw.index(b'"w299 "') - 300)]
-        whole = body[: body.rfind(b"\n\n")]
+        whole = body[: body.rfind(b"\n\n") + 2]
         assert len(whole) > 4096
         got = shape.read_events(whole)
         assert got is not None and got[0] == "w1 "
