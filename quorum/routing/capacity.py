@@ -9,7 +9,7 @@ Rules (everything this node learns of a holder's capacity lives here):
   changed: another model, other clients). The saturated level that caps the
   slots (below) is kept for ``BASE_TTL_S`` while the holder is used, since
   the cap keeps requests from ever reaching it; then it is tried again
-  instead of capping the holder for good.
+  instead of capping the holder for good, one request more at a time (below).
 - The base run time (``Speed.base_s``) is one request's time when it does
   not wait: level 1's EWMA while known, else the fastest level known. It is
   kept for ``BASE_TTL_S`` after the last sample, longer than the levels, so a
@@ -28,8 +28,12 @@ Rules (everything this node learns of a holder's capacity lives here):
   below, not the first: a node short of CPU answers later the more it runs,
   a little at each level, while a wait for a slot comes at once). Only a
   level fed ``MIN_SAMPLES`` times counts, so one answer slowed by something
-  else never caps a holder. None while no level is saturated (the
-  configured, published or default limit applies).
+  else never caps a holder. None while no level was ever saturated (the
+  configured, published or default limit applies). Once capped, while no
+  level is saturated (the capping one expired, or runs as fast as the rest
+  now), the cap rises by one each time the level at the cap was seen
+  ``MIN_SAMPLES`` times, never straight back to the default (a jump from
+  four to eight at once queues four requests inside the engine).
 - Tokens per second (``Speed.tokens_per_s``): an EWMA over the answers that
   came with a count of their tokens, over the time after their first byte
   for a stream (its generation), else over the whole time.
@@ -129,6 +133,12 @@ def learn(
                 break
         if head is not None:
             below = head[0]
+    if slots is None and speed.slots is not None:
+        # No level saturated now (the capping one expired, or runs as fast as the rest):
+        # one more at once, once the top level under the cap was seen enough.
+        top = levels.get(speed.slots)
+        enough = top is not None and top[2] >= MIN_SAMPLES
+        slots = speed.slots + 1 if enough else speed.slots
     rate = speed.tokens_per_s
     took = latency_s - ttfb_s if streamed and ttfb_s is not None else latency_s
     if tokens and took > 0:

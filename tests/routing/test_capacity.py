@@ -51,9 +51,22 @@ def test_levels_are_forgotten_after_their_ttl_so_the_cap_is_tried_again() -> Non
     # The cap keeps requests from level 2, so level 2 is kept while level 1 is fed...
     later = learn(speed, 1, 1.0, LEVEL_TTL_S + 1, 0.3)
     assert 2 in later.levels and learned_slots(later, LEVEL_TTL_S + 1) == 1
-    # ... but not for ever: then the holder is tried at level 2 again.
-    much_later = learn(later, 1, 1.0, BASE_TTL_S + 1, 0.3)
-    assert 2 not in much_later.levels and learned_slots(much_later, BASE_TTL_S + 1) is None
+    # ... but not for ever: then the holder is tried at level 2 again, one more at once.
+    much_later = learn(learn(later, 1, 1.0, BASE_TTL_S + 1, 0.3), 1, 1.0, BASE_TTL_S + 1, 0.3)
+    assert 2 not in much_later.levels and learned_slots(much_later, BASE_TTL_S + 1) == 2
+    # Level 2 runs as fast now (the engine got a second slot): one more again.
+    now = BASE_TTL_S + 2
+    much_later = learn(much_later, 2, 1.0, now, 0.3)
+    assert learned_slots(much_later, now) == 2  # seen once: not enough
+    much_later = learn(much_later, 2, 1.0, now, 0.3)
+    assert learned_slots(much_later, now) == 3
+    for _ in range(2):
+        much_later = learn(much_later, 3, 1.0, now, 0.3)
+    assert learned_slots(much_later, now) == 4
+    # Level 4 waits: capped at 3 again.
+    for _ in range(2):
+        much_later = learn(much_later, 4, 2.0, now, 0.3)
+    assert learned_slots(much_later, now) == 3
 
 
 @given(
