@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
-from quorum import memory
 from quorum.api.body import request_model
 from quorum.api.endpoints import SERVED_V1, Endpoint
 from quorum.api.errors import error_code_of, stream_error
@@ -55,6 +54,7 @@ from quorum.errors import (
     StreamRefused,
     UpstreamFailed,
 )
+from quorum.memory import PROCESS as LARGE_BODIES
 from quorum.protocol import RequestHead, RequestUsage, ResponseHead
 from quorum.secure.hop import HOP_CAPABILITY
 from relay.context import STATE, RelayState, require_key
@@ -94,7 +94,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     key = await require_key(request)
     ex = Exchange(uuid.uuid4().hex, endpoint, started, int(state.clock() * 1000), key)
     try:
-        with memory.PROCESS.holding(request.content_length):
+        with LARGE_BODIES.holding(request.content_length):
             return await _serve(request, state, ex)
     except ApiError as err:
         ex.status, ex.error = err.status, err.code

@@ -23,8 +23,9 @@ def imports(package: Path) -> set[str]:
 SHARED_PURE = ("quorum.api", "quorum.ratelimit")
 
 # The tunnel's asyncio adapter, one for node and relay (asyncio, protocol and errors only),
-# and the connection guard both HTTP servers run behind (quorum.netguard).
-SHARED_ADAPTER = ("quorum.link", "quorum.netguard")
+# the connection guard both HTTP servers run behind (quorum.netguard), and what gives a
+# process's memory back after large bodies (quorum.memory: stdlib only).
+SHARED_ADAPTER = ("quorum.link", "quorum.netguard", "quorum.memory")
 
 # Keys and certificates both ends check (the relay verifies a node's certificate and proof):
 # the stdlib's ssl and ``cryptography`` only.
