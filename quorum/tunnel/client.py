@@ -6,7 +6,9 @@
   stops it (the token is wrong: retrying cannot help) and says so. Given
   several relays (``other_urls``: relays sharing one store and NATS), each
   reconnect after a loss goes to the next one (``relays.RelayChoice``), so a
-  dead or draining relay's nodes move to another within the backoff.
+  dead or draining relay's nodes move to another within the backoff; a relay
+  that drains (GOAWAY SHUTDOWN) is left at once for the next, while the
+  streams still running on it finish there.
 - Pings about every 10 s; a relay silent for 25 s is dead: the socket is
   closed, every stream on it fails at once (visibly), and it reconnects
   (``quorum.link.Pump``).
@@ -47,6 +49,7 @@ from quorum.link import EndReason, Keepalive, Pump, Transport, TunnelStream
 from quorum.protocol import (
     Connection,
     Event,
+    GoAwayReason,
     GoAwayReceived,
     Limits,
     ModelInfo,
@@ -159,6 +162,8 @@ class TunnelClient:
         # End to end with other nodes: kept channels and TLS sessions, per node.
         self._channels = e2e.Channels(tls.client) if tls is not None else None
         self._hop: ssl.SSLContext | None = None  # TLS with the relay (its public /v1)
+        self._move = asyncio.Event()  # the relay drains: move on (set per connection)
+        self._generation = 0  # connections made: events of an older one are ignored
 
     # -- public -------------------------------------------------------------
 
@@ -359,10 +364,17 @@ class TunnelClient:
         capabilities = ("presence", "streams") + ((HOP_CAPABILITY,) if self._hop else ())
         conn.send_hello(self._node_id, capabilities=capabilities)
         conn.send_presence(self._presence())
+        self._generation += 1
+        generation = self._generation
+
+        def on_event(event: Event) -> None:
+            if self._generation == generation:  # not a tunnel left for another relay
+                self._on_event(event)
+
         pump = Pump(
             conn,
             transport,
-            on_event=self._on_event,
+            on_event=on_event,
             on_stream=self._on_stream,
             peer="the relay",
             keepalive=self._keepalive,
@@ -374,12 +386,29 @@ class TunnelClient:
         self.status.connected, self.status.since, self.status.last_error = True, time.time(), None
         log.info("connected to relay %s", self.relay_url)
         heartbeat = asyncio.create_task(self._heartbeat(pump), name="tunnel-presence")
+        move = self._move = asyncio.Event()
+        run = asyncio.create_task(pump.run(), name="tunnel-pump")
+        moving = asyncio.create_task(move.wait(), name="tunnel-move")
         try:
-            ended = await pump.run()
+            await asyncio.wait((run, moving), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            raise
         finally:
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
-            self._lost()
+            moving.cancel()
+            await asyncio.gather(heartbeat, moving, return_exceptions=True)
+            if run.done():
+                self._lost(pump)
+        if not run.done():
+            # The relay drains: the next connection starts now; this one ends by itself once
+            # its running streams are done (the relay closes it).
+            log.info("relay %s is draining: moving on; its running streams finish", self.relay_url)
+            self._lost(pump)
+            self._spawn(self._finish(run), "tunnel-draining")
+            return opened_at
+        ended = run.result()
         if ended.reason is not EndReason.STOPPED:
             self.status.last_error = ended.message
             log.warning("relay %s: %s; reconnecting", self.relay_url, ended.message)
@@ -390,8 +419,18 @@ class TunnelClient:
             await asyncio.sleep(PRESENCE_INTERVAL_S)
             pump.send_presence(self._presence())
 
-    def _lost(self) -> None:
-        """The connection is over (its streams failed already): forget the relay's peers."""
+    @staticmethod
+    async def _finish(run: asyncio.Task[Any]) -> None:
+        try:
+            await run
+        finally:
+            run.cancel()
+
+    def _lost(self, pump: Pump) -> None:
+        """The connection is over (its streams failed already), or is being left: forget the
+        relay's peers (the next relay tells them again)."""
+        if self._pump is not pump:
+            return
         self._pump = None
         if self._channels is not None:
             self._channels.forget_all()  # their streams died with the connection
@@ -407,6 +446,8 @@ class TunnelClient:
             case GoAwayReceived(goaway):
                 if self._channels is not None:
                     self._channels.close_all()
+                if goaway.reason is GoAwayReason.SHUTDOWN and len(self._relays.urls) > 1:
+                    self._move.set()
                 log.info(
                     "relay says goodbye (%s): reconnecting", goaway.message or goaway.reason.name
                 )

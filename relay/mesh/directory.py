@@ -18,6 +18,7 @@ from relay.mesh.wire import (
     NodeAnnounced,
     NodeDropped,
     RelayAlive,
+    RelayDraining,
     RelayGone,
     RelayHello,
 )
@@ -48,6 +49,7 @@ class Directory:
         self.expires_after = expires_after
         self._held: dict[tuple[str, str], Held] = {}
         self._heard: dict[str, float] = {}  # relay -> when we last heard from it
+        self.draining: set[str] = set()  # relays whose streams run on while their nodes move
 
     def holder(self, cluster_id: str, node_id: str) -> Held | None:
         return self._held.get((cluster_id, node_id))
@@ -79,7 +81,11 @@ class Directory:
                 return [(cluster, presence)]
             case RelayGone(relay):
                 del self._heard[relay]
+                self.draining.discard(relay)
                 return self._forget(relay)
+            case RelayDraining(relay):
+                self.draining.add(relay)
+                return []
             case RelayAlive() | RelayHello() | NodeDropped():
                 return []
 
@@ -89,6 +95,7 @@ class Directory:
         for relay, heard in list(self._heard.items()):
             if now - heard >= self.expires_after:
                 del self._heard[relay]
+                self.draining.discard(relay)
                 changes += self._forget(relay)
         return changes
 

@@ -35,6 +35,7 @@ from relay.mesh.wire import (
     NodeAnnounced,
     NodeDropped,
     RelayAlive,
+    RelayDraining,
     RelayGone,
     RelayHello,
     Sessions,
@@ -149,6 +150,10 @@ class Mesh:
         if held is not None:
             self._tell([(link.cluster_id, held.presence)])
 
+    def draining(self) -> None:
+        """This relay drains: the others let the streams through it finish."""
+        self._say(self.subjects.presence, RelayDraining(self.id))
+
     def dropped(self, cluster_id: str, node_id: str, why: str) -> None:
         self._say(self.subjects.drop, NodeDropped(self.id, cluster_id, node_id, why))
 
@@ -185,10 +190,11 @@ class Mesh:
         return stream
 
     def _moved(self, cluster_id: str, node_id: str, relay: str) -> None:
-        """``node_id`` is now at ``relay``: cut the streams handed to it elsewhere."""
+        """``node_id`` is now at ``relay``: cut the streams handed to it elsewhere (a node has
+        one tunnel: the old one is dead), unless that relay drains (they finish there)."""
         handed = self._handed_off.pop((cluster_id, node_id), None)
         for where, stream in handed or ():
-            if where != relay:
+            if where != relay and where not in self.directory.draining:
                 stream.reset(ResetCode.NO_ROUTE, "the node moved to another relay")
                 if stream.listener is not None:  # a pipe: its other side hears it too
                     stream.listener(stream)

@@ -10,6 +10,8 @@ Announcements are small JSON objects on ``<prefix>.presence``:
   relay then refuses that id to a connection without a proof).
 - ``{"t": "alive", "relay"}``: the relay lives (every ``ALIVE_EVERY_S``);
 - ``{"t": "hello", "relay"}``: a relay started: the others announce their nodes again;
+- ``{"t": "draining", "relay"}``: a relay drains (SIGTERM): its nodes move to
+  other relays while the streams running through it finish there;
 - ``{"t": "gone", "relay"}``: a relay stopped: it holds nothing any more.
 
 Removals are ``{"t": "drop", "relay", "cluster", "node", "why"}`` on ``<prefix>.drop``.
@@ -89,6 +91,11 @@ class RelayHello:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayDraining:
+    relay: str
+
+
+@dataclass(frozen=True, slots=True)
 class RelayGone:
     relay: str
 
@@ -101,7 +108,7 @@ class NodeDropped:
     why: str
 
 
-Announcement = NodeAnnounced | RelayAlive | RelayHello | RelayGone | NodeDropped
+Announcement = NodeAnnounced | RelayAlive | RelayHello | RelayDraining | RelayGone | NodeDropped
 
 
 def encode(message: Announcement) -> bytes:
@@ -122,6 +129,8 @@ def encode(message: Announcement) -> bytes:
             body = {"t": "alive", "relay": relay}
         case RelayHello(relay):
             body = {"t": "hello", "relay": relay}
+        case RelayDraining(relay):
+            body = {"t": "draining", "relay": relay}
         case RelayGone(relay):
             body = {"t": "gone", "relay": relay}
     return json.dumps(body, separators=(",", ":")).encode()
@@ -151,6 +160,8 @@ def decode(data: bytes) -> Announcement:
                 return RelayAlive(relay)
             case "hello":
                 return RelayHello(relay)
+            case "draining":
+                return RelayDraining(relay)
             case "gone":
                 return RelayGone(relay)
     except (ValueError, KeyError, TypeError, RemoteProtocolError) as exc:

@@ -12,6 +12,7 @@ from relay.mesh.wire import (
     NodeAnnounced,
     NodeDropped,
     RelayAlive,
+    RelayDraining,
     RelayGone,
     RelayHello,
     Sessions,
@@ -43,6 +44,7 @@ def test_announcements_cross_the_wire_unchanged() -> None:
         NodeDropped("r2", "c1", "n1", "removed"),
         RelayAlive("r1"),
         RelayHello("r1"),
+        RelayDraining("r1"),
         RelayGone("r1"),
     ):
         assert decode(encode(message)) == message
@@ -146,7 +148,10 @@ def test_a_silent_or_departed_relay_holds_nothing() -> None:
     gone = directory.expire(now=15.0)  # r1 silent for 15 s
     assert [(c, p.node_id, p.online) for c, p in gone] == [("c", "a", False)]
     assert directory.relays() == ["r2"]
+    directory.apply(RelayDraining("r2"), now=15.5)
+    assert directory.draining == {"r2"}  # its streams run on while its nodes move
     assert [p.node_id for _, p in directory.apply(RelayGone("r2"), now=16.0)] == ["b"]
+    assert directory.draining == set()
     assert len(directory) == 0 and directory.relays() == []
 
 
