@@ -3,10 +3,11 @@
 Only ``data:`` lines matter (``event:``, ``id:``, ``retry:`` and comments carry
 nothing a chat stream needs); an event's data lines are joined, and
 ``data: [DONE]`` ends the stream: nothing after it counts. :meth:`payloads`
-gives each event's data as the engine wrote it (the translator may read a
-chunk it knows the shape of without decoding it, :mod:`.shape`);
+gives each event's data as the engine wrote it (:meth:`cut` then
+:meth:`events`: the translator looks at the whole events in between, as it
+may read chunks it knows the shape of without decoding them, :mod:`.shape`);
 :meth:`feed` decodes them as JSON and keeps the objects. An event that is not
-JSON, or one over 16 MiB, is the engine's fault
+JSON, or one still unended past 16 MiB, is the engine's fault
 (:class:`~quorum.errors.UpstreamFailed`).
 
 Lines end in ``\\n`` or ``\\r\\n``. A read is split into events at blank lines
