@@ -19,7 +19,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -176,6 +176,18 @@ def _gauges(hub: Hub) -> CollectorRegistry:
         "Bytes held between a node's stream and the other end's credit.",
         registry=registry,
     ).set_function(lambda: hub.buffered_bytes)
+
+    def mesh(n: int) -> Callable[[], float]:
+        return lambda: 0.0 if hub.mesh is None else float(hub.mesh.counts()[n])
+
+    for n, (name, doc) in enumerate(
+        (
+            ("quorum_relay_mesh_relays", "Other relays of the mesh heard from lately."),
+            ("quorum_relay_mesh_nodes", "Nodes other relays of the mesh hold."),
+            ("quorum_relay_mesh_announcements", "Announcements sent to the mesh since start."),
+        )
+    ):
+        Gauge(name, doc, registry=registry).set_function(mesh(n))
     return registry
 
 

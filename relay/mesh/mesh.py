@@ -150,6 +150,9 @@ class Mesh:
         if held is not None:
             self._tell([(link.cluster_id, held.presence)])
 
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.directory.relays()), len(self.directory), self.announced
+
     def draining(self) -> None:
         """This relay drains: the others let the streams through it finish."""
         self._say(self.subjects.presence, RelayDraining(self.id))

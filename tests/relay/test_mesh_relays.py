@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,6 +154,15 @@ def test_an_app_calls_relay_3_for_a_model_at_relay_1(group: Group) -> None:
             "relay",
             "node-a",
         )
+    with urllib.request.urlopen(third.http + "/metrics", timeout=timeout(5)) as resp:
+        metrics = resp.read().decode()
+    gauges = dict(
+        line.split() for line in metrics.splitlines() if line.startswith("quorum_relay_mesh")
+    )
+    # Relays 1 and 2, and the nodes they hold (A and B); announcements went out.
+    assert float(gauges["quorum_relay_mesh_relays"]) == 2
+    assert float(gauges["quorum_relay_mesh_nodes"]) == 2
+    assert float(gauges["quorum_relay_mesh_announcements"]) > 0
 
 
 def test_a_revoked_key_fails_at_every_relay(group: Group) -> None:
