@@ -60,6 +60,27 @@ class Framed:
         del self._buffer[: _LENGTH.size + size]
         return frame
 
+    async def read_batch(self, most: int = FRAME_MAX) -> bytes:
+        """The next body frame joined with the body frames after it that have already
+        arrived whole (up to ``most`` bytes): a stream of small chunks (an SSE answer) is
+        read, and written on, in a few pieces rather than one per chunk. An empty frame (the
+        end) is never joined: the next call returns it."""
+        first = await self.read()
+        if not first:
+            return first
+        buffer, parts, size, at = self._buffer, [first], len(first), 0
+        while size < most and len(buffer) - at >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer, at)
+            end = at + _LENGTH.size + length
+            if length == 0 or length > FRAME_MAX or end > len(buffer):
+                break  # the end, one too large (read() says so), or not all here yet
+            parts.append(bytes(buffer[at + _LENGTH.size : end]))
+            size += length
+            at = end
+        if at:
+            del buffer[:at]
+        return first if len(parts) == 1 else b"".join(parts)
+
     async def _fill(self, size: int) -> None:
         while len(self._buffer) < size:
             try:

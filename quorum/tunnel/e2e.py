@@ -135,7 +135,7 @@ class SecureResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while not self._done:
-            frame = await self._channel.framed.read()
+            frame = await self._channel.framed.read_batch()
             if not frame:
                 self._done = True
                 self._on_done(self._channel)
