@@ -5,7 +5,12 @@ browser does."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,3 +178,72 @@ async def test_one_address_cannot_start_sign_ins_without_end(
                 break
     assert statuses[-1] == 429 and set(statuses[:-1]) == {303}
     assert len(statuses) <= 31
+
+
+def test_over_tls_every_sign_in_cookie_is_secure(world: GitHubWorld, tmp_path: Path) -> None:
+    """``serve --tls-cert/--tls-key``: the one-off sign-in cookie and the session are Secure."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=timeout(60),
+    )  # fmt: skip
+    port = free_port()
+    github = world.github
+    relay = users_relay(
+        tmp_path,
+        [
+            {"name": "github", "github": True, "client_id": github.client_id,
+             "github_url": world.url, "github_api_url": world.url,
+             "secret": github.client_secret},
+        ],
+        port,
+    )  # fmt: skip
+    config = relay.extra[-1]
+    text = Path(config).read_text().replace(f"http://127.0.0.1:{port}", f"https://127.0.0.1:{port}")
+    Path(config).write_text(text)
+    context = ssl.create_default_context(cafile=str(cert))
+    base = f"https://127.0.0.1:{port}"
+    with (relay.data / "relay.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--data", str(relay.data), "--config", config,
+             "--tls-cert", str(cert), "--tls-key", str(key)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    async def flow() -> tuple[list[str], list[str]]:
+        deadline = asyncio.get_running_loop().time() + timeout(20)
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(ssl=context),
+        ) as http:
+            while True:
+                try:
+                    async with http.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+            async with http.get(base + "/dashboard/signin/github", allow_redirects=False) as resp:
+                pending = resp.headers.getall("Set-Cookie")
+                target = resp.headers["Location"]
+            async with http.get(target) as resp:  # GitHub approves, back to the relay
+                session = [
+                    str(h.headers.get("Set-Cookie", "")) for h in resp.history
+                ] + resp.headers.getall("Set-Cookie", [])
+                assert resp.status == 200 and "Signed in" in await resp.text()
+            return pending, session
+
+    try:
+        pending, session = asyncio.run(flow())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout(20))
+    (one_off,) = [c for c in pending if c.startswith("quorum_relay_pending=")]
+    assert "Secure" in one_off and "HttpOnly" in one_off and "SameSite=Lax" in one_off
+    (cookie,) = [c for c in session if c.startswith("quorum_relay_session=")]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
