@@ -38,6 +38,10 @@ class Bus(Protocol):
 
     async def subscribe(self, subject: str, handler: Handler) -> None: ...
 
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the bus is back after a loss (messages may be lost)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -51,13 +55,15 @@ def where(url: str) -> str:
 class NatsBus:
     """A ``Bus`` on one NATS connection (reconnecting by itself when the server comes back)."""
 
-    def __init__(self, client: Client, url: str) -> None:
+    def __init__(self, client: Client, url: str, reconnected: list[Callable[[], None]]) -> None:
         self._nc = client
         self._where = where(url)
+        self._reconnected = reconnected
 
     @classmethod
     async def connect(cls, url: str, *, name: str) -> NatsBus:
         client: Client | None = None
+        reconnected: list[Callable[[], None]] = []
 
         async def on_error(exc: Exception) -> None:
             log.warning("NATS at %s: %s", where(url), type(exc).__name__)
@@ -66,6 +72,11 @@ class NatsBus:
             if client is not None and (client.is_closed or client.is_draining):
                 return  # our own close
             log.warning("NATS at %s: disconnected; reconnecting", where(url))
+
+        async def on_reconnect() -> None:
+            log.info("NATS at %s: reconnected", where(url))
+            for callback in reconnected:
+                callback()
 
         try:
             client = await nats.connect(
@@ -77,19 +88,23 @@ class NatsBus:
                 allow_reconnect=True,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise MeshError(
                 f"cannot reach NATS at {where(url)} ({type(exc).__name__}): start it, or check "
                 "--nats"
             ) from None
-        return cls(client, url)
+        return cls(client, url, reconnected)
 
     async def publish(self, subject: str, data: bytes) -> None:
         try:
             await self._nc.publish(subject, data)
         except (nats.errors.Error, OSError) as exc:
             raise TransportClosed(f"NATS at {self._where}: {type(exc).__name__}") from None
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        self._reconnected.append(callback)
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         async def deliver(msg: Msg) -> None:

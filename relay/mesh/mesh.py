@@ -106,6 +106,7 @@ class Mesh:
         self._sender = self._spawn(self._send_loop(), "relay-mesh-sender")
         self._spawn(self._alive_loop(), "relay-mesh-alive")
         self.hub.mesh = self
+        self.bus.on_reconnect(self._rejoined)
         self._say(self.subjects.presence, RelayHello(self.id))
         log.info("relay %s joined the mesh %s", self.id, self.subjects.prefix)
 
@@ -128,6 +129,17 @@ class Mesh:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _rejoined(self) -> None:
+        """NATS is back: what was sent meanwhile may be lost. The connections to the other
+        relays start over (a stream that lost a frame would wait for nothing: it fails
+        now, visibly), and everyone says again what it holds."""
+        if self._closing:
+            return
+        for relay in list(self._peers):
+            self._connect(relay, fresh=True)
+        self._say(self.subjects.presence, RelayHello(self.id))
+        self._announce_all()
 
     # -- what the hub calls (relay.hub.Elsewhere) --------------------------------------
 

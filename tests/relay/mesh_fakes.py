@@ -59,6 +59,9 @@ class MemoryBus:
         self._mine.append(entry)
         self._server.subs.append(entry)
 
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        pass  # an in-memory bus is never lost
+
     async def close(self) -> None:
         for entry in self._mine:
             with contextlib.suppress(ValueError):
