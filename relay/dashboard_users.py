@@ -38,13 +38,16 @@ def scoped(
     store, user, now = ops.store, ops.user, ops.clock()
     places = ops.places()
     clusters = [c for c in store.clusters() if c.id in places]
-    owners = store.key_owners()
+    # An operator sees everything; anyone else reads only their own clusters' rows.
+    ids: list[str | None] = [None] if user.operator else [c.id for c in clusters]
+    owners = {k: v for cid in ids for k, v in store.key_owners(cid).items()}
     keys = [
         k
-        for k in store.keys()  # noqa: SIM118 (a store, not a dict)
-        if k.cluster_id in places
-        and (user.operator or can_see_key(user.id, owners.get(k.id), places[k.cluster_id]))
+        for cid in ids
+        for k in store.keys(cid)
+        if user.operator or can_see_key(user.id, owners.get(k.id), places[k.cluster_id])
     ]
+    seen = [n for cid in ids for n in store.nodes(cid)]
     chosen = _pick(clusters, cluster)
     usage = None
     if chosen is not None:
@@ -61,7 +64,7 @@ def scoped(
         )
     snap = data.snapshot(
         clusters=clusters,
-        seen=[n for n in store.nodes() if n.cluster_id in places],
+        seen=seen,
         links=[v for v in links if v.cluster_id in places],
         keys_=keys,
         usage_of=usage,
