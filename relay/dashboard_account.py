@@ -27,8 +27,7 @@ from quorum.errors import Forbidden, InvalidRequest, NotFound
 from relay.admin import AdminOps
 from relay.context import STATE
 from relay.dashboard import MAX_LABEL, Signed, _changing, _json
-from relay.user_api import _ADMIN
-from relay.user_ops import UserOps
+from relay.user_ops import ADMIN, UserOps
 
 log = logging.getLogger("relay.dashboard")
 
@@ -37,7 +36,7 @@ def _user_ops(request: web.Request, signed: Signed, *, admin: bool = False) -> U
     state = request.app[STATE]
     if signed.user is None and not admin:
         raise Forbidden("Sign in with an account for this.", code="needs_user")
-    return UserOps(state.store, state.clock, signed.user or _ADMIN)
+    return UserOps(state.store, state.clock, signed.user or ADMIN)
 
 
 def _text(body: dict[str, Any], name: str) -> str:

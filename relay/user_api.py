@@ -39,16 +39,14 @@ from quorum.errors import InvalidRequest, NotFound, Unauthorized
 from relay import api, revocation
 from relay.admin import DEFAULT_GRACE
 from relay.context import STATE, Handler, _refuse, bearer, require_admin
-from relay.user_ops import UserOps
-from relay.users import TOKEN_SCHEME, Role, User
+from relay.user_ops import ADMIN, UserOps
+from relay.users import TOKEN_SCHEME, User
 
 log = logging.getLogger("relay.users")
 
 Params = dict[str, str]
 Route = Callable[[web.Request, UserOps, Params], Awaitable[web.Response]]
 _ROUTES: list[tuple[str, re.Pattern[str], Route]] = []
-_ADMIN = User("", "admin", "", "admin token", None, Role.OPERATOR, 0.0)
-"""Who the admin token is to the user endpoints: an operator without an account."""
 
 
 def route(method: str, path: str) -> Callable[[Route], Route]:
@@ -88,7 +86,7 @@ async def _user_ops(request: web.Request, *, admin_as_operator: bool = False) ->
                 "This endpoint needs a user's personal token (Bearer qu_...).",
                 code="needs_user",
             )
-        user = _ADMIN
+        user = ADMIN
     return ops_for(request, user)
 
 

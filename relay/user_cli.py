@@ -29,9 +29,8 @@ from typing import Any, Protocol
 from quorum.errors import QuorumError
 from relay.admin import ADMIN_TOKEN_ENV
 from relay.open_store import open_store
-from relay.user_api import _ADMIN
 from relay.user_http import HttpUsers
-from relay.user_ops import UserOps
+from relay.user_ops import ADMIN, UserOps
 
 USER_TOKEN_ENV = "QUORUM_RELAY_TOKEN"
 JSON = dict[str, Any]
@@ -116,7 +115,7 @@ def _calls(args: argparse.Namespace) -> tuple[Calls, Any]:
             f"'{args.command}' acts as a person: use --relay URL with ${USER_TOKEN_ENV}"
         )
     store = open_store(args.data, getattr(args, "store", None))
-    return UserOps(store, time.time, _ADMIN), store
+    return UserOps(store, time.time, ADMIN), store
 
 
 def manage(args: argparse.Namespace) -> list[str]:

@@ -17,7 +17,11 @@ from collections.abc import Callable
 from quorum.errors import Forbidden, InvalidRequest, NotFound, StoreError
 from relay.admin import DEFAULT_GRACE, JSON, AdminOps, cluster_json, node_json, parse_since
 from relay.store import ApiKey, Cluster, Store, UsageBy
-from relay.users import Membership, User, UserToken, can_see_key
+from relay.users import Membership, Role, User, UserToken, can_see_key
+
+ADMIN = User("", "admin", "", "admin token", None, Role.OPERATOR, 0.0)
+"""Who the admin token is to the users' operations: an operator without an account (it may
+list, disable and enable users, and see or remove members; nothing that needs an account)."""
 
 
 def user_json(user: User) -> JSON:
