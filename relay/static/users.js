@@ -94,7 +94,10 @@
           const made = await post("/dashboard/clusters/" + encodeURIComponent(c.id) + "/invitations");
           setText($("invite-shown"), made.code);
           $("invite-created").hidden = false;
-        }, "clusters-error") : "",
+        }, "clusters-error")
+        : role === "member" ? act("Leave", "danger", () => post("/dashboard/clusters/" +
+            encodeURIComponent(c.id) + "/members/" + encodeURIComponent(account.me.id) + "/remove"),
+          "clusters-error") : "",
       ] };
     }), "No cluster yet: create one above, then give its join token to your nodes.");
     const rows = [];

@@ -395,6 +395,15 @@ def test_bob_learns_nothing_of_alices_things_until_invited(world: World, browser
             chat(client, ALICE_MODEL, "still here?")
         status, listed = world.api("/api/v1/clusters", token)
         assert [c["name"] for c in listed["data"]] == ["workshop"]
+        # Invited again, he leaves on his own from the Clusters page.
+        _, again = world.api(f"/api/v1/clusters/{wonderland['id']}/invitations", alice_token, {})
+        go(page, "clusters")
+        page.locator("#invite-code").fill(again["code"])
+        page.locator("#invite-accept").click()
+        mine = page.locator("#clusters tbody tr", has_text="wonderland")
+        mine.get_by_role("button", name="Leave").click()
+        expect(mine).to_have_count(0)
+        assert [c["name"] for c in world.api("/api/v1/clusters", token)[1]["data"]] == ["workshop"]
         world.facts.update(bob_token=token, bob_key=own, bob_id=bob["id"])
         assert not problems, problems
 
