@@ -156,15 +156,18 @@ def base_s(speed: Speed, now: float) -> float | None:
 
 
 def at_level(speed: Speed, level: int, now: float) -> float | None:
-    """The latency learned at ``level``, else at the highest fresh level below it (more
-    at once never runs faster: a level not seen yet is no quicker than the one under
-    it); None when no level up to ``level`` is fresh."""
+    """The latency learned at ``level``; for a level not seen yet, the highest fresh level
+    seen below it (``seen``) as if the holder ran only that many at once: its latency
+    times ``level / seen``. More at once never runs faster, and until a level was seen
+    the holder may well queue it. None when no level up to ``level`` is fresh."""
     level = min(level, MAX_LEVEL)
     best, latency = 0, None
     for n, entry in speed.levels.items():
         if best < n <= level and now - entry[1] <= LEVEL_TTL_S:
             best, latency = n, entry[0]
-    return latency
+    if latency is None or best == level:
+        return latency
+    return latency * level / best
 
 
 def learned_slots(speed: Speed, now: float) -> int | None:

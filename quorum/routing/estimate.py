@@ -13,11 +13,11 @@ Rules (everything that estimates a completion time lives here):
   after ``REPORT_TTL_S``. So this node's own finished requests never linger
   as load in an old report.
 - Run: the latency learned at the level the request would start at (a level
-  not seen yet: the highest seen below it, since more at once never runs
-  faster); else the learned base run time; else the latency EWMA of answers
-  that did not say their level (while fresh: ``HealthPolicy.stale_s``); else
-  the run time the
-  peer reported plus the route;
+  not seen yet: the highest seen below it, as if the holder ran only that many
+  at once, :func:`.capacity.at_level`; a full holder's: at its slots); else
+  the learned base run time; else the latency EWMA of answers that did not
+  say their level (while fresh: ``HealthPolicy.stale_s``); else the run time
+  the peer reported plus the route;
   else ``unknown_run_s`` (the caller passes the best known among the
   candidates, so a new holder is tried rather than starved). While a
   request runs on such an unmeasured holder it counts one slot (unless
@@ -136,7 +136,8 @@ def estimate(
         run = base if run is None else run
     else:
         wait = (busy - slots + 1) * base / slots
-        run = base
+        run = capacity.at_level(speed, slots, now) if learned else None
+        run = base if run is None else run
     return Estimate(
         wait_s=wait,
         run_s=run,

@@ -165,14 +165,15 @@ def test_more_busy_never_finishes_sooner(a: int, b: int, run_s: float) -> None:
     assert estimate(h_low, h, 1.0).total_s <= estimate(h_high, h, 1.0).total_s
 
 
-def test_a_level_not_seen_yet_runs_no_faster_than_the_highest_seen_below() -> None:
+def test_a_level_not_seen_yet_counts_as_if_the_holder_ran_only_what_was_seen() -> None:
     h = holder(node="medium")
     health = _taught(h, 0.4)
     health = finished(started(health, key_of(h), 0.0), key_of(h), 0.0, True, 0.6, level=3)
     for _ in range(6):
         health = started(health, key_of(h), 0.0)
-    # The seventh would start at level 7: seen up to 3 (once, not enough to cap the slots).
-    assert estimate(health, h, 0.0).run_s == 0.6
+    # The seventh would start at level 7: seen up to 3 (once, not enough to cap the slots),
+    # so it counts as if the holder ran 3 at once: 7 / 3 of level 3's time.
+    assert estimate(health, h, 0.0).run_s == pytest.approx(0.6 * 7 / 3)
     assert limit_of(health, h, 0.0) == 8
 
 
