@@ -13,7 +13,7 @@
   field of the request; default 16 MiB), with ``Content-Length``, written in
   1 MiB slices as the socket drains: a large binary answer for throughput.
 - ``POST /v1/audio/transcriptions``: reads the whole (multipart) body, up to
-  64 MiB, and answers ``{"text": ...}``: a large upload for throughput.
+  128 MiB, and answers ``{"text": ...}``: a large upload for throughput.
 - anything else: 404 (so the node's engine probes find no Ollama, LM Studio
   or llama.cpp and call it a generic OpenAI-compatible server).
 
@@ -43,7 +43,7 @@ from bench import aio
 
 MODEL = "bench-model"
 MAX_HEAD = 64 * 1024
-MAX_BODY = 64 * 1024 * 1024
+MAX_BODY = 128 * 1024 * 1024
 MAX_STREAM_CHUNKS = 1_000_000
 DEFAULT_STREAM_CHUNKS = 16
 DEFAULT_SPEECH_BYTES = 16 * 1024 * 1024

@@ -94,7 +94,7 @@ def json_object(body: bytes) -> dict[str, Any]:
     """
     if not body:
         raise InvalidRequest("The request body is empty; expected a JSON object.")
-    if body.lstrip(b" \t\r\n")[:1] in _NOT_AN_OBJECT:
+    if bytes(body.lstrip(b" \t\r\n")[:1]) in _NOT_AN_OBJECT:
         # Known from its first byte: an array or a number of megabytes is not parsed to say so.
         raise InvalidRequest("The request body must be a JSON object.")
     try:
