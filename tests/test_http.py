@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -9,6 +8,7 @@ import pytest
 
 from quorum.http import (
     DEAD_PEER_S,
+    BufferPayload,
     ConnectionLost,
     EngineConnection,
     EnginePool,
@@ -29,8 +29,22 @@ def test_outgoing_sockets_detect_dead_peers() -> None:
 
 def test_large_bodies_are_streamed_not_copied_at_once() -> None:
     assert request_body(b"x" * 10) == b"x" * 10
-    big = request_body(b"x" * (2 << 20))
-    assert isinstance(big, io.BytesIO) and len(big.getvalue()) == 2 << 20
+    held = bytearray(b"x" * (2 << 20) + b"y")  # how the node holds a body it read
+    big = request_body(held)
+    assert isinstance(big, BufferPayload) and big.size == len(held)
+    held[-1:] = b"z"  # the payload is a view of the same buffer, never a copy
+    assert asyncio.run(big.as_bytes()).endswith(b"z")
+
+    class Writer:
+        def __init__(self) -> None:
+            self.pieces: list[int] = []
+
+        async def write(self, chunk: memoryview) -> None:
+            self.pieces.append(len(chunk))
+
+    writer = Writer()
+    asyncio.run(big.write(writer))  # type: ignore[arg-type]
+    assert writer.pieces == [1 << 20, 1 << 20, 1]  # in slices, as the socket drains
 
 
 # --- the lean client for engines on this machine ----------------------------------------

@@ -40,7 +40,7 @@ from quorum.http.connection import (
     EngineConnection,
 )
 from quorum.http.pool import EnginePool
-from quorum.http.session import DEAD_PEER_S, request_body, socket_factory
+from quorum.http.session import DEAD_PEER_S, BufferPayload, request_body, socket_factory
 
 __all__ = [
     "DEAD_PEER_S",
@@ -49,6 +49,7 @@ __all__ = [
     "LEAN_BODY_LIMIT",
     "LINE_LIMIT",
     "READ_HIGH",
+    "BufferPayload",
     "ConnectTimeout",
     "ConnectionLost",
     "EngineConnection",

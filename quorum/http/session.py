@@ -3,19 +3,49 @@ a dead peer."""
 
 from __future__ import annotations
 
-import io
 import socket
 from typing import Any
 
-# aiohttp warns (ResourceWarning) when given more than 1 MiB as raw bytes: it
-# would copy them in one go on the event loop. A BytesIO over the same bytes is
-# streamed in chunks instead (and CPython shares the buffer, so nothing is copied).
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+# aiohttp warns (ResourceWarning) when given more than 1 MiB as raw bytes: it would write
+# them in one go. Larger bodies are sent in slices of a view instead: never copied (a
+# BytesIO shares a bytes object's buffer, but copies a bytearray's, which is how the node
+# holds a body it read), and written as the socket drains.
 _RAW_BODY_LIMIT = 1 << 20
+_SLICE = 1 << 20
 
 
-def request_body(payload: bytes) -> bytes | io.BytesIO:
+class BufferPayload(Payload):
+    """A large request body, written in slices of a memoryview over it."""
+
+    def __init__(self, value: bytes | bytearray) -> None:
+        super().__init__(value, content_type="application/octet-stream")
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return bytes(self._value)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        view = memoryview(self._value)
+        if content_length is not None:
+            view = view[:content_length]
+        for at in range(0, len(view), _SLICE):
+            await writer.write(view[at : at + _SLICE])
+
+
+def request_body(payload: bytes | bytearray) -> bytes | bytearray | BufferPayload:
     """``payload`` in the form aiohttp sends best."""
-    return payload if len(payload) <= _RAW_BODY_LIMIT else io.BytesIO(payload)
+    return payload if len(payload) <= _RAW_BODY_LIMIT else BufferPayload(payload)
 
 
 # A peer whose machine vanished (cable pulled, laptop asleep) sends no RST: without

@@ -25,7 +25,7 @@ from quorum import memory
 from quorum.api.endpoints import SERVED, dialect
 from quorum.api.errors import error_body
 from quorum.api.headers import KEY_MODELS_HEADER
-from quorum.errors import ApiError, BodyTooLarge, Forbidden
+from quorum.errors import ApiError, BodyTooLarge, Forbidden, InvalidRequest
 from quorum.keys import KeyInfo
 from quorum.link import TunnelStream
 from quorum.protocol import RequestHead, ResetCode, ResponseHead
@@ -109,7 +109,7 @@ class CoreStreamHandler:
                     "This node has paused sharing; only its own machine may use it now.",
                     code="sharing_paused",
                 )
-            body = await _read(stream, ctx.max_body_bytes)
+            body = await _read(stream, ctx.max_body_bytes, _declared(head))
             request = ProxyRequest(
                 endpoint=endpoint,
                 method=head.method,
@@ -131,8 +131,21 @@ class CoreStreamHandler:
             await sink.whole(err.status, headers, payload)
 
 
-async def _read(stream: TunnelStream, limit: int) -> bytes:
-    """The whole body, copied once (the chunks as they came, joined at the end)."""
+async def _read(stream: TunnelStream, limit: int, declared: int | None = None) -> bytes:
+    """The whole body, held once: with its ``Content-Length``, straight into a buffer of
+    that size; without, the chunks as they came, joined at the end."""
+    if declared is not None and 0 < declared <= limit:
+        buffer = bytearray(declared)
+        view, got = memoryview(buffer), 0
+        async for chunk in stream:
+            end = got + len(chunk)
+            if end > declared:
+                raise InvalidRequest("The request body is longer than its Content-Length.")
+            view[got:end] = chunk
+            got = end
+        if got != declared:
+            raise InvalidRequest(f"The request body ended after {got} of {declared} bytes.")
+        return buffer  # type: ignore[return-value]  # read as bytes everywhere it goes
     chunks: list[bytes] = []
     size = 0
     async for chunk in stream:
@@ -141,3 +154,10 @@ async def _read(stream: TunnelStream, limit: int) -> bytes:
             raise BodyTooLarge(f"The request body is too large (over {limit} bytes).")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _declared(head: RequestHead) -> int | None:
+    for name, value in head.headers:
+        if name.lower() == "content-length":
+            return int(value) if value.isdigit() else None
+    return None
