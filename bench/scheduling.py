@@ -241,17 +241,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 report = json.load(open(sys.argv[1]))
 fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
-for ax, mode in zip(axes, ("whole", "stream")):
+modes = ("whole", "stream")
+every = sorted({t for m in modes for v in report["results"].get(m, {}).values() for t in v})
+colors = {name: f"C{i}" for i, name in enumerate(every)}  # one colour a dispatcher
+for ax, mode in zip(axes, modes):
     loads = report["results"].get(mode, {})
     names = sorted({t for v in loads.values() for t in v})
     for name in names:
         xs = [int(k.rstrip("%")) for k, v in loads.items() if name in v]
         ys = [v[name]["p99_ms"] for v in loads.values() if name in v]
-        ax.plot(xs, ys, marker="o", label=name)
+        ax.plot(xs, ys, marker="o", label=name, color=colors[name])
     ax.set_title(f"p99 latency, {'streamed' if mode == 'stream' else 'non-streamed'}")
     ax.set_xlabel("load, % of capacity"); ax.set_ylabel("ms"); ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-axes[0].legend(fontsize=8)
+    ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=110)
 """
