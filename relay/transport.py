@@ -57,13 +57,16 @@ class WebSocketTransport:
     async def close(self) -> None:
         await self._ws.close()
 
+    def stop_reading(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(RuntimeError):  # closed already
+                self._socket.pause_reading()
+
     async def abort(self) -> None:
         # aiohttp's close() reads on until the node's close frame, discarding what comes
         # before it: a flood behind a broken frame would be read whole. Stop reading first;
         # the close frame still goes out, then the socket is closed.
-        if self._socket is not None:
-            with contextlib.suppress(RuntimeError):  # closed already
-                self._socket.pause_reading()
+        self.stop_reading()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(ABORT_WAIT_S):
                 await self._ws.close(code=WSCloseCode.PROTOCOL_ERROR)

@@ -244,6 +244,8 @@ class Pump:
             ended = self._outcome(done)
         finally:
             heartbeat.stop()
+            if ended.reason is EndReason.PROTOCOL_ERROR:
+                self._transport.stop_reading()  # before anything else can let more in
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -321,6 +323,9 @@ class Pump:
                     await self._wakeup
                 finally:
                     self._wakeup = None
+                # One turn of the loop first: what else is ready now (the next chunks of an
+                # answer, already read) joins the same DATA frames, so fewer messages go out.
+                await asyncio.sleep(0)
             self._dirty = False
             if late := conn.take_events():
                 self._dispatch(late)

@@ -20,10 +20,11 @@ class Transport(Protocol):
       drain (that is the connection's own back-pressure).
     - ``receive()`` returns the next binary message.
     - ``close()`` closes the connection; safe to call more than once, never raises.
+    - ``stop_reading()`` (not async) takes nothing more in from the peer, at once: the
+      first step after a protocol error, so a flood behind the bad frame is never read.
     - ``abort()`` ends a connection whose peer broke the protocol: nothing more is
-      read from it (a flood behind the bad frame is never taken in), what is queued
-      is still sent, then the socket is closed without waiting for the peer. Safe to
-      call more than once, never raises.
+      read from it, what is queued is still sent, then the socket is closed without
+      waiting for the peer. Safe to call more than once, never raises.
 
     ``send`` and ``receive`` raise ``quorum.errors.TransportClosed`` once the
     connection is closed, by either side or by a failure, and for anything
@@ -36,5 +37,7 @@ class Transport(Protocol):
     async def receive(self) -> bytes: ...
 
     async def close(self) -> None: ...
+
+    def stop_reading(self) -> None: ...
 
     async def abort(self) -> None: ...

@@ -59,11 +59,14 @@ class WebSocketTransport:
     async def close(self) -> None:
         await self._ws.close()
 
+    def stop_reading(self) -> None:
+        with contextlib.suppress(RuntimeError):  # closed already
+            self._ws.transport.pause_reading()
+
     async def abort(self) -> None:
         # The relay broke the protocol: read nothing more of it; the close frame still goes.
         socket = self._ws.transport
-        with contextlib.suppress(RuntimeError):  # closed already
-            socket.pause_reading()
+        self.stop_reading()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(ABORT_WAIT_S):
                 await self._ws.close(code=CloseCode.PROTOCOL_ERROR)

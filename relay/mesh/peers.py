@@ -20,16 +20,17 @@ Publish = Callable[[bytes], Awaitable[None]]
 
 
 class PeerTransport:
-    __slots__ = ("_closed", "_frames", "_publish", "_waiter")
+    __slots__ = ("_closed", "_deaf", "_frames", "_publish", "_waiter")
 
     def __init__(self, publish: Publish) -> None:
         self._publish = publish
         self._frames: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        self._deaf = False  # after the peer broke the protocol: what it sends is dropped
 
     def deliver(self, frame: bytes) -> None:
-        if self._closed:
+        if self._closed or self._deaf:
             return
         self._frames.append(frame)
         if self._waiter is not None and not self._waiter.done():
@@ -56,6 +57,10 @@ class PeerTransport:
         self._frames.clear()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def stop_reading(self) -> None:
+        self._deaf = True
+        self._frames.clear()
 
     async def abort(self) -> None:
         await self.close()

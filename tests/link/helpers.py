@@ -59,6 +59,9 @@ class MemoryEnd:
     async def close(self) -> None:
         self._link.close()
 
+    def stop_reading(self) -> None:
+        pass  # in memory: nothing is read but what the test sends
+
     async def abort(self) -> None:
         self._link.close()
 

@@ -46,6 +46,9 @@ class Tap:
     async def close(self) -> None:
         await self._inner.close()
 
+    def stop_reading(self) -> None:
+        self._inner.stop_reading()
+
     async def abort(self) -> None:
         await self._inner.abort()
 
