@@ -10,9 +10,10 @@
   well be good, and the client should retry rather than give up on it.
 
 Caching (``clock`` injected, seconds):
-- a good answer is reused for ``ttl_s`` (30 s), so a revocation reaches every
-  node within ``ttl_s`` while the relay is reachable; expiry is checked on
-  every call against the cached ``expires_at``;
+- a good answer is reused for ``ttl_s`` (3 s), so a revocation (a revoked key, a
+  disabled user, a removed member) reaches every node within ``ttl_s`` while the
+  relay is reachable, for one relay call per key in use every few seconds; expiry
+  is checked on every call against the cached ``expires_at``;
 - a 401 is reused for ``negative_ttl_s`` (10 s), so a client retrying a bad
   key does not hammer the relay;
 - when the relay cannot be reached, the last answer about a key stays in
@@ -120,7 +121,7 @@ class KeyVerifier:
         session: aiohttp.ClientSession,
         clock: Callable[[], float] = time.time,
         *,
-        ttl_s: float = 30.0,
+        ttl_s: float = 3.0,
         negative_ttl_s: float = 10.0,
         offline_grace_s: float = 300.0,
         timeout_s: float = 5.0,
