@@ -245,7 +245,9 @@ def test_a_long_stream_is_not_cut_when_another_request_arrives(
     )
     first = threading.Event()
     with ThreadPoolExecutor(2) as pool:
-        streaming = pool.submit(_long_stream, port, 600, first)
+        # 300 tokens: long enough to be running when the second request comes, short enough
+        # to end within the node's 30 s queue wait on a slow 2-core machine (~16 tokens/s).
+        streaming = pool.submit(_long_stream, port, 300, first)
         assert first.wait(timeout(60)), "the stream never started"
         second = pool.submit(_ask, client, "Say hi.", 8)
         client.models.list()  # what every app does now and then
