@@ -23,6 +23,7 @@ import ctypes.util
 import gc
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -66,6 +67,17 @@ def _glibc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
+def _collect() -> None:
+    """A full collection. What it finds unclosed (a socket someone dropped) would warn from
+    its finaliser here, at a moment that has nothing to do with it: those warnings are the
+    natural collections' to give, not this forced one's (ResourceWarning is ignored by
+    default anyway; a test run that makes warnings errors would otherwise fail whichever
+    test sent a large body)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
 class LargeBodies:
     """Counts large request bodies as they are released; then, at most every
     ``MIN_INTERVAL_S``, collects garbage and asks glibc to hand the heap's free pages back.
@@ -81,11 +93,11 @@ class LargeBodies:
         self,
         trim: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        collect: Callable[[], object] = gc.collect,
+        collect: Callable[[], object] | None = None,
     ) -> None:
         self._trim = trim if trim is not None else _glibc_trim()
         self._clock = clock
-        self._collect = collect
+        self._collect = collect if collect is not None else _collect
         self._last = float("-inf")
         self._owed = False
         self._scheduled = False
