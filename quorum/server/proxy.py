@@ -17,7 +17,7 @@ from aiohttp import web
 
 from quorum import memory
 from quorum.api.headers import HOP_HEADER
-from quorum.errors import BodyTooLarge, InvalidRequest
+from quorum.errors import BodyTooLarge
 from quorum.proxy import ProxyRequest, new_exchange, serve
 from quorum.routing import Endpoint
 from quorum.server.context import ATTEMPTS, CALLER, CONTEXT, KEY_INFO, Caller
@@ -76,27 +76,12 @@ def _gone() -> asyncio.CancelledError:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, held once: with a ``Content-Length`` (checked against the limit
-    already), read straight into a buffer of that size, not into a growing one copied again
-    at the end (aiohttp's ``read()``, which briefly holds a large upload twice)."""
+    """The request body, held once (aiohttp's ``read()`` briefly holds a large upload twice);
+    with no ``Content-Length``, aiohttp's own read."""
     declared = request.content_length
     if not declared:
         return await request.read()
-    buffer = bytearray(declared)
-    view = memoryview(buffer)
-    got = 0
-    async for chunk in request.content.iter_any():
-        end = got + len(chunk)
-        if end > declared:  # aiohttp frames the body by its length: not reached
-            raise InvalidRequest("The request body is longer than its Content-Length.")
-        view[got:end] = chunk
-        got = end
-    if got != declared:
-        raise InvalidRequest(
-            f"The request body ended after {got} of its {declared} bytes (Content-Length)."
-        )
-    # A bytearray reads as bytes everywhere a body goes (parsers, sockets, TLS).
-    return buffer  # type: ignore[return-value]
+    return await memory.read_sized(request.content.iter_any(), declared)
 
 
 def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

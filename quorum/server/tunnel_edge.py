@@ -25,7 +25,7 @@ from quorum import memory
 from quorum.api.endpoints import SERVED, dialect
 from quorum.api.errors import error_body
 from quorum.api.headers import KEY_MODELS_HEADER
-from quorum.errors import ApiError, BodyTooLarge, Forbidden, InvalidRequest
+from quorum.errors import ApiError, BodyTooLarge, Forbidden
 from quorum.keys import KeyInfo
 from quorum.link import TunnelStream
 from quorum.protocol import RequestHead, ResetCode, ResponseHead
@@ -135,17 +135,7 @@ async def _read(stream: TunnelStream, limit: int, declared: int | None = None) -
     """The whole body, held once: with its ``Content-Length``, straight into a buffer of
     that size; without, the chunks as they came, joined at the end."""
     if declared is not None and 0 < declared <= limit:
-        buffer = bytearray(declared)
-        view, got = memoryview(buffer), 0
-        async for chunk in stream:
-            end = got + len(chunk)
-            if end > declared:
-                raise InvalidRequest("The request body is longer than its Content-Length.")
-            view[got:end] = chunk
-            got = end
-        if got != declared:
-            raise InvalidRequest(f"The request body ended after {got} of {declared} bytes.")
-        return buffer  # type: ignore[return-value]  # read as bytes everywhere it goes
+        return await memory.read_sized(stream, declared)
     chunks: list[bytes] = []
     size = 0
     async for chunk in stream:
