@@ -31,7 +31,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,20 +262,12 @@ class TunnelClient:
             )
         head = RequestHead(method, path, tuple(headers), node=node_id)
         stream = pump.open_stream(head, end_stream=not body, peer=_PEER)
-        try:
+        with _reset_on_failure(stream, header_timeout_s):
             if body:
                 await stream.send_all(body)
                 await stream.send_eof()
             async with asyncio.timeout(header_timeout_s):
                 answer = await stream.response()
-        except TimeoutError:
-            stream.reset(ResetCode.CANCEL, "no response in time")
-            raise NoReachableHolder(
-                f"The node did not answer through the relay within {header_timeout_s:g} s."
-            ) from None
-        except asyncio.CancelledError:
-            stream.reset(ResetCode.CANCEL, "the client went away")
-            raise
         return TunnelResponse(stream, answer)
 
     async def _request_e2e(
@@ -301,7 +293,7 @@ class TunnelClient:
                 pass  # the node closed it as we sent: it served nothing; a new one
         head = RequestHead("POST", e2e.E2E_PATH, (), node=node_id)
         stream = pump.open_stream(head, end_stream=False, peer=_PEER)
-        try:
+        with _reset_on_failure(stream, header_timeout_s):
             async with asyncio.timeout(header_timeout_s):
                 outer = await stream.response()
             if outer.status != 200:
@@ -312,14 +304,6 @@ class TunnelClient:
             )
             channels.keep_session(channel)  # the ticket came before the answer
             return response
-        except TimeoutError:
-            stream.reset(ResetCode.CANCEL, "no response in time")
-            raise NoReachableHolder(
-                f"The node did not answer through the relay within {header_timeout_s:g} s."
-            ) from None
-        except asyncio.CancelledError:
-            stream.reset(ResetCode.CANCEL, "the client went away")
-            raise
 
     @staticmethod
     async def _on_channel(
@@ -505,3 +489,19 @@ def _ignoring_url(dial: Dial) -> Callable[[str], Awaitable[Transport]]:
         return await dial()
 
     return dial_any
+
+
+@contextlib.contextmanager
+def _reset_on_failure(stream: TunnelStream, header_timeout_s: float) -> Iterator[None]:
+    """Around opening a stream to a node: no answer in time is a 503 and the client going
+    away cancels it; either way the stream is reset."""
+    try:
+        yield
+    except TimeoutError:
+        stream.reset(ResetCode.CANCEL, "no response in time")
+        raise NoReachableHolder(
+            f"The node did not answer through the relay within {header_timeout_s:g} s."
+        ) from None
+    except asyncio.CancelledError:
+        stream.reset(ResetCode.CANCEL, "the client went away")
+        raise
