@@ -24,7 +24,7 @@ from typing import Any
 from quorum.errors import InvalidRequest, NotFound, QuorumError, StoreError
 from relay.keys import parse_duration
 from relay.presence import is_online
-from relay.store import ApiKey, Cluster, NodeSeen, Store, UsageBy
+from relay.store import ApiKey, Cluster, NodeSeen, Store, UsageBy, UsageGroup
 
 ADMIN_TOKEN_ENV = "QUORUM_RELAY_ADMIN_TOKEN"
 ADMIN_TOKEN_FILE = "admin_token"
@@ -70,6 +70,20 @@ def _iso(ts: float | None) -> str | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def usage_row(grouping: UsageBy, g: UsageGroup) -> JSON:
+    """One group of a usage summary as the API and the CLI show it."""
+    return {
+        grouping.value: g.group,
+        "requests": g.requests,
+        "errors": g.errors,
+        "prompt_tokens": g.prompt_tokens,
+        "completion_tokens": g.completion_tokens,
+        "total_tokens": g.prompt_tokens + g.completion_tokens,
+        "avg_duration_ms": None if g.avg_duration_ms is None else round(g.avg_duration_ms, 2),
+        "avg_ttfb_ms": None if g.avg_ttfb_ms is None else round(g.avg_ttfb_ms, 2),
+    }
 
 
 def cluster_json(cluster: Cluster) -> JSON:
@@ -307,18 +321,7 @@ class AdminOps:
         )
         rows = []
         for g in groups:
-            row: JSON = {
-                grouping.value: g.group,
-                "requests": g.requests,
-                "errors": g.errors,
-                "prompt_tokens": g.prompt_tokens,
-                "completion_tokens": g.completion_tokens,
-                "total_tokens": g.prompt_tokens + g.completion_tokens,
-                "avg_duration_ms": None
-                if g.avg_duration_ms is None
-                else round(g.avg_duration_ms, 2),
-                "avg_ttfb_ms": None if g.avg_ttfb_ms is None else round(g.avg_ttfb_ms, 2),
-            }
+            row = usage_row(grouping, g)
             if grouping is UsageBy.KEY and g.group in key_names:
                 row["prefix"], row["name"] = key_names[g.group]
             rows.append(row)

@@ -15,7 +15,15 @@ import dataclasses
 from collections.abc import Callable
 
 from quorum.errors import Forbidden, InvalidRequest, NotFound, StoreError
-from relay.admin import DEFAULT_GRACE, JSON, AdminOps, cluster_json, node_json, parse_since
+from relay.admin import (
+    DEFAULT_GRACE,
+    JSON,
+    AdminOps,
+    cluster_json,
+    node_json,
+    parse_since,
+    usage_row,
+)
 from relay.store import ApiKey, Cluster, Store, UsageBy
 from relay.users import Membership, Role, User, UserToken, can_see_key
 
@@ -252,21 +260,7 @@ class UserOps(AdminOps):
             "by": grouping.value,
             "since_ms": since_ms,
             "until_ms": until_ms,
-            "data": [
-                {
-                    grouping.value: g.group,
-                    "requests": g.requests,
-                    "errors": g.errors,
-                    "prompt_tokens": g.prompt_tokens,
-                    "completion_tokens": g.completion_tokens,
-                    "total_tokens": g.prompt_tokens + g.completion_tokens,
-                    "avg_duration_ms": None
-                    if g.avg_duration_ms is None
-                    else round(g.avg_duration_ms, 2),
-                    "avg_ttfb_ms": None if g.avg_ttfb_ms is None else round(g.avg_ttfb_ms, 2),
-                }
-                for g in groups
-            ],
+            "data": [usage_row(grouping, g) for g in groups],
         }
 
     def usage_records(self, cluster: str | None, limit: int = 100) -> list[JSON]:
