@@ -24,6 +24,8 @@ type    name            stream  payload
                                 features}], online, age_ms
 0x06    USAGE           0       JSON: records[{model, requests,
                                 prompt_tokens, completion_tokens, errors}]
+0x07    REVOCATION      0       JSON: message (relay to node only, and only
+                                if its HELLO announced ``revocations``)
 0x10    REQUEST         odd/ev  JSON request head: method, path, headers
                                 [[name, value]...], node, model, deadline_ms
 0x11    RESPONSE        odd/ev  JSON response head: status, headers
@@ -60,6 +62,12 @@ Connection
   sender refuses (RESET REFUSED) any stream still arriving; a REQUEST from a
   side that sent GOAWAY is a connection error. Running streams finish
   normally; the adapter closes once ``active_streams == 0``.
+- REVOCATION: the relay tells a node that credentials of its cluster stopped
+  counting (a key revoked, a member removed, a user disabled); the node drops
+  its cached key checks. A new frame type, so it is sent only to a node whose
+  HELLO announced the capability ``revocations`` (``send_revocation`` raises
+  ``LocalProtocolError`` otherwise); one received by a relay, or by a node that
+  did not announce it, is a connection error.
 - A connection error (``RemoteProtocolError``) closes the connection: state
   CLOSED, queued DATA is dropped and a GOAWAY(PROTOCOL_ERROR) is queued.
   ``connection_lost()`` then resets every running stream locally
@@ -152,6 +160,7 @@ from .events import (
     PongReceived,
     PresenceReceived,
     ResponseReceived,
+    RevocationReceived,
     StreamEnded,
     StreamOpened,
     StreamReset,
@@ -185,6 +194,7 @@ from .messages import (
     UsageRecord,
 )
 from .records import MAX_USAGE_BATCH, RequestUsage, UsageBatch
+from .revocations import REVOCATIONS, Revocation
 from .streams import StreamState
 
 __all__ = [
@@ -192,6 +202,7 @@ __all__ = [
     "MAX_DATA",
     "MAX_FRAME_SIZE",
     "MAX_USAGE_BATCH",
+    "REVOCATIONS",
     "STREAM_WINDOW_BASE",
     "VERSION",
     "Connection",
@@ -220,6 +231,8 @@ __all__ = [
     "ResetCode",
     "ResponseHead",
     "ResponseReceived",
+    "Revocation",
+    "RevocationReceived",
     "Rng",
     "Role",
     "StreamEnded",

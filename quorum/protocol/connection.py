@@ -20,12 +20,14 @@ from .frames import (
     Frame,
     FrameType,
     ResetCode,
+    Role,
     encode_frame,
     encode_reset,
     encode_window_update,
 )
 from .limits import STREAM_WINDOW_BASE
 from .messages import GoAway, GoAwayReason, Hello, Presence, RequestHead, ResponseHead, Usage
+from .revocations import REVOCATIONS, Revocation
 from .streams import Stream
 
 __all__ = ["Connection", "ConnectionState"]
@@ -66,6 +68,7 @@ class Connection(ConnectionCore):
             frames.append(encode_frame(Frame(FrameType.WINDOW_UPDATE, 0, payload)))
         self._out.control_first(frames)
         self._hello_sent = True
+        self.capabilities = hello.capabilities
 
     def send_presence(self, presence: Presence) -> None:
         self._require_hello()
@@ -74,6 +77,24 @@ class Connection(ConnectionCore):
     def send_usage(self, usage: Usage) -> None:
         self._require_hello()
         self._queue(Frame(FrameType.USAGE, 0, usage.encode()))
+
+    def send_revocation(self, revocation: Revocation) -> None:
+        """(The relay.) The node's cluster's credentials changed: it drops its cached key
+        checks. Only to a node whose HELLO announced ``revocations`` (``can_revoke``)."""
+        self._require_hello()
+        if not self.can_revoke():
+            raise LocalProtocolError("the peer did not announce revocations (or is no node)")
+        self._queue(Frame(FrameType.REVOCATION, 0, revocation.encode()))
+
+    def can_revoke(self) -> bool:
+        """Whether ``send_revocation`` may be called: we are the relay, the node asked."""
+        hello = self.peer_hello
+        return (
+            self.role is Role.RELAY
+            and hello is not None
+            and REVOCATIONS in hello.capabilities
+            and not self._closed
+        )
 
     def send_ping(self, payload: bytes) -> None:
         """Queue a PING; the peer echoes ``payload`` (exactly 8 bytes) in a PONG."""

@@ -20,6 +20,7 @@ from .events import (
     PongReceived,
     PresenceReceived,
     ResponseReceived,
+    RevocationReceived,
     StreamEnded,
     StreamOpened,
     StreamReset,
@@ -41,6 +42,7 @@ from .frames import (
 from .limits import CONNECTION_WINDOW_BASE, STREAM_WINDOW_BASE, Limits, OpenRate
 from .messages import GoAway, GoAwayReason, Hello, Presence, RequestHead, ResponseHead, Usage
 from .outbox import Outbox
+from .revocations import REVOCATIONS, Revocation
 from .streams import RecvWindow, Stream, StreamState, StreamTable
 
 
@@ -62,6 +64,8 @@ class ConnectionCore:
         self.role = role
         self.limits = limits if limits is not None else Limits()
         self.peer_hello: Hello | None = None
+        self.capabilities: tuple[str, ...] = ()
+        """What our own HELLO announced."""
         self.goaway_received: GoAway | None = None
         self._hello_sent = False
         self._goaway_sent = False
@@ -151,6 +155,10 @@ class ConnectionCore:
             events.append(PresenceReceived(Presence.decode(frame.payload)))
         elif kind is FrameType.USAGE:
             events.append(UsageReceived(Usage.decode(frame.payload)))
+        elif kind is FrameType.REVOCATION:
+            if self.role is not Role.NODE or REVOCATIONS not in self.capabilities:
+                raise RemoteProtocolError("REVOCATION sent to a peer that did not announce it")
+            events.append(RevocationReceived(Revocation.decode(frame.payload)))
         elif kind is FrameType.GOAWAY:
             self._on_goaway(GoAway.decode(frame.payload), events)
         elif kind is FrameType.WINDOW_UPDATE:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .frames import ResetCode
 from .messages import GoAway, Hello, Presence, RequestHead, ResponseHead, Usage
+from .revocations import Revocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,13 @@ class PresenceReceived:
 @dataclass(frozen=True, slots=True)
 class UsageReceived:
     usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationReceived:
+    """(At a node that announced ``revocations``.) Drop every cached answer about API keys."""
+
+    revocation: Revocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +110,7 @@ Event = (
     HelloReceived
     | PresenceReceived
     | UsageReceived
+    | RevocationReceived
     | PingReceived
     | PongReceived
     | GoAwayReceived

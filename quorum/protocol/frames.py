@@ -64,6 +64,7 @@ class FrameType(IntEnum):
     GOAWAY = 0x04
     PRESENCE = 0x05
     USAGE = 0x06
+    REVOCATION = 0x07
     # Request streams.
     REQUEST = 0x10
     RESPONSE = 0x11
@@ -116,6 +117,7 @@ CONTROL_TYPES = frozenset(
         FrameType.GOAWAY,
         FrameType.PRESENCE,
         FrameType.USAGE,
+        FrameType.REVOCATION,
     }
 )
 STREAM_TYPES = frozenset({FrameType.REQUEST, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET})

@@ -15,6 +15,7 @@ from quorum.protocol import (
     RequestHead,
     ResetCode,
     ResponseHead,
+    Revocation,
     Role,
     Usage,
     UsageRecord,
@@ -114,6 +115,8 @@ def frames(draw: st.DrawFn) -> Frame:
         return Frame(kind, 0, draw(presences).encode(), ignorable)
     if kind is FrameType.USAGE:
         return Frame(kind, 0, draw(usages).encode(), ignorable)
+    if kind is FrameType.REVOCATION:
+        return Frame(kind, 0, Revocation(draw(text)).encode(), ignorable)
     if kind is FrameType.WINDOW_UPDATE:
         increment = encode_window_update(draw(st.integers(1, MAX_WINDOW)))
         return Frame(kind, draw(st.integers(0, MAX_STREAM_ID)), increment, ignorable)
