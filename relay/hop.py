@@ -17,6 +17,14 @@ opened at ``HOP_PATH``:
 A node that fails step 1 or 2 has processed nothing: the handler may try
 another (``StreamRefused``). The relay holds one TLS session per node to resume
 (no certificate signed or checked again); a new node key never resumes one.
+
+A node another relay of the mesh holds is reached the same way, through that
+relay (``relay.mesh``), which passes on only ciphertext: the outer head names
+this relay's certificate (``RELAY_CERT_HEADER``), which the node's relay passes
+to the node (a node's own streams lose that header at the relay), and the node
+trusts it for that stream. The node's key is the one its relay announced,
+checked first against the binding in the shared store (``BoundKeys``): an
+announcement crossed the mesh, the binding did not.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -34,12 +43,14 @@ from quorum.errors import ApiError, StreamBroken, StreamRefused, UpstreamFailed
 from quorum.link import TunnelStream
 from quorum.protocol import RequestHead, ResetCode, ResponseHead
 from quorum.secure.frames import HEAD_MAX, Framed
-from quorum.secure.hop import HOP_PATH, RelayIdentity, peer_fingerprint
+from quorum.secure.hop import HOP_PATH, RELAY_CERT_HEADER, RelayIdentity, peer_fingerprint
 from quorum.secure.stream import TLSFailed, TLSStream
+from relay.store import Store
 
 log = logging.getLogger("relay.hop")
 
 SESSIONS_KEPT = 4096
+_CERT_HEADER = RELAY_CERT_HEADER.lower()
 
 
 class Sessions:
@@ -61,21 +72,56 @@ class Sessions:
         self._kept.pop(key, None)
 
 
+class BoundKeys:
+    """The keys the shared store binds to nodes another relay holds, once confirmed there
+    (bounded). A binding stays while its node lives; a removed node's key is refused at
+    every relay's join, so a confirmed one need not be read again."""
+
+    def __init__(self) -> None:
+        self._confirmed: dict[tuple[str, str, str], None] = {}
+
+    async def confirmed(self, store: Store, cluster_id: str, node_id: str, key: str) -> bool:
+        """Whether ``key`` is the one bound to ``node_id`` in the store (and not removed)."""
+        wanted = (cluster_id, node_id, key)
+        if wanted in self._confirmed:
+            return True
+        keys = await asyncio.to_thread(store.node_keys, cluster_id)
+        if not any(
+            k.node_id == node_id and k.fingerprint == key and k.removed_at is None for k in keys
+        ):
+            return False
+        self._confirmed[wanted] = None
+        while len(self._confirmed) > SESSIONS_KEPT:
+            del self._confirmed[next(iter(self._confirmed))]
+        return True
+
+
 class Hop:
-    """The relay's side of the hop: its identity (made at start, in memory) and the TLS
-    sessions it may resume with nodes."""
+    """The relay's side of the hop: its identity (made at start, in memory), the TLS
+    sessions it may resume with nodes, and the keys of other relays' nodes it checked."""
 
     def __init__(self, identity: RelayIdentity | None = None) -> None:
         self.identity = identity or RelayIdentity.generate()
         self.sessions = Sessions()
+        self.bound = BoundKeys()
 
 
 HOP: web.AppKey[Hop] = web.AppKey("relay_hop", Hop)
 
 
-def outer_head() -> RequestHead:
-    """What the tunnel carries in clear for the hop: a path, nothing of the request."""
-    return RequestHead("POST", HOP_PATH, ())
+def outer_head(through: RelayIdentity | None = None) -> RequestHead:
+    """What the tunnel carries in clear for the hop: a path, nothing of the request; and,
+    ``through`` another relay, the certificate of this one for the node to trust."""
+    headers = () if through is None else ((RELAY_CERT_HEADER, through.header_value),)
+    return RequestHead("POST", HOP_PATH, headers)
+
+
+def unnamed(head: RequestHead) -> RequestHead:
+    """``head`` of a stream a node opened, without a relay certificate: only a relay names
+    the one a node trusts for a hop."""
+    if not any(k.lower() == _CERT_HEADER for k, _ in head.headers):
+        return head
+    return replace(head, headers=tuple(h for h in head.headers if h[0].lower() != _CERT_HEADER))
 
 
 class HopStream:

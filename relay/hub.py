@@ -7,7 +7,8 @@ sans-I/O protocol, plus what the relay knows of that node. Rules:
   an unknown or a departed node, is reset NO_ROUTE; a target at its stream
   limit, REFUSED. An accepted stream is joined to one the relay opens on the
   target (a ``pipes.Pipe``: credit granted upstream only after the bytes
-  were accepted downstream).
+  were accepted downstream). Its head loses any relay certificate: only a
+  relay names the one a node trusts for the public ``/v1``'s hop (``relay.hop``).
 - One live link per (cluster, node id): a newer connection replaces the older
   one, which gets GOAWAY(REPLACED) and is closed.
 - Presence: each node's model list is forwarded to every other node of its
@@ -50,6 +51,7 @@ from quorum.protocol import (
     ResetCode,
     Role,
 )
+from relay.hop import unnamed
 from relay.local import LocalStream
 from relay.pipes import Pipe
 from relay.refusals import Refusals
@@ -304,6 +306,7 @@ class Hub:
 
     def _open(self, link: Link, stream: TunnelStream) -> None:
         """A node opened a stream: join it to one on the node it is addressed to."""
+        stream.head = unnamed(stream.head)
         target_id = stream.head.node
         here = (link.cluster_id, target_id or "") in self._links
         if self.mesh is not None and target_id and not here and not self.draining:

@@ -8,8 +8,9 @@ Contract (the same as a node's ``/v1`` where it can be):
   cluster holding the model with a service type the endpoint accepts, least
   busy first, through that node's tunnel on a stream the relay opens, in TLS
   between the relay and the node (``relay.hop``; plain for an older node that
-  does not serve it). The node serves it locally, as it serves a LAN peer's
-  forwarded request. A node that refuses the stream before processing it is
+  does not serve it), also for a node another relay of the mesh holds (its
+  relay forwards ciphertext). The node serves it locally, as it serves a LAN
+  peer's forwarded request. A node that refuses the stream before processing it is
   replaced by the next.
 - Unknown model 404 ``model_not_found``; known but no online holder 503;
   malformed body 400; too large 413.
@@ -143,7 +144,7 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
             continue
         ex.node = candidate.name
         try:
-            stream = _open_stream(request.app, state, link, head, payload)
+            stream = await _open_stream(request.app, state, link, head, payload)
         except StreamRefused as exc:
             last = exc
             continue
@@ -162,16 +163,24 @@ async def _serve(request: web.Request, state: RelayState, ex: Exchange) -> web.S
     raise last
 
 
-def _open_stream(
+async def _open_stream(
     app: web.Application, state: RelayState, link: Link, head: RequestHead, payload: bytes
 ) -> LocalStream | HopStream:
     """A stream to ``link``'s node: inside TLS with it (``relay.hop``) when the node serves
-    the hop and joined with its key; else the plain stream older nodes are served by."""
+    the hop and joined with its key, here or through the relay holding it; else the plain
+    stream older nodes are served by."""
     hop = app.get(HOP)
     if hop is None or link.fingerprint is None or HOP_CAPABILITY not in link.capabilities:
         return state.hub.open_local(link, head, end_stream=not payload)
-    outer = state.hub.open_local(link, outer_head(), end_stream=False)
-    key = (link.cluster_id, link.node_id or "", link.fingerprint)
+    node_id = link.node_id or ""
+    if link.via is not None and not await hop.bound.confirmed(
+        state.store, link.cluster_id, node_id, link.fingerprint
+    ):
+        log.warning("node %s: the key announced for it is not the one bound to it", link.label)
+        raise StreamRefused(f"node {link.label}'s key is not the one bound to it.")
+    through = hop.identity if link.via is not None else None
+    outer = state.hub.open_local(link, outer_head(through), end_stream=False)
+    key = (link.cluster_id, node_id, link.fingerprint)
     return HopStream(outer.stream, outer.node_name, head, hop, link.fingerprint, key)
 
 

@@ -29,7 +29,6 @@ import contextlib
 import functools
 import logging
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,9 +60,10 @@ from quorum.protocol import (
     Role,
 )
 from quorum.secure import ClusterTLS
-from quorum.secure.hop import HOP_CAPABILITY, HOP_PATH, hop_server_context
+from quorum.secure.hop import HOP_CAPABILITY, HOP_PATH
 from quorum.tunnel import e2e
 from quorum.tunnel.dial import dial_relay
+from quorum.tunnel.hops import HopContexts
 from quorum.tunnel.loopback import LoopbackForwarder
 from quorum.tunnel.peers import RelayPeers
 from quorum.tunnel.relays import RelayChoice, relay_list
@@ -161,7 +161,7 @@ class TunnelClient:
         self._tls = tls
         # End to end with other nodes: kept channels and TLS sessions, per node.
         self._channels = e2e.Channels(tls.client) if tls is not None else None
-        self._hop: ssl.SSLContext | None = None  # TLS with the relay (its public /v1)
+        self._hops = HopContexts(None, None)  # TLS with relays (their public /v1)
         self._move = asyncio.Event()  # the relay drains: move on (set per connection)
         self._generation = 0  # connections made: events of an older one are ignored
 
@@ -339,13 +339,9 @@ class TunnelClient:
         transport = await self._dial_url(self.relay_url)
         relay_cert = getattr(transport, "relay_cert", None)
         # The relay's public /v1 reaches this node in TLS with the relay that just answered.
-        self._hop = (
-            hop_server_context(self._tls, relay_cert)
-            if self._tls is not None and relay_cert is not None
-            else None
-        )
+        self._hops = HopContexts(self._tls, relay_cert)
         conn = Connection(Role.NODE, self._limits)
-        capabilities = ("presence", "streams") + ((HOP_CAPABILITY,) if self._hop else ())
+        capabilities = ("presence", "streams") + ((HOP_CAPABILITY,) if self._hops.own else ())
         conn.send_hello(self._node_id, capabilities=capabilities)
         conn.send_presence(self._presence())
         self._generation += 1
@@ -456,8 +452,8 @@ class TunnelClient:
                 await e2e.serve(
                     stream, self._tls.member_server, self._serve_stream, idle_s=e2e.SERVER_IDLE_S
                 )
-            elif self._hop is not None and stream.head.path == HOP_PATH:
-                await e2e.serve(stream, self._hop, self._serve_stream)  # the relay's, in TLS
+            elif stream.head.path == HOP_PATH and (hop := self._hops.for_head(stream.head)):
+                await e2e.serve(stream, hop, self._serve_stream)  # a relay's, in TLS
             else:
                 await self._serve_stream(stream.head, stream)
             if not stream.sent_eof:

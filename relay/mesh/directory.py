@@ -37,6 +37,9 @@ class Held:
     cluster_id: str
     presence: Presence
     seen: float
+    fingerprint: str | None = None
+    """The node's key, as its relay announced it (to be checked against the store)."""
+    capabilities: tuple[str, ...] = ()
 
     def presence_at(self, now: float) -> Presence:
         """Its presence as a node should hear it at ``now`` (aged since the heartbeat)."""
@@ -69,10 +72,12 @@ class Directory:
             return []
         self._heard[message.relay] = now
         match message:
-            case NodeAnnounced(relay, cluster, presence, seen):
+            case NodeAnnounced(relay, cluster, presence, seen, _, fingerprint, capabilities):
                 key = (cluster, presence.node_id)
                 if presence.online:
-                    self._held[key] = Held(relay, cluster, presence, seen)
+                    self._held[key] = Held(
+                        relay, cluster, presence, seen, fingerprint, capabilities
+                    )
                     return [(cluster, presence)]
                 current = self._held.get(key)
                 if current is None or current.relay != relay:

@@ -146,8 +146,15 @@ class Mesh:
     def announce(self, link: Link) -> None:
         """A node of ours heartbeat: the others learn it is here."""
         if link.presence is not None and link.last_seen is not None:
-            bound = link.proven is not None
-            message = NodeAnnounced(self.id, link.cluster_id, link.presence, link.last_seen, bound)
+            message = NodeAnnounced(
+                self.id,
+                link.cluster_id,
+                link.presence,
+                link.last_seen,
+                link.proven is not None,
+                link.fingerprint,
+                link.capabilities,
+            )
             self._say(self.subjects.presence, message)
             self._moved(link.cluster_id, link.presence.node_id, self.id)
 
@@ -228,7 +235,7 @@ class Mesh:
             return
         self._tell(self.directory.apply(message, self.clock()))
         match message:
-            case NodeAnnounced(relay, cluster, presence, _, bound) if presence.online:
+            case NodeAnnounced(relay, cluster, presence, _, bound, _, _) if presence.online:
                 if bound:  # its id is bound to a key: refused here too without a proof
                     self.hub.bound.add((cluster, presence.node_id))
                 self._moved(cluster, presence.node_id, relay)
@@ -274,6 +281,8 @@ class Mesh:
             presence=held.presence,
             last_seen=held.seen,
             via=held.relay,
+            fingerprint=held.fingerprint,
+            capabilities=held.capabilities,
         )
 
     # -- relay-to-relay connections -----------------------------------------------------

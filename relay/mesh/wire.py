@@ -3,11 +3,14 @@ the order of a peer's connection sessions. Pure: no I/O, no clock of its own.
 
 Announcements are small JSON objects on ``<prefix>.presence``:
 
-- ``{"t": "node", "relay", "cluster", "presence": {...}, "seen", "bound"}``: a
-  node this relay holds said hello or heartbeat (``presence.online``), or left
-  it (``online`` false); ``seen`` is its last heartbeat (the relay's wall
-  clock); ``bound``: it proved its key, so its id is bound to that key (every
-  relay then refuses that id to a connection without a proof).
+- ``{"t": "node", "relay", "cluster", "presence": {...}, "seen", "bound", "fp",
+  "caps"}``: a node this relay holds said hello or heartbeat
+  (``presence.online``), or left it (``online`` false); ``seen`` is its last
+  heartbeat (the relay's wall clock); ``bound``: it proved its key, so its id
+  is bound to that key (every relay then refuses that id to a connection
+  without a proof); ``fp``: that key's fingerprint (or null), ``caps``: what its
+  hello said it can do (another relay's public ``/v1`` reaches it in TLS when it
+  serves ``relay-hop``, checking ``fp`` against the store's binding first).
 - ``{"t": "alive", "relay"}``: the relay lives (every ``ALIVE_EVERY_S``);
 - ``{"t": "hello", "relay"}``: a relay started: the others announce their nodes again;
 - ``{"t": "draining", "relay"}``: a relay drains (SIGTERM): its nodes move to
@@ -32,6 +35,9 @@ CLUSTER_HEADER = "X-Quorum-Mesh-Cluster"
 NODE_HEADER = "X-Quorum-Mesh-Node"
 _TAGS = {CLUSTER_HEADER.lower(), NODE_HEADER.lower()}
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # as a hello's (quorum.protocol)
+_MAX_CAPABILITIES = 64
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
 
 
@@ -78,6 +84,8 @@ class NodeAnnounced:
     presence: Presence
     seen: float
     bound: bool = False
+    fingerprint: str | None = None
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +122,7 @@ Announcement = NodeAnnounced | RelayAlive | RelayHello | RelayDraining | RelayGo
 def encode(message: Announcement) -> bytes:
     body: dict[str, Any]
     match message:
-        case NodeAnnounced(relay, cluster, presence, seen, bound):
+        case NodeAnnounced(relay, cluster, presence, seen, bound, fingerprint, capabilities):
             body = {
                 "t": "node",
                 "relay": relay,
@@ -122,6 +130,8 @@ def encode(message: Announcement) -> bytes:
                 "presence": json.loads(presence.encode()),
                 "seen": seen,
                 "bound": bound,
+                "fp": fingerprint,
+                "caps": list(capabilities),
             }
         case NodeDropped(relay, cluster, node, why):
             body = {"t": "drop", "relay": relay, "cluster": cluster, "node": node, "why": why}
@@ -150,7 +160,10 @@ def decode(data: bytes) -> Announcement:
                 if not isinstance(bound, bool):
                     raise ValueError("bound")
                 presence = Presence.decode(json.dumps(body["presence"]).encode())
-                return NodeAnnounced(relay, body["cluster"], presence, float(seen), bound)
+                fingerprint, capabilities = _key_of(body)
+                return NodeAnnounced(
+                    relay, body["cluster"], presence, float(seen), bound, fingerprint, capabilities
+                )
             case "drop":
                 fields = (body["cluster"], body["node"], body["why"])
                 if not all(isinstance(f, str) for f in fields):
@@ -167,6 +180,22 @@ def decode(data: bytes) -> Announcement:
     except (ValueError, KeyError, TypeError, RemoteProtocolError) as exc:
         raise RemoteProtocolError(f"a malformed mesh announcement ({exc})") from None
     raise RemoteProtocolError(f"an unknown mesh announcement {str(kind)[:20]!r}")
+
+
+def _key_of(body: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """A node announcement's key fingerprint and capabilities (absent from older relays')."""
+    fingerprint, capabilities = body.get("fp"), body.get("caps", [])
+    if fingerprint is not None and (
+        not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint)
+    ):
+        raise ValueError("fp")
+    if (
+        not isinstance(capabilities, list)
+        or len(capabilities) > _MAX_CAPABILITIES
+        or not all(isinstance(c, str) and _CAPABILITY.fullmatch(c) for c in capabilities)
+    ):
+        raise ValueError("caps")
+    return fingerprint, tuple(capabilities)
 
 
 def tag(head: RequestHead, cluster_id: str, node_id: str) -> RequestHead:

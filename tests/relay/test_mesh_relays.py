@@ -13,10 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import nats
+import nats.aio.client
+import nats.errors
 import openai
 import pytest
 
 from quorum.app import Node
+from quorum.secure.hop import HOP_PATH
 from relay.pg_store import PostgresStore
 from tests.fakes import FakeVLLM, LoopThread
 from tests.harness import node_config, start_node, timeout
@@ -37,6 +41,7 @@ class Group:
     keys: list[str]
     a: Node
     b: Node
+    prefix: str
 
 
 def _value(out: str, label: str) -> str:
@@ -92,7 +97,7 @@ def group(bg: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         a = node("node-a", 0, [{"name": "vllm", "url": engine}])
         b = node("node-b", 1, [])
         try:
-            yield Group(store, relays, token, keys, a, b)
+            yield Group(store, relays, token, keys, a, b, prefix)
         finally:
             for n in (a, b):
                 bg.run(n.stop())
@@ -163,6 +168,44 @@ def test_an_app_calls_relay_3_for_a_model_at_relay_1(group: Group) -> None:
     assert float(gauges["quorum_relay_mesh_relays"]) == 2
     assert float(gauges["quorum_relay_mesh_nodes"]) == 2
     assert float(gauges["quorum_relay_mesh_announcements"]) > 0
+
+
+def test_relay_1_passes_on_only_ciphertext_of_an_apps_request_at_relay_3(
+    group: Group, bg: LoopThread
+) -> None:
+    """The public /v1's hop runs in TLS from relay 3 to node A: what crosses the mesh
+    (NATS) for that stream, through relay 1, holds neither the prompt nor the answer."""
+    prompt = f"the secret plan {uuid.uuid4().hex}"
+    frames: list[bytes] = []
+
+    async def listen() -> tuple[nats.aio.client.Client, Any]:
+        nc = await nats.connect(NATS)
+        sub = await nc.subscribe(f"{group.prefix}.mesh.>")
+        await nc.flush()
+        return nc, sub
+
+    async def collect(nc: nats.aio.client.Client, sub: Any) -> None:
+        await nc.flush()  # what the relays sent before the answer reached the app is here
+        while True:
+            try:
+                frames.append((await sub.next_msg(timeout=timeout(0.5))).data)
+            except nats.errors.TimeoutError:
+                return
+
+    nc, sub = bg.run(listen())
+    try:
+        with app(group.relays[2], group.keys[0]) as c:
+            wait_until(lambda: MODEL in [m.id for m in c.models.list()], 15, "A's model")
+            raw = ask(c, prompt)
+        bg.run(collect(nc, sub))
+    finally:
+        bg.run(nc.close())
+    assert raw.parse().choices[0].message.content == f"You said: {prompt}"
+    assert raw.headers["x-quorum-node"] == "node-a"
+    crossed = b"".join(frames)
+    assert HOP_PATH.encode() in crossed  # the stream did cross the mesh, as a hop
+    assert prompt.encode() not in crossed and b"You said" not in crossed
+    assert b"the secret plan" not in crossed
 
 
 def test_a_revoked_key_fails_at_every_relay(group: Group) -> None:

@@ -3,6 +3,8 @@ sessions, and the directory of which relay holds which node. No socket, no clock
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from quorum.errors import RemoteProtocolError
@@ -36,10 +38,24 @@ def offline(node: str) -> Presence:
     return Presence(node, (), False, 0, node)
 
 
+def _node_with(**fields: object) -> bytes:
+    body = json.loads(encode(NodeAnnounced("r1", "c1", online("n1"), 1.0)))
+    return json.dumps(body | fields).encode()
+
+
+def test_an_older_relays_node_announcement_has_no_key() -> None:
+    body = json.loads(encode(NodeAnnounced("r1", "c1", online("n1"), 1.0, True, "ab" * 32)))
+    del body["fp"], body["caps"]
+    decoded = decode(json.dumps(body).encode())
+    assert isinstance(decoded, NodeAnnounced)
+    assert (decoded.fingerprint, decoded.capabilities, decoded.bound) == (None, (), True)
+
+
 def test_announcements_cross_the_wire_unchanged() -> None:
     for message in (
         NodeAnnounced("r1", "c1", online("n1", "studio"), 12.5),
         NodeAnnounced("r1", "c1", online("n1", "studio"), 12.5, bound=True),
+        NodeAnnounced("r1", "c1", online("n1"), 1.0, True, "ab" * 32, ("streams", "relay-hop")),
         NodeAnnounced("r1", "c1", offline("n1"), 0.0),
         NodeDropped("r2", "c1", "n1", "removed"),
         RelayAlive("r1"),
@@ -57,6 +73,9 @@ def test_announcements_cross_the_wire_unchanged() -> None:
         b'{"t": "node", "relay": "r1"}',
         b'{"t": "alive", "relay": "r.1"}',  # a relay id that would break a subject
         b'{"t": "what", "relay": "r1"}',
+        _node_with(fp="not-a-fingerprint"),
+        _node_with(caps="relay-hop"),  # not a list
+        _node_with(caps=["Relay Hop"]),  # not a capability a hello may name
         b'{"t": "drop", "relay": "r1", "cluster": 1, "node": "n", "why": ""}',
         b'{"t": "node", "relay": "r1", "cluster": "c", "seen": "x", "presence": {}}',
         b'{"t": "node", "relay": "r1", "cluster": "c", "seen": 1, "bound": 1, "presence": {}}',
@@ -118,9 +137,12 @@ def test_the_latest_relay_to_announce_a_node_holds_it() -> None:
     ]
     held = directory.holder("c", "a")
     assert held is not None and held.relay == "r1"
-    directory.apply(NodeAnnounced("r2", "c", online("a"), 2.0), now=2.0)  # it moved
+    key = "cd" * 32
+    moved = NodeAnnounced("r2", "c", online("a"), 2.0, True, key, ("relay-hop",))
+    directory.apply(moved, now=2.0)  # it moved
     held = directory.holder("c", "a")
     assert held is not None and held.relay == "r2"
+    assert (held.fingerprint, held.capabilities) == (key, ("relay-hop",))
     # The old relay's goodbye, late: not from the holder, so nothing changes.
     assert directory.apply(NodeAnnounced("r1", "c", offline("a"), 0.0), now=3.0) == []
     assert directory.holder("c", "a") is not None
