@@ -398,6 +398,7 @@ class Node:
             serve_stream=CoreStreamHandler(ctx, fallback),
             tls=ctx.tls,  # node-to-node streams: TLS between the two nodes, the relay pipes it
             other_urls=self.config.relay.urls,  # the same group's relays, moved to in turn
+            on_revoked=lambda: ctx.keys.forget() if ctx.keys is not None else None,
         )
         self._spawn(ctx.tunnel.run(), "relay-tunnel")
         tunnel = ctx.tunnel

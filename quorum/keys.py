@@ -10,10 +10,13 @@
   well be good, and the client should retry rather than give up on it.
 
 Caching (``clock`` injected, seconds):
-- a good answer is reused for ``ttl_s`` (3 s), so a revocation (a revoked key, a
-  disabled user, a removed member) reaches every node within ``ttl_s`` while the
-  relay is reachable, for one relay call per key in use every few seconds; expiry
-  is checked on every call against the cached ``expires_at``;
+- a good answer is reused for ``ttl_s`` (3 s), for one relay call per key in use
+  every few seconds; expiry is checked on every call against the cached
+  ``expires_at``. A revocation (a revoked key, a disabled user, a removed
+  member) is pushed by the relay down the tunnel (REVOCATION) and ``forget``
+  drops every answer at once, so the very next request is checked again; the
+  TTL bounds what is missed without the push (an older relay, a change written
+  to the store by hand) while the relay is reachable;
 - a 401 is reused for ``negative_ttl_s`` (10 s), so a client retrying a bad
   key does not hammer the relay;
 - when the relay cannot be reached, the last answer about a key stays in
@@ -139,6 +142,7 @@ class KeyVerifier:
         self._max = max_entries
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[_Entry]] = {}
+        self._epoch = 0  # forget() calls: a check started before one is not cached
         self.relay_calls = 0
         self.failures = FailureLimiter(rate=1.0, burst=20.0, clock=clock)
 
@@ -162,8 +166,12 @@ class KeyVerifier:
         return self._decide(entry, model, self._clock())
 
     def forget(self) -> None:
-        """Drop every cached answer (e.g. after the cluster token changed)."""
+        """Drop every cached answer (the relay said a key, user or member was revoked, or the
+        cluster token changed). A check running now still answers the request that waits for
+        it, but is not cached: the next request asks the relay again."""
         self._cache.clear()
+        self._inflight.clear()
+        self._epoch += 1
 
     def _decide(self, entry: _Entry, model: str | None, now: float) -> KeyInfo:
         info = entry.info
@@ -200,11 +208,12 @@ class KeyVerifier:
     async def _lookup(
         self, digest: str, key: str, stale: _Entry | None, source: str | None
     ) -> _Entry:
+        epoch = self._epoch
         try:
             entry = await self._ask(key, source)
         except _Unavailable as exc:
             offline = self._offline(stale, str(exc))
-            if offline is not None:
+            if offline is not None and epoch == self._epoch:
                 # Served from memory; ask the relay again soon, not on every request.
                 self._store(digest, replace(offline, next_check=self._clock() + self._negative_ttl))
             else:
@@ -213,7 +222,8 @@ class KeyVerifier:
                     code="key_check_unavailable",
                 ) from None
             return offline
-        self._store(digest, entry)
+        if epoch == self._epoch:  # else forgotten meanwhile: answer, but do not keep it
+            self._store(digest, entry)
         return entry
 
     def _offline(self, stale: _Entry | None, why: str) -> _Entry | None:

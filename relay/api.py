@@ -43,7 +43,14 @@ from quorum.errors import Forbidden, InvalidRequest, RateLimited, RemoteProtocol
 from quorum.protocol import UsageBatch
 from relay import revocation
 from relay.admin import DEFAULT_GRACE, AdminOps
-from relay.context import STATE, address, key_usable, require_admin, require_node
+from relay.context import (
+    STATE,
+    address,
+    key_usable,
+    require_admin,
+    require_node,
+    suspended_message,
+)
 from relay.keys import KeyState, allows_model
 
 log = logging.getLogger("relay.api")
@@ -162,6 +169,9 @@ async def revoke_key(request: web.Request) -> web.Response:
     require_admin(request)
     revoked = await _run(_ops(request).revoke_key, request.match_info["key"])
     log.info("key %s revoked through the API", revoked["prefix"])
+    await revocation.keys_changed(
+        request.app[STATE].hub, revoked["cluster_id"], revocation.KEY_REVOKED
+    )
     return web.json_response(revoked)
 
 
@@ -172,6 +182,9 @@ async def rotate_key(request: web.Request) -> web.Response:
         _ops(request).rotate_key, request.match_info["key"], data.get("expires", "keep")
     )
     log.info("key %s rotated through the API (now %s)", made["replaces"], made["prefix"])
+    await revocation.keys_changed(
+        request.app[STATE].hub, made["cluster_id"], revocation.KEY_REVOKED
+    )
     return web.json_response(made, status=201)
 
 
@@ -224,6 +237,13 @@ async def verify_key(request: web.Request) -> web.Response:
     key = await asyncio.to_thread(state.store.key_for_secret, presented) if presented else None
     now = state.clock()
     usable = key is not None and await asyncio.to_thread(key_usable, state.store, key)
+    if (
+        key is not None
+        and key.cluster_id == cluster.id
+        and usable
+        and len(await asyncio.to_thread(state.store.suspended_clusters, cluster.id)) > 0
+    ):
+        raise Unauthorized(suspended_message(key))  # a good key: not counted as a failure
     if (
         key is None
         or key.cluster_id != cluster.id

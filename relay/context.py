@@ -292,6 +292,13 @@ def key_usable(store: Store, key: ApiKey) -> bool:
     return holder is None or holder.allowed
 
 
+def suspended_message(key: ApiKey) -> str:
+    return (
+        f"The cluster of the API key {key.shown} is suspended: its owner's account is "
+        "disabled. It is served again once an operator enables the account."
+    )
+
+
 async def require_key(request: web.Request) -> ApiKey:
     """The active API key the caller presented (an app): ``Authorization: Bearer``, or
     ``x-api-key`` as Anthropic's SDKs send it."""
@@ -314,6 +321,8 @@ async def require_key(request: web.Request) -> ApiKey:
             raise _refuse(request, "key", f"The API key {key.shown} has expired.")
     if not await asyncio.to_thread(key_usable, state.store, key):
         raise _refuse(request, "key", f"The API key {key.shown} is of a disabled or removed user.")
+    if await asyncio.to_thread(state.store.suspended_clusters, key.cluster_id):
+        raise Forbidden(suspended_message(key), code="cluster_suspended")
     state.recorder.key_used(key.id, now)
     return key
 

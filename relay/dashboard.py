@@ -45,7 +45,7 @@ from aiohttp import web
 from quorum.api.body import loads
 from quorum.errors import Forbidden, InvalidRequest, RateLimited, Unauthorized
 from relay import dashboard_data as data
-from relay import dashboard_users
+from relay import dashboard_users, revocation
 from relay.admin import AdminOps
 from relay.context import STATE, RelayState, address, check_admin_token
 from relay.dashboard_auth import (
@@ -335,6 +335,9 @@ async def revoke_key(request: web.Request) -> web.Response:
         _ops(request.app[STATE], signed.user).revoke_key, request.match_info["key"]
     )
     log.info("key %s revoked from the dashboard", revoked["prefix"])
+    await revocation.keys_changed(
+        request.app[STATE].hub, revoked["cluster_id"], revocation.KEY_REVOKED
+    )
     return web.json_response(revoked)
 
 

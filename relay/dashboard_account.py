@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from quorum.errors import Forbidden, InvalidRequest, NotFound
+from relay import revocation
 from relay.admin import AdminOps
 from relay.context import STATE
 from relay.dashboard import MAX_LABEL, Signed, _changing, _json
@@ -77,6 +78,9 @@ async def remove_member(request: web.Request) -> web.Response:
     result = await asyncio.to_thread(
         ops.remove_member, request.match_info["cluster"], request.match_info["user"]
     )
+    await revocation.keys_changed(
+        request.app[STATE].hub, result["cluster_id"], revocation.MEMBER_REMOVED
+    )
     return web.json_response(result)
 
 
@@ -100,6 +104,8 @@ async def set_disabled(request: web.Request) -> web.Response:
         ops.set_disabled, request.match_info["user"], action == "disable"
     )
     log.info("user %s %sd from the dashboard", user["id"][:8], action)
+    state = request.app[STATE]
+    await revocation.user_changed(state.store, state.hub, user["id"], disabled=user["disabled"])
     return web.json_response(user)
 
 

@@ -23,7 +23,11 @@ sans-I/O protocol, plus what the relay knows of that node. Rules:
   relays hold are reachable too (``route``, ``reachable``; a ``Link`` with
   ``via``), a stream for one of them is handed to its relay, and a stream
   handed here goes only to a node of this hub (``pipe``): one hop at most.
-  Our nodes' comings and goings, and removals, are told to the others.
+  Our nodes' comings and goings, removals and revocations are told to the others.
+- Revocations (``revoke``): when credentials of a cluster stop counting (a key
+  revoked, a member removed, a user disabled), each of its nodes here that
+  announced ``revocations`` is sent REVOCATION and drops its cached key checks;
+  a suspended cluster (its owner disabled) has its tunnels closed instead.
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from quorum.errors import StreamRefused
+from quorum.errors import LocalProtocolError, StreamRefused
 from quorum.link import Keepalive, Pump, Transport, TunnelStream
 from quorum.protocol import (
     Connection,
@@ -49,6 +53,7 @@ from quorum.protocol import (
     PresenceReceived,
     RequestHead,
     ResetCode,
+    Revocation,
     Role,
 )
 from relay.hop import unnamed
@@ -69,6 +74,7 @@ class Elsewhere(Protocol):
     def announce(self, link: Link) -> None: ...
     def withdraw(self, link: Link) -> None: ...
     def dropped(self, cluster_id: str, node_id: str, why: str) -> None: ...
+    def revoked(self, cluster_ids: tuple[str, ...], why: str, *, suspend: bool) -> None: ...
     def draining(self) -> None: ...
     def counts(self) -> tuple[int, int, int]:
         """(other relays heard lately, nodes they hold, announcements sent)."""
@@ -256,6 +262,50 @@ class Hub:
         self._spawn(_close_after(link, 0.0), "relay-close-removed")
         return True
 
+    def revoke(
+        self,
+        cluster_ids: Iterable[str],
+        why: str,
+        *,
+        suspend: bool = False,
+        broadcast: bool = True,
+    ) -> int:
+        """Credentials of these clusters stopped counting: each of their nodes here that can
+        hear it drops its cached key checks (REVOCATION), or, with ``suspend`` (the owner is
+        disabled), has its tunnel closed, joined or not. ``broadcast``: every other relay
+        does the same. How many nodes here were told (or closed)."""
+        clusters = tuple(dict.fromkeys(cluster_ids))
+        if not clusters:
+            return 0
+        if broadcast and self.mesh is not None:
+            self.mesh.revoked(clusters, why, suspend=suspend)
+        wanted = set(clusters)
+        done = 0
+        for link in [link for link in self._all if link.cluster_id in wanted]:
+            if suspend:
+                log.warning("closing node %s's tunnel: %s", link.label, why)
+                link.pump.send_goaway(GoAwayReason.PROTOCOL_ERROR, why)
+                self._spawn(_close_after(link, 0.0, why), "relay-close-suspended")
+                done += 1
+            elif link.node_id is not None and link.conn.can_revoke():
+                with contextlib.suppress(LocalProtocolError):  # (closed meanwhile)
+                    link.conn.send_revocation(Revocation(why))
+                    link.pump.flush()
+                    done += 1
+        if done:
+            log.info("%s: told %d node(s) of %d cluster(s)", why, done, len(clusters))
+        return done
+
+    async def revocations_sent(self, cluster_ids: Iterable[str], within_s: float = 1.0) -> None:
+        """Wait (at most ``within_s``) until the links of these clusters handed what ``revoke``
+        queued to their sockets: an API call that revoked answers once its nodes were told."""
+        wanted = set(cluster_ids)
+        step = 0.002  # (the pump has no "written" signal: its writer is looked at in turns)
+        for _ in range(max(1, int(within_s / step))):
+            if not any(link.conn.control_queued for link in self._all if link.cluster_id in wanted):
+                return
+            await asyncio.sleep(step)
+
     def _register(self, link: Link, node_id: str) -> None:
         key = (link.cluster_id, node_id)
         why = None
@@ -416,7 +466,9 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
 
-async def _close_after(link: Link, delay: float) -> None:
-    """Close a replaced link once its GOAWAY has had a moment to go out."""
+async def _close_after(
+    link: Link, delay: float, why: str = "a newer connection of the node replaced this one"
+) -> None:
+    """Close a link once its GOAWAY has had a moment to go out."""
     await asyncio.sleep(delay)
-    await link.pump.close("a newer connection of the node replaced this one")
+    await link.pump.close(why)

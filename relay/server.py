@@ -73,10 +73,18 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
         return _error(403, f"This node's certificate is refused: {exc}.", "node_key_refused")
     if hub.draining:
         return _error(503, "The relay is shutting down.", "draining")
+    store = request.app[STATE].store
+    if await asyncio.to_thread(store.suspended_clusters, cluster.id):
+        # 503, not 403: the node keeps trying, and is back once the owner is enabled.
+        log.warning("refused a node of suspended cluster %s from %s", cluster.name, remote)
+        return _error(
+            503,
+            revocation.SUSPENDED[:1].upper() + revocation.SUSPENDED[1:] + ".",
+            "cluster_suspended",
+        )
     proven = None
     if joiner is not None:
         now = time.time()
-        store = request.app[STATE].store
         binding = await asyncio.to_thread(
             store.bind_node_key, cluster.id, joiner.node_id, joiner.fingerprint, now=now
         )

@@ -207,6 +207,16 @@ class UserTables:
         rows = self._rows("SELECT cluster_id, user_id FROM cluster_members WHERE role = 'owner'")
         return {r[0]: r[1] for r in rows}
 
+    def suspended_clusters(self, cluster_id: str | None = None) -> set[str]:
+        """The clusters whose owner is disabled (of ``cluster_id`` alone, if given)."""
+        sql = (
+            "SELECT m.cluster_id FROM cluster_members m JOIN users u ON u.id = m.user_id "
+            "WHERE m.role = 'owner' AND u.disabled_at IS NOT NULL"
+        )
+        if cluster_id is None:
+            return {r[0] for r in self._rows(sql)}
+        return {r[0] for r in self._rows(sql + " AND m.cluster_id = ?", (cluster_id,))}
+
     def create_invitation(
         self, cluster_id: str, user_id: str, *, now: float, ttl_s: float = INVITE_TTL_S
     ) -> str:

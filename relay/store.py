@@ -286,6 +286,11 @@ class Store(Protocol):
         """Each cluster that has an owner: cluster id -> owner's user id."""
         ...
 
+    def suspended_clusters(self, cluster_id: str | None = None) -> set[str]:
+        """The clusters whose owner is disabled (of ``cluster_id`` alone, if given): the relay
+        serves them nothing until the owner is enabled again."""
+        ...
+
     def create_invitation(
         self, cluster_id: str, user_id: str, *, now: float, ttl_s: float = ...
     ) -> str:

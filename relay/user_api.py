@@ -156,6 +156,9 @@ async def get_key(request: web.Request, ops: UserOps, p: Params) -> web.Response
 async def revoke_key(request: web.Request, ops: UserOps, p: Params) -> web.Response:
     revoked = await _run(ops.revoke_key, p["key"])
     log.info("key %s revoked by user %s", revoked["prefix"], ops.user.id[:8])
+    await revocation.keys_changed(
+        request.app[STATE].hub, revoked["cluster_id"], revocation.KEY_REVOKED
+    )
     return web.json_response(revoked)
 
 
@@ -163,6 +166,9 @@ async def revoke_key(request: web.Request, ops: UserOps, p: Params) -> web.Respo
 async def rotate_key(request: web.Request, ops: UserOps, p: Params) -> web.Response:
     data = await api._body(request)
     made = await _run(ops.rotate_key, p["key"], data.get("expires", "keep"))
+    await revocation.keys_changed(
+        request.app[STATE].hub, made["cluster_id"], revocation.KEY_REVOKED
+    )
     return web.json_response(made, status=201)
 
 
@@ -273,6 +279,9 @@ async def remove_member(request: web.Request) -> web.Response:
         ops.remove_member, request.match_info["cluster"], request.match_info["user"]
     )
     log.info("user %s left cluster %s", result["user_id"][:8], result["cluster"])
+    await revocation.keys_changed(
+        request.app[STATE].hub, result["cluster_id"], revocation.MEMBER_REMOVED
+    )
     return web.json_response(result)
 
 
@@ -288,6 +297,8 @@ async def set_disabled(request: web.Request) -> web.Response:
         raise NotFound(f"No action '{action}'.")
     user = await _run(ops.set_disabled, request.match_info["user"], action == "disable")
     log.info("user %s %sd by %s", user["id"][:8], action, ops.user.id[:8] or "the admin token")
+    state = request.app[STATE]
+    await revocation.user_changed(state.store, state.hub, user["id"], disabled=user["disabled"])
     return web.json_response(user)
 
 

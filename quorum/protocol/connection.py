@@ -222,6 +222,11 @@ class Connection(ConnectionCore):
         elif not self._ids.was_opened(stream_id):
             raise LocalProtocolError(f"stream {stream_id} was never opened")
 
+    @property
+    def control_queued(self) -> bool:
+        """Whether control frames (a REVOCATION, a GOAWAY...) wait for ``data_to_send``."""
+        return self._out.control_queued
+
     def take_events(self) -> list[Event]:
         """Events caused by local calls (a reset that freed connection credit may
         make a blocked stream writable). ``receive_frame`` returns them too."""

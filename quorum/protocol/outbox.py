@@ -69,6 +69,11 @@ class Outbox:
         """Discard a stream's queued DATA; return its flow-controlled bytes."""
         return sum(entry.size for entry in self._data.pop(stream_id, ()))
 
+    @property
+    def control_queued(self) -> bool:
+        """Whether control frames wait to be drained."""
+        return bool(self._control)
+
     def data_streams(self) -> KeysView[int]:
         """Streams with DATA (or a bare END) still queued."""
         return self._data.keys()

@@ -12,6 +12,10 @@
 - Pings about every 10 s; a relay silent for 25 s is dead: the socket is
   closed, every stream on it fails at once (visibly), and it reconnects
   (``quorum.link.Pump``).
+- Given ``on_revoked``, it announces ``revocations`` in its HELLO and calls it when
+  the relay says credentials of the cluster stopped counting (REVOCATION: a key
+  revoked, a member removed, a user disabled), and on every connection (what was
+  revoked while no tunnel was up was never said): the node's key checks start over.
 - Sends its model list (presence) on connect, on every change and every 30 s;
   the relay's presence of other nodes becomes ``route=relay`` holders
   (``peers``).
@@ -46,6 +50,7 @@ from quorum.errors import (
 from quorum.fleet import FleetEvent
 from quorum.link import EndReason, Keepalive, Pump, Transport, TunnelStream
 from quorum.protocol import (
+    REVOCATIONS,
     Connection,
     Event,
     GoAwayReason,
@@ -57,6 +62,7 @@ from quorum.protocol import (
     Reconnect,
     RequestHead,
     ResetCode,
+    RevocationReceived,
     Role,
 )
 from quorum.secure import ClusterTLS
@@ -137,6 +143,7 @@ class TunnelClient:
         ping_interval: float = 10.0,
         rng: random.Random | None = None,
         tls: ClusterTLS | None = None,
+        on_revoked: Callable[[], None] | None = None,
     ) -> None:
         if serve_stream is None:
             if session is None:
@@ -146,6 +153,7 @@ class TunnelClient:
         self._node_id = node_id
         self._name = node_name
         self._local_models = local_models
+        self._on_revoked = on_revoked
         self._serve_stream = serve_stream
         # ``dial`` (tests): one transport whatever the URL; ``dial_url`` (tests): per URL.
         if dial_url is None and dial is not None:
@@ -342,6 +350,8 @@ class TunnelClient:
         self._hops = HopContexts(self._tls, relay_cert)
         conn = Connection(Role.NODE, self._limits)
         capabilities = ("presence", "streams") + ((HOP_CAPABILITY,) if self._hops.own else ())
+        if self._on_revoked is not None:
+            capabilities += (REVOCATIONS,)
         conn.send_hello(self._node_id, capabilities=capabilities)
         conn.send_presence(self._presence())
         self._generation += 1
@@ -365,6 +375,8 @@ class TunnelClient:
         self._pump = pump
         self.status.connected, self.status.since, self.status.last_error = True, time.time(), None
         log.info("connected to relay %s", self.relay_url)
+        if self._on_revoked is not None:
+            self._on_revoked()  # what was revoked while no tunnel was up was never said
         heartbeat = asyncio.create_task(self._heartbeat(pump), name="tunnel-presence")
         move = self._move = asyncio.Event()
         run = asyncio.create_task(pump.run(), name="tunnel-pump")
@@ -423,6 +435,9 @@ class TunnelClient:
             case PresenceReceived(presence):
                 self._peers.heard(presence)
                 self.status.peers = len(self._peers)
+            case RevocationReceived(revocation) if self._on_revoked is not None:
+                log.info("relay: %s; API keys are checked again", revocation.message or "revoked")
+                self._on_revoked()
             case GoAwayReceived(goaway):
                 if self._channels is not None:
                     self._channels.close_all()

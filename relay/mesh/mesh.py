@@ -27,6 +27,7 @@ from quorum.errors import RemoteProtocolError, StreamRefused, TransportClosed
 from quorum.link import Keepalive, Pump, TunnelStream
 from quorum.protocol import Connection, Limits, Presence, RequestHead, ResetCode, Role
 from relay.hub import Hub, Link
+from relay.mesh import revocations
 from relay.mesh.bus import Bus
 from relay.mesh.directory import ALIVE_EVERY_S, Change, Directory, Held
 from relay.mesh.peers import PeerTransport
@@ -102,6 +103,7 @@ class Mesh:
         """Listen, say hello (the others announce their nodes again), and hook into the hub."""
         await self.bus.subscribe(self.subjects.presence, self._heard)
         await self.bus.subscribe(self.subjects.drop, self._heard)
+        await self.bus.subscribe(revocations.subject(self.subjects.prefix), self._revoked)
         await self.bus.subscribe(self.subjects.inbox(self.id), self._frame)
         self._sender = self._spawn(self._send_loop(), "relay-mesh-sender")
         self._spawn(self._alive_loop(), "relay-mesh-alive")
@@ -179,6 +181,13 @@ class Mesh:
     def dropped(self, cluster_id: str, node_id: str, why: str) -> None:
         self._say(self.subjects.drop, NodeDropped(self.id, cluster_id, node_id, why))
 
+    def revoked(self, cluster_ids: tuple[str, ...], why: str, *, suspend: bool) -> None:
+        """Credentials of these clusters stopped counting: every relay tells its nodes of
+        them (or, ``suspend``, closes their tunnels), as ``Hub.revoke`` did here."""
+        message = revocations.ClustersRevoked(self.id, cluster_ids, why, suspend)
+        subject = revocations.subject(self.subjects.prefix)
+        self._outbox.put_nowait((subject, revocations.encode(message)))
+
     def presences(self, cluster_id: str) -> list[Presence]:
         """What a node that just joined here should hear of the nodes others hold."""
         now = self.clock()
@@ -248,6 +257,15 @@ class Mesh:
                 self.hub.drop(cluster, node, why, broadcast=False)
         if message.relay not in self._peers and not self._closing:
             self._connect(message.relay, fresh=True)
+
+    def _revoked(self, subject: str, data: bytes) -> None:
+        try:
+            message = revocations.decode(data)
+        except RemoteProtocolError as exc:
+            log.warning("ignored on %s: %s", subject, exc)
+            return
+        if message.relay != self.id:
+            self.hub.revoke(message.clusters, message.why, suspend=message.suspend, broadcast=False)
 
     def _announce_all(self) -> None:
         for link in self.hub.nodes():
