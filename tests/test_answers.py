@@ -106,3 +106,28 @@ def test_verbose_json_from_json() -> None:
     assert (billed["duration"], billed["language"], billed["task"]) == (3.0, "unknown", "translate")
     assert verbose_from_json({"nope": 1}, task="transcribe", language=None, audio=None) is None
     assert wav_seconds(b"RIFF broken") is None
+
+
+def test_a_finish_reason_with_unusual_spacing_counts() -> None:
+    for spelled in (
+        b'"finish_reason" : "stop"',
+        b'"finish_reason":\t"stop"',
+        b'"finish_reason":  "x"',
+    ):
+        stream = _chunk("a") + b'data: {"choices":[{"index":0,' + spelled + b"}]}\n\n" + DONE
+        out, check = _run(stream, [])
+        assert out == stream and not check.cut, spelled
+
+
+def test_a_batch_of_a_thousand_events_is_checked_as_one() -> None:
+    events = b"".join(_chunk(f"t{i} ") for i in range(1000))
+    out, check = _run(events + _chunk(None, "stop") + DONE, [])
+    assert not check.cut and check.done and check.events == 1002
+    out, check = _run(events + DONE, [])  # cut: the [DONE] at the end of a big batch is held
+    assert out == events and check.withheld
+
+
+def test_done_only_as_a_line_of_its_own() -> None:
+    fooled = _chunk("data: [DONE]") + b"xdata: [DONE]\n\n"
+    out, check = _run(fooled, [])
+    assert out == fooled and not check.done

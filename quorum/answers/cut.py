@@ -22,7 +22,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_DONE = re.compile(rb"(?m)^data:[ \t]*\[DONE\][ \t]*\r?$")
+from quorum.api.usage import done_line
+
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 _EVENT_END = (b"\n\n", b"\r\n\r\n")
 
@@ -35,6 +36,19 @@ def finished(answer: Any) -> bool:
     if not isinstance(choices, list) or not choices:
         return False
     return all(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+
+
+def _any_finished(events: bytes) -> bool:
+    """Whether any choice in ``events`` ended with a finish_reason (a string, not null).
+
+    C-speed substring counts first: a batch of a thousand ``"finish_reason":null``
+    events would cost the regular expression a failed attempt each. The expression
+    runs only when some key is spelled with other spacing."""
+    if b'"finish_reason":"' in events or b'"finish_reason": "' in events:
+        return True
+    keys = events.count(b'"finish_reason"')
+    nulls = events.count(b'"finish_reason":null') + events.count(b'"finish_reason": null')
+    return keys != nulls and _FINISHED.search(events) is not None
 
 
 def _event_boundary(buf: bytes | bytearray) -> int:
@@ -89,11 +103,11 @@ class StreamCheck:
     def _whole(self, events: bytes) -> bytes:
         # Plain substring tests first: most chunks hold neither (a few C-speed scans).
         self.events += events.count(b"data:")
-        done = _DONE.search(events) if b"[DONE]" in events else None
-        before = events if done is None else events[: done.start()]
-        if not self.finished and b'"finish_reason"' in before and _FINISHED.search(before):
+        done = done_line(events)
+        before = events if done < 0 else events[:done]
+        if not self.finished and b'"finish_reason"' in before and _any_finished(before):
             self.finished = True
-        if done is None:
+        if done < 0:
             return events
         self.done = True
         if self.finished:

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 _MAX_COUNT = 2**53
-_DONE_LINE = re.compile(rb"(?m)^data:[ \t]*\[DONE\][ \t]*\r?$")
+_DONE_LINE = re.compile(rb"data:[ \t]*\[DONE\][ \t]*\r?$", re.MULTILINE)  # at a line's start
 _HINTS = (b'"usage"', b'"timings"', b'"eval_count"', b'"prompt_eval_count"')
 
 
@@ -38,6 +38,20 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+def done_line(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """Where a ``data: [DONE]`` line starts in ``data[start:end]`` (``start`` begins a line),
+    or -1. Only lines holding ``[DONE]`` are matched: a multi-line expression would try
+    every one of a batch's thousand ``data:`` lines."""
+    stop = len(data) if end is None else end
+    at = data.find(b"[DONE]", start, stop)
+    while at >= 0:
+        begin = data.rfind(b"\n", start, at) + 1 or start
+        if _DONE_LINE.match(data, begin, stop):
+            return begin
+        at = data.find(b"[DONE]", at + 6, stop)
+    return -1
 
 
 def _count(value: object) -> int | None:
@@ -104,29 +118,52 @@ class SseUsageScanner:
         """The stream said ``data: [DONE]``: the client has the whole answer."""
 
     def feed(self, chunk: bytes) -> None:
-        if not self._buf and chunk.endswith(b"\n") and not any(h in chunk for h in _HINTS):
-            # Whole lines, none of them with counts (most of a stream): nothing to decode.
-            if b"[DONE]" in chunk and _DONE_LINE.search(chunk):
-                self.done = True
-            return
         start = 0
-        while (end := chunk.find(b"\n", start)) >= 0:
-            if self._buf:
-                self._buf += chunk[start:end]
-                line = bytes(self._buf)
-                self._buf.clear()
-            else:
-                line = chunk[start:end]
+        if self._buf or self._skipping:  # a line began in an earlier chunk
+            end = chunk.find(b"\n")
+            if end < 0:
+                self._keep(chunk)
+                return
             if self._skipping:
                 self._skipping = False
             else:
+                self._buf += chunk[:end]
+                line = bytes(self._buf)
+                self._buf.clear()
                 self._line(line)
             start = end + 1
-        if start < len(chunk) and not self._skipping:
-            self._buf += chunk[start:]
-            if len(self._buf) > self._max_line:
-                self._buf.clear()
-                self._skipping = True
+        last = chunk.rfind(b"\n", start) + 1  # chunk[start:last] is whole lines
+        if last:
+            self._whole_lines(chunk, start, last)
+        else:
+            last = start
+        if last < len(chunk):
+            self._keep(chunk[last:])
+
+    def _whole_lines(self, chunk: bytes, start: int, last: int) -> None:
+        """Decode only the lines that mention a count (C-speed scans find them): a stream's
+        batch of a thousand events is not walked line by line in Python."""
+        if done_line(chunk, start, last) >= 0:
+            self.done = True
+        found: set[tuple[int, int]] = set()
+        for hint in _HINTS:
+            at = chunk.find(hint, start, last)
+            while at >= 0:
+                begin = chunk.rfind(b"\n", start, at) + 1 or start
+                end = chunk.find(b"\n", at, last)
+                found.add((begin, end))
+                at = chunk.find(hint, end, last)
+        for begin, end in sorted(found):  # in order: the last counts seen win
+            self._line(chunk[begin:end])
+
+    def _keep(self, part: bytes) -> None:
+        """The start of a line whose end is still to come (a line over ``max_line`` is skipped)."""
+        if self._skipping:
+            return
+        self._buf += part
+        if len(self._buf) > self._max_line:
+            self._buf.clear()
+            self._skipping = True
 
     def close(self) -> Usage | None:
         """End of the stream: read a last unterminated line; the counts found."""

@@ -201,3 +201,29 @@ def test_make_record_accepts_whatever_the_request_carried() -> None:
     assert (record.time_ms, len(record.model), record.ttfb_ms) == (1_700_000_000_500, 1024, 0.0)
     assert (record.duration_ms, record.prompt_tokens, record.completion_tokens) == (250.0, 3, 4)
     assert UsageRecord.decode(record.encode()) == record
+
+
+def test_a_batch_of_events_finds_the_counts_and_the_done_among_them() -> None:
+    filler = b"".join(
+        b'data: {"choices":[{"delta":{"content":"t%d"}}]}\n\n' % i for i in range(500)
+    )
+    last = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":500}}\n\n'
+    data = filler + b'data: {"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    data += filler + last + b"data: [DONE]\n\n"
+    for cut in (0, 7, len(filler) + 20, len(data) - len(last) - 10, len(data) - 5):
+        scanner = SseUsageScanner()
+        scanner.feed(data[:cut])
+        scanner.feed(data[cut:])
+        assert scanner.close() == Usage(3, 500), cut  # the last counts win
+        assert scanner.done, cut
+    fooled = SseUsageScanner()
+    fooled.feed(b'data: {"choices":[{"delta":{"content":"data: [DONE]"}}]}\n\n')
+    assert not fooled.done
+
+
+def test_a_skipped_overlong_line_ends_at_its_newline_in_a_later_chunk() -> None:
+    scanner = SseUsageScanner(max_line=100)
+    scanner.feed(b"data: " + b"x" * 500)
+    scanner.feed(b"x" * 50)
+    scanner.feed(b'"usage": {"prompt_tokens": 99}\ndata: {"usage": {"prompt_tokens": 4}}\n')
+    assert scanner.close() == Usage(4, None)
