@@ -1,11 +1,13 @@
-"""The NATS adapter: publish, subscribe, close. Nothing else of the mesh knows NATS.
+"""The NATS adapter: publish, subscribe, probe, close. Nothing else of the mesh knows NATS.
 
 ``Bus`` is what the mesh needs of a message bus; ``NatsBus`` gives it with
 ``nats-py``. NATS keeps the order of one connection's messages on one subject,
 which is all the mesh's relay-to-relay connections need (``peers``). Its errors
 are translated here: a failed publish is ``TransportClosed``, a server that
-cannot be reached at start a ``MeshError``. The URL's password never reaches a
-message or a log.
+cannot be reached at start a ``MeshError``. A probe (``ask``) is a NATS request:
+the server answers "no responders" at once when nobody subscribes to the
+subject, i.e. when the relay answering there lost its connection (killed, its
+socket closed). The URL's password never reaches a message or a log.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ class Bus(Protocol):
     async def publish(self, subject: str, data: bytes) -> None: ...
 
     async def subscribe(self, subject: str, handler: Handler) -> None: ...
+
+    async def answer(self, subject: str) -> None:
+        """Answer every request on ``subject`` at once (with nothing): who asks learns we live."""
+        ...
+
+    async def ask(self, subject: str, wait_s: float) -> bool | None:
+        """Whether anyone answers a request on ``subject``: False when no one listens there
+        (NATS says so at once), None without an answer within ``wait_s``."""
+        ...
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` each time the bus is back after a loss (messages may be lost)."""
@@ -111,6 +122,24 @@ class NatsBus:
             handler(msg.subject, msg.data)
 
         await self._nc.subscribe(subject, cb=deliver)
+
+    async def answer(self, subject: str) -> None:
+        async def reply(msg: Msg) -> None:
+            try:
+                await msg.respond(b"")
+            except (nats.errors.Error, OSError) as exc:
+                log.debug("NATS: a probe was not answered: %s", type(exc).__name__)
+
+        await self._nc.subscribe(subject, cb=reply)
+
+    async def ask(self, subject: str, wait_s: float) -> bool | None:
+        try:
+            await self._nc.request(subject, b"", timeout=wait_s)
+        except nats.errors.NoRespondersError:
+            return False
+        except (nats.errors.Error, OSError, TimeoutError):
+            return None  # (a timeout, or NATS itself is away: nothing learnt of the peer)
+        return True
 
     async def close(self) -> None:
         try:

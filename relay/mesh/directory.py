@@ -60,6 +60,10 @@ class Directory:
     def held(self, cluster_id: str) -> list[Held]:
         return [h for (c, _), h in sorted(self._held.items()) if c == cluster_id]
 
+    def heard(self, relay: str) -> float | None:
+        """When ``relay`` was last heard from (None: not lately)."""
+        return self._heard.get(relay)
+
     def relays(self) -> list[str]:
         """The other relays heard from lately."""
         return sorted(self._heard)

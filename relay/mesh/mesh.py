@@ -53,6 +53,15 @@ log = logging.getLogger("relay.mesh")
 # Between two relays: every stream of every node of theirs may cross.
 MESH_LIMITS = Limits(max_streams=8192, max_opens_per_second=10_000.0)
 RECONNECT_AFTER_S = 1.0
+PROBE_FRESH_S = 0.5
+"""A peer heard from (or probed) this recently is taken to live: a stream to it waits for
+no probe."""
+PROBE_WAIT_S = 0.5
+"""How often a stream handed to a peer, with no answer yet, has that peer probed."""
+PROBE_TIMEOUT_S = 2.0
+PROBE_AFTER_REJOIN_S = 5.0
+"""After NATS came back, a peer may not have subscribed again yet: for this long "nobody
+listens" proves nothing."""
 Clock = Callable[[], float]
 
 
@@ -96,11 +105,18 @@ class Mesh:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._sender: asyncio.Task[None] | None = None
+        self._probing: set[str] = set()  # peers asked now whether they live
+        self._lives: dict[str, float] = {}  # peer -> when a probe last found it alive
+        self._rejoined_at = float("-inf")  # when NATS last came back
+        # Connections started, to any peer: a session number never repeats, even to a peer
+        # forgotten and found again (its side drops an older session's frames).
+        self._sessions_started = 0
 
     # -- life -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Listen, say hello (the others announce their nodes again), and hook into the hub."""
+        await self.bus.answer(self.subjects.probe(self.id))
         await self.bus.subscribe(self.subjects.presence, self._heard)
         await self.bus.subscribe(self.subjects.drop, self._heard)
         await self.bus.subscribe(revocations.subject(self.subjects.prefix), self._revoked)
@@ -138,6 +154,7 @@ class Mesh:
         now, visibly), and everyone says again what it holds."""
         if self._closing:
             return
+        self._rejoined_at = self.clock()
         for relay in list(self._peers):
             self._connect(relay, fresh=True)
         self._say(self.subjects.presence, RelayHello(self.id))
@@ -218,6 +235,7 @@ class Mesh:
         key = (cluster_id, node_id)
         live = [(r, s) for r, s in self._handed_off.get(key, ()) if not s.closed]
         self._handed_off[key] = [*live, (held.relay, stream)]
+        self._watch(held.relay, stream)
         return stream
 
     def _moved(self, cluster_id: str, node_id: str, relay: str) -> None:
@@ -231,6 +249,66 @@ class Mesh:
                     stream.listener(stream)
             elif not stream.closed:
                 self._handed_off.setdefault((cluster_id, node_id), []).append((where, stream))
+
+    # -- a peer that died ----------------------------------------------------------------
+
+    def _watch(self, relay: str, stream: TunnelStream) -> None:
+        """Until ``stream`` has its answer's head, make sure ``relay`` lives: probed now
+        unless heard from lately, and again every ``PROBE_WAIT_S`` while the stream waits."""
+        if self._closing or stream.closed or stream.response_head is not None:
+            return
+        if relay not in self._peers:
+            return  # forgotten: the stream was cut with it
+        self._check(relay)
+        asyncio.get_running_loop().call_later(PROBE_WAIT_S, self._watch, relay, stream)
+
+    def _check(self, relay: str) -> None:
+        """Probe ``relay`` in the background unless it was heard from lately."""
+        now = self.clock()
+        last = max(self._lives.get(relay, 0.0), self.directory.heard(relay) or 0.0)
+        if relay in self._probing or now - last < PROBE_FRESH_S:
+            return
+        self._probing.add(relay)
+        self._spawn(self._probe(relay), f"relay-mesh-probe-{relay}")
+
+    async def _probe(self, relay: str) -> None:
+        try:
+            answered = await self.bus.ask(self.subjects.probe(relay), PROBE_TIMEOUT_S)
+        finally:
+            self._probing.discard(relay)
+        now = self.clock()
+        if answered:
+            self._lives[relay] = now
+            return
+        settled = now - self._rejoined_at >= PROBE_AFTER_REJOIN_S
+        if answered is False and settled and not self._closing and relay in self._peers:
+            self._lost(relay)
+
+    def _lost(self, relay: str) -> None:
+        """Nobody listens for ``relay`` on the bus any more: it died (or lost NATS). Each
+        stream handed to it without an answer yet is refused, so its caller tries another
+        holder at once (the request may have reached the node before its relay died: it is
+        tried once more, as a client's retry would be); an answered one is cut. Its nodes
+        leave the directory, and our nodes hear so."""
+        log.warning("relay %s no longer listens on the mesh: forgetting it and its nodes", relay)
+        for key, handed in list(self._handed_off.items()):
+            kept = []
+            for where, stream in handed:
+                if where != relay:
+                    kept.append((where, stream))
+                elif not stream.closed:
+                    refused = stream.response_head is None
+                    code = ResetCode.REFUSED if refused else ResetCode.PEER_GONE
+                    stream.reset(code, f"relay {relay} is gone")
+                    if stream.listener is not None:  # a pipe: its other side hears it too
+                        stream.listener(stream)
+            if kept:
+                self._handed_off[key] = kept
+            else:
+                del self._handed_off[key]
+        self._lives.pop(relay, None)
+        self._tell(self.directory.apply(RelayGone(relay), self.clock()))
+        self._forget_peer(relay)
 
     # -- what the others say ------------------------------------------------------------
 
@@ -337,7 +415,8 @@ class Mesh:
             self._spawn(peer.pump.close("a newer connection replaced it"), "relay-mesh-replaced")
         if fresh:
             peer.sessions.fresh()
-        peer.session += 1
+        self._sessions_started += 1
+        peer.session = self._sessions_started
         subject = self.subjects.frames(relay, self.id, peer.session)
 
         async def publish(frame: bytes) -> None:
@@ -399,7 +478,11 @@ class Mesh:
         while True:
             await asyncio.sleep(self.alive_every)
             self._say(self.subjects.presence, RelayAlive(self.id))
-            self._tell(self.directory.expire(self.clock()))
+            now = self.clock()
+            for relay in self.directory.relays():  # silent for a beat and a half: alive?
+                if now - (self.directory.heard(relay) or now) > self.alive_every * 1.5:
+                    self._check(relay)
+            self._tell(self.directory.expire(now))
             live = set(self.directory.relays())
             for relay in [r for r in self._peers if r not in live]:
                 log.info("relay %s went silent: forgetting its nodes", relay)

@@ -62,6 +62,11 @@ class Subjects:
     def drop(self) -> str:
         return f"{self.prefix}.drop"
 
+    def probe(self, relay: str) -> str:
+        """Where ``relay`` answers requests while it lives (NATS answers "no responders"
+        at once for a relay whose connection is gone)."""
+        return f"{self.prefix}.probe.{relay}"
+
     def inbox(self, relay: str) -> str:
         """Where every peer's frames to ``relay`` arrive (a wildcard subscription)."""
         return f"{self.prefix}.mesh.{relay}.*.*"
@@ -218,7 +223,8 @@ def destination(head: RequestHead) -> tuple[str, str] | None:
 class Sessions:
     """The order of one peer's connection sessions, as this relay hears them.
 
-    Each relay numbers the connections it starts to a peer (1, 2, ...) and
+    Each relay numbers the connections it starts (1, 2, ..., one count for all its
+    peers, so a number never repeats even to a peer it forgot and found again) and
     sends every frame under its session's number. Here, for frames from one
     peer: an older session than the one in use is stale (``"drop"``); a newer
     one means the peer started over (``"restart"``: the connection in use ends,

@@ -29,6 +29,7 @@ class MemoryNats:
 
     def __init__(self) -> None:
         self.subs: list[tuple[str, Handler]] = []
+        self.answering: list[str] = []  # subjects someone answers requests on
         self.published = 0
         self.bytes = 0
 
@@ -50,14 +51,32 @@ class MemoryBus:
     def __init__(self, server: MemoryNats) -> None:
         self._server = server
         self._mine: list[tuple[str, Handler]] = []
+        self._answering: list[str] = []
+        self.dead = False
 
     async def publish(self, subject: str, data: bytes) -> None:
-        self._server.deliver(subject, data)
+        if not self.dead:  # (a killed relay's connection is gone: nothing gets out)
+            self._server.deliver(subject, data)
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         entry = (subject, handler)
         self._mine.append(entry)
         self._server.subs.append(entry)
+
+    async def answer(self, subject: str) -> None:
+        self._answering.append(subject)
+        self._server.answering.append(subject)
+
+    async def ask(self, subject: str, wait_s: float) -> bool | None:
+        await asyncio.sleep(0)  # (an answer comes later on the loop, as over a socket)
+        if self.dead:
+            return None
+        return any(matches(s, subject) for s in self._server.answering)
+
+    async def kill(self) -> None:
+        """The relay dies without a goodbye: its connection (and subscriptions) are gone."""
+        self.dead = True
+        await self.close()
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         pass  # an in-memory bus is never lost
@@ -66,6 +85,9 @@ class MemoryBus:
         for entry in self._mine:
             with contextlib.suppress(ValueError):
                 self._server.subs.remove(entry)
+        for subject in self._answering:
+            with contextlib.suppress(ValueError):
+                self._server.answering.remove(subject)
 
 
 Serve = Callable[[TunnelStream], Awaitable[None]]

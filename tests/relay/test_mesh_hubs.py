@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from quorum.errors import ApiError
+from quorum.errors import ApiError, StreamRefused
 from quorum.link import TunnelStream
 from quorum.protocol import Limits, RequestHead, ResetCode, ResponseHead
 from quorum.protocol.limits import STREAM_WINDOW_BASE
@@ -209,3 +209,42 @@ async def test_a_node_id_bound_at_one_relay_is_refused_without_a_proof_at_anothe
     assert two.hub.refused_ids == 1 and two.hub.link(CLUSTER, "a") is None
     route = two.hub.route(CLUSTER, "a")
     assert route is not None and route.via == "r1"  # A is still reached where it is
+
+
+async def test_a_stream_to_a_relay_that_died_is_refused_at_once_and_its_nodes_forgotten() -> None:
+    """Relay 1 is killed (no goodbye): a stream relay 3 hands it is refused within a probe
+    (NATS: no responders), long before relay 1 would expire (15 s here), so the caller can
+    try another holder; relay 1's node leaves relay 3's directory, relay 2's stays."""
+    nats = MemoryNats()
+    buses = [nats.client() for _ in range(3)]
+    made = []
+    for n, bus in enumerate(buses):
+        mesh = Mesh(Hub(ping_interval=5.0), bus, prefix="t", relay_id=f"r{n + 1}", alive_every=5.0)
+        await mesh.start()
+        made.append(Relay(mesh.hub, mesh))
+    one, two, three = made
+    try:
+        one.node("a")
+        two.node("c")
+        await until(lambda: None not in (three.hub.route(CLUSTER, n) for n in ("a", "c")))
+        route = three.hub.route(CLUSTER, "a")
+        assert route is not None and route.via == "r1"
+        await until(route.pump.can_open_stream)
+        await buses[0].kill()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        local = three.hub.open_local(route, HEAD, end_stream=False)
+        await local.send_body(b"to a dead relay")
+        with pytest.raises(StreamRefused, match="relay r1 is gone"):
+            await local.response
+        assert loop.time() - started < 2.0
+        assert three.hub.route(CLUSTER, "a") is None
+        assert three.hub.route(CLUSTER, "c") is not None
+        assert "r1" not in three.mesh.directory.relays()
+        with pytest.raises(StreamRefused):  # no stream is handed to it any more
+            three.hub.open_local(route, HEAD, end_stream=True)
+    finally:
+        for relay in made:
+            for node in relay.nodes:
+                await node.stop()
+            await relay.mesh.close()
