@@ -15,6 +15,7 @@ from quorum.errors import ApiError, StreamRefused
 from quorum.link import TunnelStream
 from quorum.protocol import Limits, RequestHead, ResetCode, ResponseHead
 from quorum.protocol.limits import STREAM_WINDOW_BASE
+from quorum.secure.hop import HOP_PATH, RELAY_CERT_HEADER
 from relay.hub import Hub
 from relay.mesh.mesh import Mesh
 from relay.mesh.wire import tag
@@ -248,3 +249,34 @@ async def test_a_stream_to_a_relay_that_died_is_refused_at_once_and_its_nodes_fo
             for node in relay.nodes:
                 await node.stop()
             await relay.mesh.close()
+
+
+async def test_a_node_cannot_name_the_relay_certificate_another_node_trusts(
+    relays: list[Relay],
+) -> None:
+    """Only a relay names the certificate a node trusts for a hop (``relay.hop``): a stream a
+    node opens loses that header, on its own relay and across the mesh."""
+    one, two, _ = relays
+    heads: list[RequestHead] = []
+
+    async def capture(stream: TunnelStream) -> None:
+        heads.append(stream.head)
+        await echo(stream)
+
+    one.node("a", serve=capture)
+    b = one.node("b")
+    c = two.node("c")
+    named = RequestHead("POST", HOP_PATH, ((RELAY_CERT_HEADER, "mine"), ("X-Kept", "1")), node="a")
+    for opener in (b, c):
+
+        def ready(opener: Node = opener) -> bool:
+            return opener.online("a") and opener.pump.can_open_stream()
+
+        await until(ready)
+        stream = opener.pump.open_stream(named, end_stream=True)
+        assert (await stream.response()).status == 200
+        await read_all(stream)
+    assert len(heads) == 2
+    for head in heads:
+        names = [k.lower() for k, _ in head.headers]
+        assert RELAY_CERT_HEADER.lower() not in names and "x-kept" in names
