@@ -140,4 +140,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX user_sessions_user ON user_sessions (user_id);
     """,
+    # Sign-ins waiting for their callback, so that any relay sharing the store finishes them.
+    """
+    CREATE TABLE pending_signins (
+        cookie_hash TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        state TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        redirect_uri TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX pending_signins_created ON pending_signins (created_at);
+    """,
 )

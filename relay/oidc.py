@@ -41,6 +41,7 @@ from joserfc.jws import JWSRegistry
 from pydantic import SecretStr
 
 from quorum.errors import Unauthorized, UpstreamFailed
+from relay.users import Pending
 from relay.users_config import ProviderConfig
 
 log = logging.getLogger("relay.signin")
@@ -61,19 +62,6 @@ class Identity:
     name: str
     email: str | None
     email_verified: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A sign-in between the redirect to the provider and its callback (kept by the relay,
-    found again by a cookie; never sent to the provider but the state and challenge)."""
-
-    provider: str
-    state: str
-    nonce: str
-    verifier: str
-    redirect_uri: str
-    created: float
 
 
 class Provider(Protocol):

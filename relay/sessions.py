@@ -10,11 +10,10 @@ Rules (the admin token's sessions, ``dashboard_auth``, follow the same ones):
   its last use, when its user signs out everywhere, and at once when its user
   is disabled: every lookup reads the user's row.
 - A pending sign-in (state, nonce, PKCE verifier) waits at most ``PENDING_S``
-  for its callback, in this process, found by the hash of a one-off cookie
+  for its callback, in the store, found by the hash of a one-off cookie
   (SameSite=Lax: the provider's redirect back is a cross-site navigation); it
-  is taken once. A callback on another relay than the one that started the
-  sign-in fails (the user signs in again): keep a sign-in on one relay (sticky
-  sessions) when several share a store.
+  is taken once, whichever relay sharing the store the callback reaches
+  (``relay.sqlite_signins``); at most ``MAX_PENDING`` wait at once.
 
 Everything here is synchronous (callers use ``asyncio.to_thread`` for the
 store) with an injected wall clock.
@@ -25,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import html
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,9 +31,9 @@ from aiohttp import web
 
 from quorum.ratelimit import FailureLimiter
 from relay.dashboard_auth import ABSOLUTE_S, IDLE_S, new_secret, same_token
-from relay.oidc import Pending, Provider
+from relay.oidc import Provider
 from relay.store import Store
-from relay.users import User, UserSession
+from relay.users import Pending, User, UserSession
 from relay.users_config import UsersConfig
 
 PENDING_S = 600.0
@@ -101,23 +99,27 @@ class UserSessions:
 
 
 class PendingSignIns:
-    """Sign-ins between the redirect to a provider and its callback; bounded, in memory."""
+    """Sign-ins between the redirect to a provider and its callback; bounded, in the store."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, ttl_s: float = PENDING_S):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        ttl_s: float = PENDING_S,
+        max_rows: int = MAX_PENDING,
+    ) -> None:
+        self.store = store
         self.clock = clock
         self.ttl_s = ttl_s
-        self._by_digest: OrderedDict[str, Pending] = OrderedDict()
+        self.max_rows = max_rows
 
     def add(self, pending: Pending) -> str:
         """Keep ``pending``; the cookie value that finds it again (returned this once)."""
-        now = self.clock()
-        while self._by_digest:
-            oldest = next(iter(self._by_digest.values()))
-            if now - oldest.created < self.ttl_s and len(self._by_digest) < MAX_PENDING:
-                break
-            self._by_digest.popitem(last=False)
         cookie = new_secret()
-        self._by_digest[digest(cookie)] = pending
+        self.store.add_pending_signin(
+            digest(cookie), pending, now=self.clock(), ttl_s=self.ttl_s, max_rows=self.max_rows
+        )
         return cookie
 
     def take(self, cookie: str | None, provider: str, state: str | None) -> Pending | None:
@@ -125,15 +127,12 @@ class PendingSignIns:
         is still fresh; it is gone afterwards whatever the answer."""
         if not cookie:
             return None
-        pending = self._by_digest.pop(digest(cookie), None)
+        pending = self.store.take_pending_signin(digest(cookie))
         if pending is None or pending.provider != provider:
             return None
         if self.clock() - pending.created >= self.ttl_s or not same_token(state, pending.state):
             return None
         return pending
-
-    def __len__(self) -> int:
-        return len(self._by_digest)
 
 
 @dataclass
@@ -142,8 +141,8 @@ class Users:
 
     config: UsersConfig
     sessions: UserSessions
+    pending: PendingSignIns
     providers: dict[str, Provider] = field(default_factory=dict)
-    pending: PendingSignIns = field(default_factory=PendingSignIns)
     starts: FailureLimiter = field(
         default_factory=lambda: FailureLimiter(rate=START_RATE, burst=START_BURST)
     )

@@ -34,7 +34,7 @@ from relay.context import STATE, address
 from relay.dashboard import _changing, _cookie, _secure, _signin_page
 from relay.dashboard_auth import SESSION_COOKIE
 from relay.oidc import make_provider
-from relay.sessions import USERS, Users, UserSessions
+from relay.sessions import USERS, PendingSignIns, Users, UserSessions
 from relay.users import named_in
 from relay.users_config import UsersConfig
 
@@ -71,7 +71,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     except ApiError as exc:
         log.warning("sign-in with %s could not start: %s", provider.name, exc.message)
         return _signin_page(request, 502, exc.message)
-    cookie = users.pending.add(pending)
+    cookie = await asyncio.to_thread(users.pending.add, pending)
     response = web.Response(status=303, headers={"Location": url})
     # Lax: the provider sends the browser back with a cross-site top-level GET.
     response.set_cookie(
@@ -91,8 +91,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     name = request.match_info["provider"]
     provider = users.providers.get(name)
-    pending = users.pending.take(
-        request.cookies.get(PENDING_COOKIE), name, request.query.get("state")
+    pending = await asyncio.to_thread(
+        users.pending.take, request.cookies.get(PENDING_COOKIE), name, request.query.get("state")
     )
     if provider is None or pending is None:
         return _forget(_signin_page(request, 403, "This sign-in had expired; please try again."))
@@ -170,7 +170,7 @@ async def signout_everywhere(request: web.Request) -> web.Response:
 def install(app: web.Application, config: UsersConfig) -> None:
     """Give ``app`` (from ``relay.server.build_app``) users: providers, sessions, routes."""
     state = app[STATE]
-    users = Users(config, UserSessions(state.store))
+    users = Users(config, UserSessions(state.store), PendingSignIns(state.store))
     app[USERS] = users
     secrets = {p.name: p.client_secret() for p in config.providers}  # fail at start, not later
 

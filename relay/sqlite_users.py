@@ -1,24 +1,26 @@
-"""Users, cluster membership, invitations, personal tokens and sessions on SQLite.
+"""Users, cluster membership, invitations, key owners and usage per user, on the store.
 
 The tables of migration 6 (``relay.migrations``), on the store's connection and
-under its lock, as a mixin of ``SqliteStore``. Secrets (personal tokens,
-invitation codes, session ids) are stored only as SHA-256 hashes. Every write
-that reads before it writes runs in one ``BEGIN IMMEDIATE`` transaction: two
-relays signing up the first user at once make exactly one operator.
+under its lock (``relay.sqlite_tables``), as a mixin of ``SqliteStore`` and
+``PostgresStore``; personal tokens and sessions are ``relay.sqlite_sessions``,
+pending sign-ins ``relay.sqlite_signins``. Secrets (personal tokens, invitation
+codes, session ids) are stored only as SHA-256 hashes. Every write that reads
+before it writes runs in one ``BEGIN IMMEDIATE`` transaction: two relays signing
+up the first user at once make exactly one operator.
 """
 
 from __future__ import annotations
 
 import hmac
-import sqlite3
-import threading
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from quorum.errors import StoreError
 from quorum.protocol import RequestUsage
 from relay.keys import secret_hash
+from relay.sqlite_sessions import TOKEN_COLUMNS, SessionTables
+from relay.sqlite_signins import SignInTables
 from relay.store import UsageBy, UsageGroup
 from relay.users import (
     INVITE_TTL_S,
@@ -27,18 +29,12 @@ from relay.users import (
     Membership,
     Role,
     User,
-    UserSession,
     UserToken,
     first_role,
     new_invite_code,
-    new_user_token,
 )
 
-T = TypeVar("T")
-
 _USER_COLUMNS = "id, provider, subject, name, email, role, created_at, disabled_at"
-_TOKEN_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
-SESSION_TOUCH_S = 60.0
 _USAGE_COLUMNS = (
     "request_id, time_ms, model, endpoint, route, node, status, duration_ms, ttfb_ms, "
     "prompt_tokens, completion_tokens, key_id, error"
@@ -59,30 +55,8 @@ def _member(row: Sequence[Any]) -> Member:
     return Member(row[0], row[1], Membership(row[2]), row[3])
 
 
-class UserTables:
+class UserTables(SessionTables, SignInTables):
     """The ``Store`` methods of users (see ``relay.store.Store``)."""
-
-    _db: sqlite3.Connection
-    _lock: threading.Lock
-
-    def _write(self, work: Callable[[], T]) -> T:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work()
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        return result
-
-    def _row(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
-
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
 
     # -- users ------------------------------------------------------------------
 
@@ -279,104 +253,17 @@ class UserTables:
         )
         return {r[0]: r[1] for r in rows}
 
-    # -- personal API tokens ------------------------------------------------------
-
-    def create_user_token(self, user_id: str, name: str, *, now: float) -> tuple[UserToken, str]:
-        for _ in range(8):  # a clash of 32-bit prefixes: draw again
-            secret, prefix = new_user_token()
-            token = UserToken(uuid.uuid4().hex, user_id, name, prefix, now)
-            try:
-                with self._lock:
-                    self._db.execute(
-                        "INSERT INTO user_tokens (id, user_id, name, prefix, token_hash, "
-                        "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (token.id, user_id, name, prefix, secret_hash(secret), now),
-                    )
-            except sqlite3.IntegrityError as exc:
-                if "FOREIGN KEY" in str(exc):
-                    raise StoreError("no such user") from None
-                continue
-            return token, secret
-        raise StoreError("could not draw a unique token prefix")
-
-    def user_tokens(self, user_id: str) -> list[UserToken]:
-        rows = self._rows(
-            f"SELECT {_TOKEN_COLUMNS} FROM user_tokens WHERE user_id = ? ORDER BY created_at",
-            (user_id,),
-        )
-        return [UserToken(*r) for r in rows]
-
     def user_for_token(self, secret: str) -> tuple[UserToken, User] | None:
         """The token this secret is (whatever its state) and its user, or None."""
         digest = secret_hash(secret)
         row = self._row(
-            f"SELECT {_TOKEN_COLUMNS}, token_hash FROM user_tokens WHERE token_hash = ?",
+            f"SELECT {TOKEN_COLUMNS}, token_hash FROM user_tokens WHERE token_hash = ?",
             (digest,),
         )
         if row is None or not hmac.compare_digest(row[7], digest):
             return None
         user = self.user(row[1])
         return None if user is None else (UserToken(*row[:7]), user)
-
-    def revoke_user_token(self, user_id: str, ref: str, *, now: float) -> UserToken | None:
-        """Revoke one of ``user_id``'s tokens, by id or prefix; None if they have no such one."""
-        prefix = ref.removeprefix("qu_")
-        with self._lock:
-            self._db.execute(
-                "UPDATE user_tokens SET revoked_at = ? WHERE user_id = ? "
-                "AND (id = ? OR prefix = ?) AND revoked_at IS NULL",
-                (now, user_id, ref, prefix),
-            )
-            row = self._db.execute(
-                f"SELECT {_TOKEN_COLUMNS} FROM user_tokens WHERE user_id = ? "
-                "AND (id = ? OR prefix = ?)",
-                (user_id, ref, prefix),
-            ).fetchone()
-        return None if row is None else UserToken(*row)
-
-    # -- sessions -------------------------------------------------------------------
-
-    def add_session(self, session: UserSession) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO user_sessions (id_hash, user_id, csrf, created_at, last_used_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    session.id_hash,
-                    session.user_id,
-                    session.csrf,
-                    session.created_at,
-                    session.last_used_at,
-                ),
-            )
-
-    def session(self, id_hash: str) -> UserSession | None:
-        row = self._row(
-            "SELECT id_hash, user_id, csrf, created_at, last_used_at FROM user_sessions "
-            "WHERE id_hash = ?",
-            (id_hash,),
-        )
-        if row is None or not hmac.compare_digest(row[0], id_hash):
-            return None
-        return UserSession(*row)
-
-    def touch_session(self, id_hash: str, *, now: float) -> None:
-        """Note a use (written at most once a minute per session)."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE user_sessions SET last_used_at = ? WHERE id_hash = ? AND last_used_at < ?",
-                (now, id_hash, now - SESSION_TOUCH_S),
-            )
-
-    def end_session(self, id_hash: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM user_sessions WHERE id_hash = ?", (id_hash,))
-
-    def end_sessions(self, user_id: str) -> int:
-        """End every session of ``user_id`` (sign out everywhere); how many ended."""
-        with self._lock:
-            cursor = self._db.execute("DELETE FROM user_sessions WHERE user_id = ?", (user_id,))
-        return cursor.rowcount
 
     # -- who holds a key, and their usage ---------------------------------------------
 

@@ -32,7 +32,15 @@ from quorum.protocol import ModelInfo, RequestUsage
 from relay.cluster_tokens import PreviousToken
 from relay.keys import KeyState, display_prefix, key_state
 from relay.node_keys import Binding, NodeKey
-from relay.users import KeyHolder, Member, Membership, User, UserSession, UserToken
+from relay.users import (
+    KeyHolder,
+    Member,
+    Membership,
+    Pending,
+    User,
+    UserSession,
+    UserToken,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +292,17 @@ class Store(Protocol):
 
     def owned(self) -> dict[str, str]:
         """Each cluster that has an owner: cluster id -> owner's user id."""
+        ...
+
+    def add_pending_signin(
+        self, cookie_hash: str, pending: Pending, *, now: float, ttl_s: float, max_rows: int
+    ) -> None:
+        """Keep a sign-in waiting for its callback, found by its cookie's hash; rows older
+        than ``ttl_s`` go, and the oldest beyond ``max_rows``."""
+        ...
+
+    def take_pending_signin(self, cookie_hash: str) -> Pending | None:
+        """That sign-in, gone from the store as it is read: one caller gets it, once."""
         ...
 
     def suspended_clusters(self, cluster_id: str | None = None) -> set[str]:

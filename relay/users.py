@@ -108,6 +108,19 @@ class UserToken:
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """A sign-in between the redirect to the provider and its callback (kept by the relay,
+    found again by a cookie; never sent to the provider but the state and challenge)."""
+
+    provider: str
+    state: str
+    nonce: str
+    verifier: str
+    redirect_uri: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
 class UserSession:
     """A signed-in browser as stored: the hash of its id, never the id."""
 

@@ -1,10 +1,10 @@
-"""The pure parts of users: ID token checks, the relay config, sessions and pending sign-ins
-on a clock the test moves. Tokens are signed with real keys (joserfc); no sockets."""
+"""The pure parts of users: ID token checks, the relay config and sessions on a clock the
+test moves (pending sign-ins: ``test_users_store``). Tokens are signed with real keys
+(joserfc); no sockets."""
 
 from __future__ import annotations
 
 import hashlib
-import time
 from base64 import urlsafe_b64encode
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from quorum.errors import QuorumError, Unauthorized
-from relay.oidc import Pending, check_claims, decode_id_token
+from relay.oidc import check_claims, decode_id_token
 from relay.open_store import open_store
-from relay.sessions import PendingSignIns, UserSessions
+from relay.sessions import UserSessions
 from relay.users_config import load_config, parse_config
 
 ISSUER = "https://id.example.test"
@@ -193,25 +193,3 @@ def test_user_sessions_end_when_idle_too_old_disabled_or_signed_out_everywhere(
     store.set_user_disabled(user.id, True, now=clock[0])
     assert sessions.get(three) is None
     store.close()
-
-
-def test_a_pending_sign_in_is_taken_once_with_its_state_within_its_time() -> None:
-    clock = [time.time()]
-    pending = PendingSignIns(clock=lambda: clock[0], ttl_s=600)
-
-    def made(provider: str = "id") -> Pending:
-        return Pending(provider, "state-1", "nonce", "verifier", "http://r/cb", clock[0])
-
-    cookie = pending.add(made())
-    assert pending.take(cookie, "id", "state-2") is None  # a forged state
-    assert pending.take(cookie, "id", "state-1") is None  # ... and the cookie is spent
-    cookie = pending.add(made())
-    assert pending.take(cookie, "gh", "state-1") is None  # started with another provider
-    cookie = pending.add(made())
-    clock[0] += 600
-    assert pending.take(cookie, "id", "state-1") is None  # too late
-    cookie = pending.add(made())
-    taken = pending.take(cookie, "id", "state-1")
-    assert taken is not None and taken.verifier == "verifier"
-    assert pending.take(cookie, "id", "state-1") is None
-    assert pending.take(None, "id", "state-1") is None

@@ -1,5 +1,5 @@
 """Users in the store (SQLite and PostgreSQL): accounts, the first operator, membership,
-invitations, tokens, sessions, key holders and per-user usage."""
+invitations, tokens, sessions, pending sign-ins, key holders and per-user usage."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from quorum.errors import StoreError
 from quorum.protocol import RequestUsage
 from relay.keys import secret_hash
+from relay.sessions import PendingSignIns
 from relay.sqlite_store import SqliteStore
 from relay.store import Store, UsageBy
-from relay.users import Membership, Role, UserSession, first_role, named_in
+from relay.users import Membership, Pending, Role, UserSession, first_role, named_in
 from tests.postgres import STORES, held_bytes, open_kind
 
 T0 = 1_700_000_000.0
@@ -169,3 +170,64 @@ def test_pure_rules() -> None:
     assert named_in(("GitHub:42",), "github", "42", None)
     assert named_in(("ops@example.com",), "id", "x", "Ops@Example.com")
     assert not named_in(("github:42",), "github", "43", "x@y")
+
+
+def test_a_pending_sign_in_is_taken_once_with_its_state_within_its_time(store: Store) -> None:
+    clock = [T0]
+    pending = PendingSignIns(store, clock=lambda: clock[0], ttl_s=600)
+
+    def made(provider: str = "id") -> Pending:
+        return Pending(provider, "state-1", "nonce", "verifier", "http://r/cb", clock[0])
+
+    cookie = pending.add(made())
+    assert pending.take(cookie, "id", "state-2") is None  # a forged state
+    assert pending.take(cookie, "id", "state-1") is None  # ... and the cookie is spent
+    cookie = pending.add(made())
+    assert pending.take(cookie, "gh", "state-1") is None  # started with another provider
+    cookie = pending.add(made())
+    clock[0] += 600
+    assert pending.take(cookie, "id", "state-1") is None  # too late
+    cookie = pending.add(made())
+    taken = pending.take(cookie, "id", "state-1")
+    assert taken == made()
+    assert pending.take(cookie, "id", "state-1") is None
+    assert pending.take(None, "id", "state-1") is None
+    assert held_rows(store) == 0
+
+
+def held_rows(store: Store) -> int:
+    rows = store._rows("SELECT COUNT(*) FROM pending_signins")  # type: ignore[attr-defined]
+    return int(rows[0][0])
+
+
+def test_pending_sign_ins_expire_and_are_bounded(store: Store) -> None:
+    clock = [T0]
+    pending = PendingSignIns(store, clock=lambda: clock[0], ttl_s=600, max_rows=3)
+    old = pending.add(Pending("id", "s", "n", "v", "http://r/cb", clock[0]))
+    clock[0] += 601
+    cookies = [
+        pending.add(Pending("id", f"s{i}", "n", "v", "http://r/cb", clock[0] + i)) for i in range(4)
+    ]
+    assert held_rows(store) == 3  # the expired one went, then the oldest beyond three
+    assert pending.take(old, "id", "s") is None
+    assert pending.take(cookies[0], "id", "s0") is None
+    assert [pending.take(c, "id", f"s{i}") is not None for i, c in enumerate(cookies)][1:] == [
+        True
+    ] * 3
+
+
+def test_two_relays_taking_one_sign_in_at_once_get_it_once(store: Store, tmp_path: Path) -> None:
+    pending = PendingSignIns(store, clock=lambda: T0)
+    for _ in range(5):
+        cookie = pending.add(Pending("id", "s", "n", "v", "http://r/cb", T0))
+        got: list[object] = []
+
+        def take(cookie: str = cookie, got: list[object] = got) -> None:
+            got.append(pending.take(cookie, "id", "s"))
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(g is not None for g in got) == 1
