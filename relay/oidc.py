@@ -253,7 +253,7 @@ class GitHubProvider:
         self._http = http
         self._site = config.github_url.rstrip("/")
         self._api = config.github_api_url.rstrip("/")
-        self._scopes = " ".join(config.scopes or ("read:user",))
+        self._scopes = " ".join(config.scopes or ("read:user", "user:email"))
 
     async def start(self, redirect_uri: str) -> tuple[str, Pending]:
         pending = _pending(self.name, redirect_uri)
@@ -297,23 +297,56 @@ class GitHubProvider:
                     f"GitHub refused the sign-in code ({reason or 'no access token'}).",
                     code="signin_failed",
                 )
+            headers = {
+                "Authorization": f"Bearer {token['access_token']}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            }
             async with self._http.get(
-                self._api + "/user",
-                headers={
-                    "Authorization": f"Bearer {token['access_token']}",
-                    "Accept": "application/vnd.github+json",
-                    "X-GitHub-Api-Version": "2022-11-28",
-                },
-                timeout=timeout,
+                self._api + "/user", headers=headers, timeout=timeout
             ) as resp:
                 user = await _json(resp, "the user")
+            if not isinstance(user, dict) or not isinstance(user.get("id"), int):
+                raise Unauthorized("GitHub sent no user id.", code="signin_failed")
+            email = user.get("email") if isinstance(user.get("email"), str) else None
+            verified = False
+            if email is None:  # no public email: the primary one, if GitHub verified it
+                async with self._http.get(
+                    self._api + "/user/emails", headers=headers, timeout=timeout
+                ) as resp:
+                    # 403/404 without the user:email scope: then there is no email to know.
+                    listed = await _listed(resp)
+                email = primary_email(listed)
+                verified = email is not None
         except aiohttp.ClientError as exc:
             raise UpstreamFailed(f"Cannot reach GitHub: {exc}") from None
-        if not isinstance(user, dict) or not isinstance(user.get("id"), int):
-            raise Unauthorized("GitHub sent no user id.", code="signin_failed")
-        email = user.get("email") if isinstance(user.get("email"), str) else None
         name = user.get("name") or user.get("login") or str(user["id"])
-        return Identity(self.name, str(user["id"]), str(name)[:200], email, False)
+        return Identity(self.name, str(user["id"]), str(name)[:200], email, verified)
+
+
+async def _listed(resp: aiohttp.ClientResponse) -> object:
+    if resp.status != 200:
+        return None
+    try:
+        return await resp.json(content_type=None)
+    except ValueError:
+        return None
+
+
+def primary_email(listed: object) -> str | None:
+    """The primary, verified address of GitHub's ``GET /user/emails`` answer (a list of
+    ``{email, primary, verified, visibility}``), or None."""
+    if not isinstance(listed, list):
+        return None
+    for entry in listed:
+        if (
+            isinstance(entry, dict)
+            and entry.get("primary") is True
+            and entry.get("verified") is True
+            and isinstance(entry.get("email"), str)
+        ):
+            return str(entry["email"])[:320]
+    return None
 
 
 def decode_id_token(raw: str, keys: KeySet, algorithms: list[str]) -> jwt.Token:

@@ -130,11 +130,25 @@ class FakeGitHub:
         default_factory=lambda: {
             "octocat": {"id": 583231, "login": "octocat", "name": "The Octocat", "email": None},
             "hubot": {"id": 1000001, "login": "hubot", "name": None, "email": "hubot@example.test"},
+            "monalisa": {"id": 2000002, "login": "monalisa", "name": "Mona", "email": None},
         }
     )
+    emails: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {
+            "octocat": [
+                {"email": "old@example.test", "primary": False, "verified": True},
+                {"email": "octocat@github.test", "primary": True, "verified": True},
+            ],
+            "hubot": [{"email": "hubot@example.test", "primary": True, "verified": True}],
+            # A primary address GitHub has not verified counts for nothing.
+            "monalisa": [{"email": "mona@example.test", "primary": True, "verified": False}],
+        }
+    )
+    """``GET /user/emails`` per user (``visibility`` left out: the relay does not read it)."""
     login_as: str = "octocat"
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    scopes: dict[str, set[str]] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -142,6 +156,7 @@ class FakeGitHub:
         app.router.add_get("/login/oauth/authorize", self.authorize)
         app.router.add_post("/login/oauth/access_token", self.access_token)
         app.router.add_get("/user", self.user)
+        app.router.add_get("/user/emails", self.user_emails)
         return app
 
     async def authorize(self, request: web.Request) -> web.Response:
@@ -156,6 +171,7 @@ class FakeGitHub:
             "challenge": q.get("code_challenge", ""),
             "method": q.get("code_challenge_method", ""),
             "user": self.login_as,
+            "scope": q.get("scope", ""),
         }
         target = (
             q["redirect_uri"] + "?" + urllib.parse.urlencode({"code": code, "state": q["state"]})
@@ -188,15 +204,32 @@ class FakeGitHub:
             return answer({"error": "bad_verification_code", "error_description": "PKCE failed"})
         token = "gho_" + secrets.token_hex(18)
         self.tokens[token] = grant["user"]
-        return answer({"access_token": token, "token_type": "bearer", "scope": "read:user"})
+        self.scopes[token] = set(grant["scope"].replace(",", " ").split())
+        scope = ",".join(sorted(self.scopes[token]))
+        return answer({"access_token": token, "token_type": "bearer", "scope": scope})
+
+    def _login(self, request: web.Request) -> tuple[str | None, str]:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return (self.tokens.get(token) if scheme.lower() in ("bearer", "token") else None), token
 
     async def user(self, request: web.Request) -> web.Response:
         self.seen.append("user")
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        login = self.tokens.get(token) if scheme.lower() in ("bearer", "token") else None
+        login, _ = self._login(request)
         if login is None:
             return web.json_response({"message": "Bad credentials"}, status=401)
         return web.json_response(self.users[login])
+
+    async def user_emails(self, request: web.Request) -> web.Response:
+        """Every address of the user; 404 without the ``user:email`` scope, as GitHub does."""
+        self.seen.append("emails")
+        login, token = self._login(request)
+        if login is None:
+            return web.json_response({"message": "Bad credentials"}, status=401)
+        if "user:email" not in self.scopes.get(token, set()) and "user" not in self.scopes.get(
+            token, set()
+        ):
+            return web.json_response({"message": "Not Found"}, status=404)
+        return web.json_response(self.emails.get(login, []))
 
 
 def users_relay(

@@ -120,10 +120,12 @@ async def test_the_first_github_user_and_one_named_in_config_sign_in_as_operator
     assert answer.startswith("200 ") and "Signed in" in answer
     session = [c for c in browser.cookie_jar if c.key == "quorum_relay_session"]
     assert session and session[0]["httponly"] and session[0]["samesite"] == "Strict"
-    assert world.github.seen[-3:] == ["authorize", "access_token", "user"]
+    # No public email: the primary, verified one of /user/emails (scope user:email).
+    assert world.github.seen[-4:] == ["authorize", "access_token", "user", "emails"]
     account = await me(world, browser)
     assert (account["provider"], account["subject"]) == ("github", "583231")
     assert (account["name"], account["role"]) == ("The Octocat", "operator")
+    assert account["email"] == "octocat@github.test"
 
     world.github.login_as = "hubot"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
@@ -136,7 +138,21 @@ async def test_the_first_github_user_and_one_named_in_config_sign_in_as_operator
         "operator",
         "1000001",
     )
+    assert account["email"] == "hubot@example.test"  # public on /user: no more is asked
+    assert world.github.seen[-1] == "user"
     world.github.login_as = "octocat"
+
+
+async def test_a_primary_email_github_has_not_verified_is_not_taken(world: GitHubWorld) -> None:
+    world.github.login_as = "monalisa"
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+            assert (await sign_in(world, other, "github")).startswith("200 ")
+            account = await me(world, other)
+    finally:
+        world.github.login_as = "octocat"
+    assert world.github.seen[-1] == "emails"
+    assert (account["name"], account["email"], account["role"]) == ("Mona", None, "user")
 
 
 async def test_a_refused_code_and_a_forged_callback_sign_nobody_in(

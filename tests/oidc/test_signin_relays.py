@@ -98,7 +98,7 @@ async def test_a_sign_in_started_at_one_relay_is_finished_at_another(pair: Pair)
         callback = await started(pair, http)
         async with http.get(elsewhere(callback, pair.relays[1])) as resp:
             assert resp.status == 200 and "Signed in" in await resp.text()
-        assert pair.github.seen[-3:] == ["authorize", "access_token", "user"]
+        assert pair.github.seen[-4:] == ["authorize", "access_token", "user", "emails"]
         # The session lives in the store too: both relays know it.
         assert await signed_in_at(pair.relays[1], http)
         assert await signed_in_at(pair.relays[0], http)

@@ -15,7 +15,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from quorum.errors import QuorumError, Unauthorized
-from relay.oidc import check_claims, decode_id_token
+from relay.oidc import check_claims, decode_id_token, primary_email
 from relay.open_store import open_store
 from relay.sessions import UserSessions
 from relay.users_config import load_config, parse_config
@@ -193,3 +193,15 @@ def test_user_sessions_end_when_idle_too_old_disabled_or_signed_out_everywhere(
     store.set_user_disabled(user.id, True, now=clock[0])
     assert sessions.get(three) is None
     store.close()
+
+
+def test_github_s_primary_verified_email_is_the_only_one_taken() -> None:
+    listed = [
+        {"email": "a@example.test", "primary": False, "verified": True},
+        {"email": "b@example.test", "primary": True, "verified": True, "visibility": None},
+    ]
+    assert primary_email(listed) == "b@example.test"
+    assert primary_email([{"email": "c@example.test", "primary": True, "verified": False}]) is None
+    odd: list[object] = [None, {}, [], ["x"], [{"email": 3, "primary": True, "verified": True}]]
+    for answer in odd:
+        assert primary_email(answer) is None
