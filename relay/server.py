@@ -31,7 +31,7 @@ from quorum.ratelimit import FailureLimiter
 from quorum.secure.cluster import token_ca_id
 from quorum.secure.hop import RELAY_CERT_HEADER
 from quorum.secure.join import JoinRefused
-from relay import api, dashboard, dashboard_nodes, public, revocation
+from relay import api, dashboard, dashboard_live, dashboard_nodes, public, revocation
 from relay.context import (
     STATE,
     Counters,
@@ -252,6 +252,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     dashboard.add_routes(app)
+    dashboard_live.add_routes(app)
     dashboard_nodes.add_routes(app)
     api.add_routes(app)
     public.add_routes(app)

@@ -4,8 +4,7 @@
 // (append/textContent) or attribute values, never as markup.
 "use strict";
 (() => {
-  const $ = (id) => document.getElementById(id);
-  const CSRF = document.querySelector('meta[name="quorum-csrf"]').content;
+  const { $, h, setText, table, post } = window.quorumDashboard; // (common.js)
   const SVG = "http://www.w3.org/2000/svg";
   const PAGES = { fleet: "Fleet", models: "Models", keys: "Keys", usage: "Usage",
     clusters: "Clusters", account: "Account" };
@@ -14,39 +13,11 @@
 
   // -- building blocks -----------------------------------------------------------------
 
-  function h(tag, props, ...kids) {
-    const el = document.createElement(tag);
-    for (const [k, v] of Object.entries(props || {})) {
-      if (v == null || v === false) continue;
-      if (k === "class") el.className = v;
-      else if (k.startsWith("data-") || k.startsWith("aria-")) el.setAttribute(k, v);
-      else el[k] = v;
-    }
-    for (const kid of kids.flat(Infinity)) {
-      if (kid == null || kid === false) continue;
-      el.append(kid instanceof Node ? kid : String(kid));
-    }
-    return el;
-  }
-
   function s(tag, attrs, ...kids) {
     const el = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
     for (const kid of kids) el.append(kid);
     return el;
-  }
-
-  function setText(el, text) {
-    if (el.textContent !== text) el.textContent = text;
-  }
-
-  function table(el, cols, rows, empty) {
-    const head = h("thead", {}, h("tr", {}, cols.map((c) => h("th", { class: c.cls }, c.label))));
-    const body = h("tbody", {}, rows.length
-      ? rows.map((row) => h("tr", { class: row.cls, "data-id": row.id },
-          row.cells.map((cell, i) => h("td", { class: cols[i].cls, "data-label": cols[i].label }, h("span", {}, cell)))))
-      : h("tr", { class: "empty" }, h("td", { class: "muted", colSpan: cols.length }, empty)));
-    el.replaceChildren(head, body);
   }
 
   const col = (label, cls) => ({ label, cls });
@@ -281,24 +252,6 @@
         badge(k.state),
         k.state === "active" ? revokeButton(k) : "",
       ] })), "No key yet: create one above for an app outside the cluster.");
-  }
-
-  async function post(path, body) {
-    const resp = await fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-      body: JSON.stringify(body),
-      credentials: "same-origin",
-      cache: "no-store",
-    });
-    let data = null;
-    try { data = await resp.json(); } catch { data = null; }
-    if (resp.status === 401) {
-      location.assign("/");
-      throw new Error("Signed out.");
-    }
-    if (!resp.ok) throw new Error(data && data.error ? data.error.message : "The relay answered " + resp.status + ".");
-    return data;
   }
 
   async function createKey(ev) {

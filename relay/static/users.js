@@ -4,54 +4,7 @@
 // network, so text only ever goes in as text nodes.
 "use strict";
 (() => {
-  const $ = (id) => document.getElementById(id);
-  const CSRF = document.querySelector('meta[name="quorum-csrf"]').content;
-
-  function h(tag, props, ...kids) {
-    const el = document.createElement(tag);
-    for (const [k, v] of Object.entries(props || {})) {
-      if (v == null || v === false) continue;
-      if (k === "class") el.className = v;
-      else if (k.startsWith("data-") || k.startsWith("aria-")) el.setAttribute(k, v);
-      else el[k] = v;
-    }
-    for (const kid of kids.flat(Infinity)) {
-      if (kid == null || kid === false) continue;
-      el.append(kid instanceof Node ? kid : String(kid));
-    }
-    return el;
-  }
-
-  function setText(el, text) {
-    if (el.textContent !== text) el.textContent = text;
-  }
-
-  function table(el, cols, rows, empty) {
-    const head = h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c))));
-    const body = h("tbody", {}, rows.length
-      ? rows.map((row) => h("tr", { "data-id": row.id },
-          row.cells.map((cell, i) => h("td", { "data-label": cols[i] }, h("span", {}, cell)))))
-      : h("tr", { class: "empty" }, h("td", { class: "muted", colSpan: cols.length }, empty)));
-    el.replaceChildren(head, body);
-  }
-
-  async function post(path, body) {
-    const resp = await fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-      body: JSON.stringify(body || {}),
-      credentials: "same-origin",
-      cache: "no-store",
-    });
-    let data = null;
-    try { data = await resp.json(); } catch { data = null; }
-    if (resp.status === 401) {
-      location.assign("/");
-      throw new Error("Signed out.");
-    }
-    if (!resp.ok) throw new Error(data && data.error ? data.error.message : "The relay answered " + resp.status + ".");
-    return data;
-  }
+  const { $, h, setText, table, post } = window.quorumDashboard; // (common.js)
 
   // A form whose submit posts and shows the answer (or the error) in place.
   function form(id, button, error, send) {

@@ -288,6 +288,7 @@ async def test_every_answer_carries_a_strict_policy(site: Site) -> None:
             assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son\w+=", html), name
             assert not re.search(r"(src|href)=\"(https?:)?//", html), name
         assert re.findall(r'<script src="([^"]+)"', page) == [
+            "/dashboard/static/common.js",
             "/dashboard/static/dashboard.js",
             "/dashboard/static/users.js",
         ]
