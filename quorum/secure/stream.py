@@ -90,8 +90,45 @@ class TLSStream:
             await self._retry(lambda: self._ssl.write(data))
 
     async def receive_some(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
-        """Up to ``max_bytes`` of plaintext; ``b""`` once the other end closed."""
-        return await self._retry(lambda: self._ssl.read(max_bytes), eof=b"")
+        """Up to ``max_bytes`` of plaintext; ``b""`` once the other end closed.
+
+        Every record already here is read, not only the first: a burst of small records
+        (an answer's chunks) reaches the reader as one piece, so it writes on once."""
+        first = await self._retry(lambda: self._ssl.read(max_bytes), eof=b"")
+        if not first or len(first) >= max_bytes:
+            return first
+        return self._read_arrived(first, max_bytes)
+
+    def _read_arrived(self, first: bytes, max_bytes: int) -> bytes:
+        """``first`` and the plaintext of the records that arrived whole after it (in the
+        incoming BIO, or buffered in the stream below), up to ``max_bytes``; never waits.
+        A failure or the end is left for the next call to meet."""
+        parts, size = [first], len(first)
+        nowait = getattr(self._inner, "receive_nowait", None)
+        while size < max_bytes:
+            try:
+                data = self._ssl.read(max_bytes - size)
+            except ssl.SSLWantReadError:
+                if nowait is None or self._receiving.locked():
+                    break
+                try:
+                    more = nowait(RECEIVE_SIZE)
+                except Exception:  # a reset stream: the next read raises it
+                    break
+                if more is None:  # nothing more yet
+                    break
+                if not more:  # the end: the next read meets it
+                    self._in.write_eof()
+                    break
+                self._in.write(more)
+                continue
+            except ssl.SSLError:  # the close, or a bad record: the next read meets it
+                break
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+        return first if len(parts) == 1 else b"".join(parts)
 
     async def _retry(self, step: Callable[[], T], eof: T | None = None) -> T:
         while True:
