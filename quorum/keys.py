@@ -193,7 +193,8 @@ class KeyVerifier:
         cancelled (its client went away) does not cancel the check for the others."""
         task = self._inflight.get(digest)
         if task is None:
-            task = asyncio.create_task(self._lookup(digest, key, stale, source), name="key-verify")
+            lookup = self._lookup(digest, key, stale, source, self._epoch)
+            task = asyncio.create_task(lookup, name="key-verify")
             self._inflight[digest] = task
 
             def done(t: asyncio.Task[_Entry]) -> None:
@@ -206,9 +207,9 @@ class KeyVerifier:
         return await asyncio.shield(task)
 
     async def _lookup(
-        self, digest: str, key: str, stale: _Entry | None, source: str | None
+        self, digest: str, key: str, stale: _Entry | None, source: str | None, epoch: int
     ) -> _Entry:
-        epoch = self._epoch
+        """``epoch``: ``forget`` calls when the check started (a later one: not kept)."""
         try:
             entry = await self._ask(key, source)
         except _Unavailable as exc:

@@ -154,3 +154,25 @@ async def test_a_refused_node_token_is_not_a_verdict_on_the_key(setup: Setup) ->
     verifier = setup.verifier("qc_not-the-cluster-token-000000")
     with pytest.raises(NoReachableHolder):
         await verifier.verify(key)
+
+
+async def test_forget_drops_every_answer_and_a_check_running_through_it(setup: Setup) -> None:
+    """What the relay's REVOCATION triggers: the next request asks the relay again, and a
+    check that was on its way when it came answers its request but is not kept."""
+    key = setup.key()
+    verifier = setup.verifier(ttl_s=3600)
+    info = await verifier.verify(key)
+    setup.relay.store.revoke_key(info.key_id, now=setup.clock())
+    await verifier.verify(key)  # cached: the relay was not asked
+    verifier.forget()
+    with pytest.raises(Unauthorized, match="revoked"):
+        await verifier.verify(key)
+    assert verifier.relay_calls == 2
+
+    other = setup.key()
+    running = asyncio.create_task(verifier.verify(other))
+    await asyncio.sleep(0)  # its request to the relay is under way
+    verifier.forget()
+    assert (await running).key_id  # answered...
+    await verifier.verify(other)  # ... but not kept: asked again
+    assert verifier.relay_calls == 4
