@@ -128,3 +128,23 @@ async def test_a_long_answer_is_not_cut_by_the_head_deadline() -> None:
         assert site.guard.timed_out == 1
     finally:
         await runner.cleanup()
+
+
+def test_tls_runs_on_uvloops_compiled_protocol_on_uvloop() -> None:
+    import asyncio.sslproto
+
+    import uvloop
+    import uvloop.loop
+
+    from quorum.netguard import _ssl_protocol
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert _ssl_protocol(loop) is uvloop.loop.SSLProtocol  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+    plain = asyncio.new_event_loop()
+    try:
+        assert _ssl_protocol(plain) is asyncio.sslproto.SSLProtocol
+    finally:
+        plain.close()
