@@ -202,18 +202,21 @@ class AdminOps:
             raise InvalidRequest(str(exc), param="name") from None
         return {**cluster_json(cluster), "token": None if token else secret}
 
-    def rotate_cluster(self, cluster: str, grace: object = DEFAULT_GRACE) -> JSON:
-        """A new join token for ``cluster`` (in the answer once); the previous one is still
-        accepted for ``grace`` (``"24h"``, seconds, or ``0``), or until ``finish_rotation``."""
+    def rotate_cluster(
+        self, cluster: str, grace: object = DEFAULT_GRACE, token: str | None = None
+    ) -> JSON:
+        """A new join token for ``cluster``: ``token`` (a LAN cluster's, from ``quorum token
+        new``), or a fresh one (in the answer once); the previous one is still accepted for
+        ``grace`` (``"24h"``, seconds, or ``0``), or until ``finish_rotation``."""
         target, now = self._cluster(cluster), self.clock()
         grace_s = parse_grace(grace)
         try:
-            token = self.store.rotate_cluster_token(target.id, grace_s=grace_s, now=now)
+            made = self.store.rotate_cluster_token(target.id, token, grace_s=grace_s, now=now)
         except StoreError as exc:
-            raise InvalidRequest(str(exc)) from None
+            raise InvalidRequest(str(exc), param="token" if token else None) from None
         return {
             **cluster_json(target),
-            "token": token,
+            "token": None if token else made,
             "previous_accepted_until": now + grace_s,
             "previous_accepted_until_iso": _iso(now + grace_s),
         }

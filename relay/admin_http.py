@@ -56,9 +56,9 @@ class HttpAdmin:
     def create_cluster(self, name: str, token: str | None = None) -> JSON:
         return dict(self._call("POST", "/clusters", {"name": name, "token": token}))
 
-    def rotate_cluster(self, cluster: str, grace: object = "24h") -> JSON:
+    def rotate_cluster(self, cluster: str, grace: object = "24h", token: str | None = None) -> JSON:
         path = "/clusters/" + urllib.parse.quote(cluster, safe="") + "/rotate"
-        return dict(self._call("POST", path, {"grace": grace}))
+        return dict(self._call("POST", path, {"grace": grace, "token": token}))
 
     def finish_rotation(self, cluster: str) -> JSON:
         path = "/clusters/" + urllib.parse.quote(cluster, safe="") + "/rotate/finish"

@@ -125,6 +125,7 @@ async def rotate_cluster(request: web.Request) -> web.Response:
         _ops(request).rotate_cluster,
         request.match_info["cluster"],
         data.get("grace", DEFAULT_GRACE),
+        _str(data, "token"),
     )
     log.info("cluster %s: join token rotated through the API", made["name"])
     return web.json_response(made, status=201)

@@ -47,7 +47,9 @@ JSON = dict[str, Any]
 class Ops(Protocol):
     def clusters(self) -> list[JSON]: ...
     def create_cluster(self, name: str, token: str | None = None) -> JSON: ...
-    def rotate_cluster(self, cluster: str, grace: object = DEFAULT_GRACE) -> JSON: ...
+    def rotate_cluster(
+        self, cluster: str, grace: object = DEFAULT_GRACE, token: str | None = None
+    ) -> JSON: ...
     def finish_rotation(self, cluster: str) -> JSON: ...
     def keys(self, cluster: str | None = None, include_revoked: bool = False) -> list[JSON]: ...
     def create_key(
@@ -154,6 +156,11 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_GRACE,
         help=f"how long nodes may still join with the previous token, e.g. 2h, 7d, 0 "
         f"(default {DEFAULT_GRACE})",
+    )
+    rotate.add_argument(
+        "--token",
+        help="the new token, when the LAN already moved to it (from 'quorum token new'); "
+        "else the relay makes one",
     )
     rotate.add_argument(
         "--finish",
@@ -330,13 +337,18 @@ def manage(args: argparse.Namespace) -> list[str]:
                     else f"cluster  {result['name']}: no previous join token was still accepted"
                 )
             case "cluster", "rotate":
-                result = ops.rotate_cluster(args.cluster, args.grace)
+                result = ops.rotate_cluster(args.cluster, args.grace, args.token)
                 until = _when(result["previous_accepted_until"])
+                out.append(f"cluster  {result['name']}")
+                if result["token"] is not None:
+                    out += [
+                        f"token    {result['token']}",
+                        "         (shown once: give it to each node as cluster.token, with the old",
+                        "         one in cluster.previous_tokens until every node has moved)",
+                    ]
+                else:
+                    out.append("token    the one given (--token); the previous one still works")
                 out += [
-                    f"cluster  {result['name']}",
-                    f"token    {result['token']}",
-                    "         (shown once: give it to each node as cluster.token, with the old",
-                    "         one in cluster.previous_tokens until every node has moved)",
                     f"previous accepted until {until}; end it sooner with: quorum-relay cluster "
                     f"rotate {result['name']} --finish",
                 ]

@@ -190,7 +190,9 @@ async def remove_node(request: web.Request, ops: UserOps, p: Params) -> web.Resp
 @route("POST", "/api/v1/clusters/{cluster}/rotate")
 async def rotate_cluster(request: web.Request, ops: UserOps, p: Params) -> web.Response:
     data = await api._body(request)
-    made = await _run(ops.rotate_cluster, p["cluster"], data.get("grace", DEFAULT_GRACE))
+    made = await _run(
+        ops.rotate_cluster, p["cluster"], data.get("grace", DEFAULT_GRACE), api._str(data, "token")
+    )
     log.info("cluster %s: join token rotated by user %s", made["name"], ops.user.id[:8])
     return web.json_response(made, status=201)
 

@@ -124,9 +124,11 @@ class UserOps(AdminOps):
         self.store.add_member(made["id"], self.user.id, Membership.OWNER, now=self.clock())
         return {**made, "role": Membership.OWNER.value}
 
-    def rotate_cluster(self, cluster: str, grace: object = DEFAULT_GRACE) -> JSON:
+    def rotate_cluster(
+        self, cluster: str, grace: object = DEFAULT_GRACE, token: str | None = None
+    ) -> JSON:
         self._owned(cluster)
-        return super().rotate_cluster(cluster, grace)
+        return super().rotate_cluster(cluster, grace, token)
 
     def finish_rotation(self, cluster: str) -> JSON:
         self._owned(cluster)

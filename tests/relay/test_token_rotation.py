@@ -136,3 +136,45 @@ def test_members_of_both_tokens_meet_in_the_grace_and_the_old_is_refused_after(
     assert "rotated and the previous one retired" in log
     for token in (old, new):
         assert token not in log
+
+
+def test_a_token_the_lan_already_uses_is_adopted_on_rotation(
+    bg: LoopThread, tmp_path: Path
+) -> None:
+    # The LAN moved first (`quorum token new` on its nodes): the relay takes that token.
+    data = tmp_path / "relay"
+    data.mkdir()
+    old = create_cluster(data, "home")
+    lan = "qc_" + "L" * 43
+    out = relay_cli(data, "cluster", "rotate", "home", "--token", lan, "--grace", "0")
+    assert lan not in out and "the one given" in out  # never printed back
+    reuse = ["cluster", "rotate", "home", "--token", old, "--data", str(data)]
+    refused = subprocess.run(
+        [sys.executable, "-m", "relay.cli", *reuse],
+        capture_output=True,
+        text=True,
+        timeout=timeout(30),
+    )
+    assert refused.returncode == 1 and "before" in refused.stderr, refused.stderr
+    relay = Relay(data).start()
+    try:
+        bg.run(_joins(relay.url, lan, _member(tmp_path, "m1", lan)))
+        bg.run(_refused(relay.url, old, None))  # grace 0: the previous token is over
+        # The same through a running relay's API (`--relay`): the token is not echoed.
+        env = {**os.environ, "QUORUM_RELAY_ADMIN_TOKEN": relay_cli(data, "admin-token").strip()}
+        second = "qc_" + "M" * 43
+        args = ["cluster", "rotate", "home", "--token", second, "--relay", relay.http, "--json"]
+        done = subprocess.run(
+            [sys.executable, "-m", "relay.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout(30),
+            check=True,
+            env=env,
+        )
+        assert '"token": null' in done.stdout and second not in done.stdout, done.stdout
+        bg.run(_joins(relay.url, second, _member(tmp_path, "m2", second)))
+        bg.run(_joins(relay.url, lan, _member(tmp_path, "m3", lan)))  # in its grace (24 h)
+    finally:
+        relay.kill()
+    assert lan not in relay.log.read_text() and second not in relay.log.read_text()
