@@ -178,6 +178,13 @@ class AdminOps:
             raise InvalidRequest("Name the cluster ('cluster').", param="cluster")
         cluster = self.store.cluster(ref)
         if cluster is None:
+            if sum(c.name == ref for c in self.store.clusters()) > 1:
+                raise InvalidRequest(
+                    f"Several clusters are named '{ref}' (each owner names theirs): "
+                    "name it by its id.",
+                    param="cluster",
+                    code="cluster_ambiguous",
+                )
             raise NotFound(f"No cluster '{ref}'.", code="cluster_not_found")
         return cluster
 
@@ -196,8 +203,15 @@ class AdminOps:
         return [cluster_json(c) for c in self.store.clusters()]
 
     def create_cluster(self, name: str, token: str | None = None) -> JSON:
+        """A cluster nobody owns (its name unique among those)."""
+        return self._create_cluster(name, token, None)
+
+    def _create_cluster(self, name: str, token: str | None, owner_id: str | None) -> JSON:
+        """A cluster of ``owner_id`` (a user; names are unique per owner), or of nobody."""
         try:
-            cluster, secret = self.store.create_cluster(name, token, now=self.clock())
+            cluster, secret = self.store.create_cluster(
+                name, token, now=self.clock(), owner_id=owner_id
+            )
         except StoreError as exc:
             raise InvalidRequest(str(exc), param="name") from None
         return {**cluster_json(cluster), "token": None if token else secret}

@@ -3,7 +3,11 @@
 Each entry is applied once, in order, and recorded by the store that runs it;
 an entry is never edited after it shipped (add a new one). The SQL keeps to
 what SQLite and PostgreSQL both accept (``DOUBLE PRECISION``, ``BIGINT``,
-``TEXT``), so every store implementation runs the same migrations.
+``TEXT``), so every store implementation runs the same migrations, except where
+the two differ (``relay.pg_store._DIALECT_TEXT`` gives PostgreSQL its own text).
+A migration in ``REBUILDS`` rebuilds a table, as SQLite alters a constraint:
+SQLite runs it with foreign keys off (a pragma that cannot change inside a
+transaction) and checks them all before it commits.
 """
 
 from __future__ import annotations
@@ -153,4 +157,42 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pending_signins_created ON pending_signins (created_at);
     """,
+    # Cluster names unique per owner (a taken name told anyone that it exists), and among
+    # the clusters nobody owns (made with the admin token or the CLI).
+    """
+    CREATE TABLE clusters_rebuilt (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        ca_id TEXT,
+        ca_key TEXT,
+        owner_id TEXT REFERENCES users (id)
+    );
+    INSERT INTO clusters_rebuilt (id, name, token_hash, created_at, ca_id, ca_key, owner_id)
+        SELECT id, name, token_hash, created_at, ca_id, ca_key,
+            (SELECT m.user_id FROM cluster_members m
+             WHERE m.cluster_id = clusters.id AND m.role = 'owner')
+        FROM clusters;
+    DROP TABLE clusters;
+    ALTER TABLE clusters_rebuilt RENAME TO clusters;
+    CREATE INDEX clusters_ca ON clusters (ca_id);
+    CREATE UNIQUE INDEX clusters_owner_name ON clusters (owner_id, name)
+        WHERE owner_id IS NOT NULL;
+    CREATE UNIQUE INDEX clusters_unowned_name ON clusters (name) WHERE owner_id IS NULL;
+    """,
 )
+
+REBUILDS = frozenset({8})
+"""Migrations (1-based) that rebuild a table (see the module docstring)."""
+
+CLUSTER_NAMES_PG = """
+    ALTER TABLE clusters DROP CONSTRAINT IF EXISTS clusters_name_key;
+    ALTER TABLE clusters ADD COLUMN owner_id TEXT REFERENCES users (id);
+    UPDATE clusters SET owner_id = (SELECT m.user_id FROM cluster_members m
+        WHERE m.cluster_id = clusters.id AND m.role = 'owner');
+    CREATE UNIQUE INDEX clusters_owner_name ON clusters (owner_id, name)
+        WHERE owner_id IS NOT NULL;
+    CREATE UNIQUE INDEX clusters_unowned_name ON clusters (name) WHERE owner_id IS NULL;
+"""
+"""Migration 8 on PostgreSQL, which drops a constraint in place."""

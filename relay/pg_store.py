@@ -44,12 +44,12 @@ from quorum.protocol import ModelInfo, RequestUsage
 from quorum.secure.cluster import ClusterCA, ca_id
 from relay.cluster_tokens import ClusterTokens
 from relay.keys import new_key, secret_hash
-from relay.migrations import MIGRATIONS
+from relay.migrations import CLUSTER_NAMES_PG, MIGRATIONS
 from relay.node_keys import Binding, NodeKey
 from relay.pg_compat import PoolConnection
 from relay.sqlite_store import TOUCH_EVERY_S, new_token, utc_day
 from relay.sqlite_users import UserTables
-from relay.store import ApiKey, Cluster, NodeSeen, UsageBy, UsageGroup, UsagePoint
+from relay.store import ApiKey, Cluster, NodeSeen, UsageBy, UsageGroup, UsagePoint, by_ref
 
 log = logging.getLogger("relay.store")
 
@@ -69,7 +69,7 @@ _GROUP_COLUMN = {
 _MIGRATION_LOCK = 0x51_0E_5C  # pg_advisory_xact_lock's key for schema changes
 _USAGE_BATCH = 1000  # rows per INSERT: 15 parameters each, well under PostgreSQL's 65535
 CONNECT_TIMEOUT_S = 10.0
-_DIALECT_TEXT = {1: MIGRATIONS[0].replace(" REAL ", " DOUBLE PRECISION ")}
+_DIALECT_TEXT = {1: MIGRATIONS[0].replace(" REAL ", " DOUBLE PRECISION "), 8: CLUSTER_NAMES_PG}
 
 
 def migration_text(version: int) -> str | None:
@@ -201,7 +201,7 @@ class PostgresStore(ClusterTokens, UserTables):
     # -- clusters -------------------------------------------------------------
 
     def create_cluster(
-        self, name: str, token: str | None = None, *, now: float
+        self, name: str, token: str | None = None, *, now: float, owner_id: str | None = None
     ) -> tuple[Cluster, str]:
         if not name.strip():
             raise StoreError("a cluster needs a name")
@@ -213,8 +213,8 @@ class PostgresStore(ClusterTokens, UserTables):
         try:
             with self._tx() as cur:
                 cur.execute(
-                    "INSERT INTO clusters (id, name, token_hash, created_at, ca_id, ca_key) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO clusters (id, name, token_hash, created_at, ca_id, ca_key, "
+                    "owner_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (
                         cluster.id,
                         cluster.name,
@@ -222,6 +222,7 @@ class PostgresStore(ClusterTokens, UserTables):
                         cluster.created_at,
                         ca_id(ca.key.public_key()),
                         ca.public_key_pem,
+                        owner_id,
                     ),
                 )
         except psycopg.errors.UniqueViolation as exc:
@@ -235,10 +236,10 @@ class PostgresStore(ClusterTokens, UserTables):
         return [Cluster(*row) for row in rows]
 
     def cluster(self, ref: str) -> Cluster | None:
-        row = self._one(
+        rows = self._all(
             "SELECT id, name, created_at FROM clusters WHERE id = %s OR name = %s", (ref, ref)
         )
-        return None if row is None else Cluster(*row)
+        return by_ref([Cluster(*row) for row in rows], ref)
 
     def cluster_for_token(self, token: str) -> Cluster | None:
         digest = secret_hash(token)

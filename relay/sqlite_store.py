@@ -26,7 +26,7 @@ from quorum.secure.cluster import ClusterCA, ca_id
 from relay.cluster_tokens import ClusterTokens
 from relay.cluster_tokens import new_token as new_token  # pg_store imports it from here
 from relay.keys import new_key, secret_hash
-from relay.migrations import MIGRATIONS
+from relay.migrations import MIGRATIONS, REBUILDS
 from relay.node_keys import ClusterCAs, NodeKeys
 from relay.sqlite_users import UserTables
 from relay.store import (
@@ -36,6 +36,7 @@ from relay.store import (
     UsageBy,
     UsageGroup,
     UsagePoint,
+    by_ref,
 )
 
 _KEY_COLUMNS = (
@@ -137,20 +138,33 @@ class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens, UserTables):
             for version, sql in enumerate(MIGRATIONS, start=1):
                 # Re-read inside the write transaction: the CLI and a running relay may
                 # open the same file at once, and only one of them applies each step.
-                self._db.execute("BEGIN IMMEDIATE")
-                row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-                if (row[0] or 0) >= version:
-                    self._db.execute("COMMIT")
-                    continue
+                rebuild = version in REBUILDS  # foreign keys off: only outside a transaction
+                if rebuild:
+                    self._db.execute("PRAGMA foreign_keys=OFF")
                 try:
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute("INSERT INTO schema_version VALUES (?)", (version,))
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+                    self._step(version, sql, rebuild)
+                finally:
+                    if rebuild:
+                        self._db.execute("PRAGMA foreign_keys=ON")
+
+    def _step(self, version: int, sql: str, rebuild: bool) -> None:
+        """Apply one migration unless another process did (under the store's lock)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        if (row[0] or 0) >= version:
+            self._db.execute("COMMIT")
+            return
+        try:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            if rebuild and self._db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise StoreError(f"migration {version} would break a foreign key; not applied")
+            self._db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @property
     def schema_version(self) -> int:
@@ -173,7 +187,7 @@ class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens, UserTables):
     # -- clusters -------------------------------------------------------------
 
     def create_cluster(
-        self, name: str, token: str | None = None, *, now: float
+        self, name: str, token: str | None = None, *, now: float, owner_id: str | None = None
     ) -> tuple[Cluster, str]:
         if not name.strip():
             raise StoreError("a cluster needs a name")
@@ -184,8 +198,9 @@ class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens, UserTables):
         with self._lock:
             try:
                 self._db.execute(
-                    "INSERT INTO clusters (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                    (cluster.id, cluster.name, secret_hash(token), cluster.created_at),
+                    "INSERT INTO clusters (id, name, token_hash, created_at, owner_id) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (cluster.id, cluster.name, secret_hash(token), cluster.created_at, owner_id),
                 )
             except sqlite3.IntegrityError as exc:
                 what = "name" if "name" in str(exc) else "token"
@@ -199,10 +214,10 @@ class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens, UserTables):
         return [Cluster(*row) for row in rows]
 
     def cluster(self, ref: str) -> Cluster | None:
-        row = self._one(
+        rows = self._all(
             "SELECT id, name, created_at FROM clusters WHERE id = ? OR name = ?", (ref, ref)
         )
-        return None if row is None else Cluster(*row)
+        return by_ref([Cluster(*row) for row in rows], ref)
 
     def cluster_for_token(self, token: str) -> Cluster | None:
         digest = secret_hash(token)

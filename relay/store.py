@@ -125,6 +125,16 @@ class UsagePoint:
     ttfb_count: int
 
 
+def by_ref(found: Sequence[Cluster], ref: str) -> Cluster | None:
+    """Of the clusters whose id or name is ``ref``: the one with that id, else the only one
+    with that name; None if there is none, or several owners' share the name."""
+    for cluster in found:
+        if cluster.id == ref:
+            return cluster
+    named = [c for c in found if c.name == ref]
+    return named[0] if len(named) == 1 else None
+
+
 class Store(Protocol):
     def close(self) -> None: ...
 
@@ -134,15 +144,18 @@ class Store(Protocol):
 
     # -- clusters --
     def create_cluster(
-        self, name: str, token: str | None = None, *, now: float
+        self, name: str, token: str | None = None, *, now: float, owner_id: str | None = None
     ) -> tuple[Cluster, str]:
-        """A new cluster and its join token (returned once). ``token`` adopts an existing one."""
+        """A new cluster and its join token (returned once). ``token`` adopts an existing one.
+        Names are unique per owner (``owner_id``, a user), and among the clusters nobody
+        owns; ``StoreError`` for a name taken there."""
         ...
 
     def clusters(self) -> list[Cluster]: ...
 
     def cluster(self, ref: str) -> Cluster | None:
-        """The cluster with this id or name."""
+        """The cluster with this id, else the one cluster with this name (None when several
+        owners named theirs so: ``by_ref``)."""
         ...
 
     def cluster_for_token(self, token: str) -> Cluster | None: ...

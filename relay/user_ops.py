@@ -24,7 +24,7 @@ from relay.admin import (
     parse_since,
     usage_row,
 )
-from relay.store import ApiKey, Cluster, Store, UsageBy
+from relay.store import ApiKey, Cluster, Store, UsageBy, by_ref
 from relay.users import Membership, Role, User, UserToken, can_see_key
 
 ADMIN = User("", "admin", "", "admin token", None, Role.OPERATOR, 0.0)
@@ -78,10 +78,20 @@ class UserOps(AdminOps):
         return {m.cluster_id: m.role for m in self.store.memberships(self.user.id)}
 
     def _cluster(self, ref: str | None) -> Cluster:
+        """The user's cluster with this id, else the one of theirs with this name: names are
+        unique per owner, so one a member was invited to may share a name with their own."""
         if not ref:
             raise InvalidRequest("Name the cluster ('cluster').", param="cluster")
-        cluster = self.store.cluster(ref)
-        if cluster is None or cluster.id not in self.places():
+        places = self.places()
+        mine = [c for c in self.store.clusters() if c.id in places and ref in (c.id, c.name)]
+        cluster = by_ref(mine, ref)
+        if cluster is None and mine:
+            raise InvalidRequest(
+                f"Several of your clusters are named '{ref}': name it by its id.",
+                param="cluster",
+                code="cluster_ambiguous",
+            )
+        if cluster is None:
             raise NotFound(f"No cluster '{ref}'.", code="cluster_not_found")
         return cluster
 
@@ -120,7 +130,7 @@ class UserOps(AdminOps):
         ]
 
     def create_cluster(self, name: str, token: str | None = None) -> JSON:
-        made = super().create_cluster(name, token)
+        made = self._create_cluster(name, token, self.user.id)
         self.store.add_member(made["id"], self.user.id, Membership.OWNER, now=self.clock())
         return {**made, "role": Membership.OWNER.value}
 

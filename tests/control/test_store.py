@@ -61,12 +61,12 @@ def test_a_version_one_store_is_migrated_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     store = SqliteStore(tmp_path)
-    assert store.schema_version == len(MIGRATIONS) == 7
+    assert store.schema_version == len(MIGRATIONS) == 8
     assert [c.name for c in store.clusters()] == ["home"]
     store.create_key("c1", name="k", models=None, expires_at=None, now=T0)
     store.close()
     again = SqliteStore(tmp_path)  # opening twice applies nothing twice
-    assert again.schema_version == 7 and len(again.keys()) == 1
+    assert again.schema_version == 8 and len(again.keys()) == 1
 
 
 def test_keys_and_tokens_are_never_stored_in_clear(store: Store, tmp_path: Path) -> None:
