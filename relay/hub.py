@@ -137,6 +137,9 @@ class Hub:
         self.limits = limits or Limits(max_streams=512, max_opens_per_second=1000.0)
         self.keepalive = Keepalive(interval=ping_interval, dead_after=ping_interval * 2.5)
         self._links: dict[tuple[str, str], Link] = {}
+        # The same links by cluster: a node's presence goes to its cluster's nodes only, so
+        # finding them must not cost a pass over every tunnel of the relay.
+        self._clusters: dict[str, dict[str, Link]] = {}
         self.bound: set[tuple[str, str]] = set()
         self.refused_ids = 0  # hellos refused: a node id another key owns, or not its own
         self.refusals = Refusals(clock)  # refused joins, for the dashboard (bounded)
@@ -157,11 +160,9 @@ class Hub:
     # -- queries ------------------------------------------------------------
 
     def nodes(self, cluster_id: str | None = None) -> list[Link]:
-        return [
-            link
-            for (cid, _), link in sorted(self._links.items())
-            if cluster_id is None or cid == cluster_id
-        ]
+        if cluster_id is None:
+            return [link for _, link in sorted(self._links.items())]
+        return [link for _, link in sorted(self._clusters.get(cluster_id, {}).items())]
 
     def link(self, cluster_id: str, node_id: str) -> Link | None:
         return self._links.get((cluster_id, node_id))
@@ -324,11 +325,11 @@ class Hub:
         if old is not None and old is not link:
             log.info("node %s reconnected: the newer connection wins", old.name or node_id)
             old.pump.send_goaway(GoAwayReason.REPLACED, "a newer connection replaced this one")
-            self._links.pop(key)
             self._spawn(_close_after(old, REPLACED_CLOSE_DELAY_S), "relay-close-replaced")
         link.node_id = node_id
         link.pump.peer = f"node {node_id}"
         self._links[key] = link
+        self._clusters.setdefault(link.cluster_id, {})[node_id] = link
         for other in self.nodes(link.cluster_id):
             if other is not link and other.presence is not None:
                 link.pump.send_presence(other.presence)
@@ -439,6 +440,10 @@ class Hub:
         self._all.discard(link)
         if link.node_id is not None and self._links.get((link.cluster_id, link.node_id)) is link:
             del self._links[(link.cluster_id, link.node_id)]
+            cluster = self._clusters[link.cluster_id]
+            del cluster[link.node_id]
+            if not cluster:
+                del self._clusters[link.cluster_id]
             if link.presence is not None:  # only a node others learned of needs a goodbye
                 gone = Presence(link.node_id, (), False, 0, link.name)
                 for other in self.nodes(link.cluster_id):

@@ -51,6 +51,7 @@ class Directory:
         self.me = me
         self.expires_after = expires_after
         self._held: dict[tuple[str, str], Held] = {}
+        self._clusters: dict[str, dict[str, Held]] = {}  # the same, by cluster
         self._heard: dict[str, float] = {}  # relay -> when we last heard from it
         self.draining: set[str] = set()  # relays whose streams run on while their nodes move
 
@@ -58,7 +59,7 @@ class Directory:
         return self._held.get((cluster_id, node_id))
 
     def held(self, cluster_id: str) -> list[Held]:
-        return [h for (c, _), h in sorted(self._held.items()) if c == cluster_id]
+        return [h for _, h in sorted(self._clusters.get(cluster_id, {}).items())]
 
     def heard(self, relay: str) -> float | None:
         """When ``relay`` was last heard from (None: not lately)."""
@@ -79,14 +80,12 @@ class Directory:
             case NodeAnnounced(relay, cluster, presence, seen, _, fingerprint, capabilities):
                 key = (cluster, presence.node_id)
                 if presence.online:
-                    self._held[key] = Held(
-                        relay, cluster, presence, seen, fingerprint, capabilities
-                    )
+                    self._put(Held(relay, cluster, presence, seen, fingerprint, capabilities))
                     return [(cluster, presence)]
                 current = self._held.get(key)
                 if current is None or current.relay != relay:
                     return []  # it moved already: its new relay holds it
-                del self._held[key]
+                self._pop(key)
                 return [(cluster, presence)]
             case RelayGone(relay):
                 del self._heard[relay]
@@ -108,10 +107,22 @@ class Directory:
                 changes += self._forget(relay)
         return changes
 
+    def _put(self, held: Held) -> None:
+        self._held[(held.cluster_id, held.presence.node_id)] = held
+        self._clusters.setdefault(held.cluster_id, {})[held.presence.node_id] = held
+
+    def _pop(self, key: tuple[str, str]) -> Held:
+        held = self._held.pop(key)
+        cluster = self._clusters[key[0]]
+        del cluster[key[1]]
+        if not cluster:
+            del self._clusters[key[0]]
+        return held
+
     def _forget(self, relay: str) -> list[Change]:
         gone = [key for key, held in self._held.items() if held.relay == relay]
         changes = []
         for key in gone:
-            held = self._held.pop(key)
+            held = self._pop(key)
             changes.append((held.cluster_id, replace(held.presence, models=(), online=False)))
         return changes
