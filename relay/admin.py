@@ -200,7 +200,9 @@ class AdminOps:
     # -- clusters --
 
     def clusters(self) -> list[JSON]:
-        return [cluster_json(c) for c in self.store.clusters()]
+        """Every cluster; ``suspended``: its owner is disabled (``relay.revocation``)."""
+        suspended = self.store.suspended_clusters()
+        return [{**cluster_json(c), "suspended": c.id in suspended} for c in self.store.clusters()]
 
     def create_cluster(self, name: str, token: str | None = None) -> JSON:
         """A cluster nobody owns (its name unique among those)."""

@@ -122,9 +122,9 @@ class UserOps(AdminOps):
     # -- clusters --------------------------------------------------------------------
 
     def clusters(self) -> list[JSON]:
-        places = self.places()
+        places, suspended = self.places(), self.store.suspended_clusters()
         return [
-            {**cluster_json(c), "role": places[c.id].value}
+            {**cluster_json(c), "role": places[c.id].value, "suspended": c.id in suspended}
             for c in self.store.clusters()
             if c.id in places
         ]

@@ -126,7 +126,8 @@ class World:
     def admin(self, relay: int, method: str, path: str) -> dict[str, Any]:
         """Call relay ``relay``'s control plane with its admin token."""
         token = (self.relays[relay].data / "admin_token").read_text().strip()
-        req = urllib.request.Request(self.relays[relay].http + path, method=method, data=b"{}")
+        body = None if method == "GET" else b"{}"
+        req = urllib.request.Request(self.relays[relay].http + path, method=method, data=body)
         req.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(req, timeout=timeout(10)) as resp:
             answer: dict[str, Any] = json.load(resp)
@@ -214,6 +215,7 @@ def test_a_disabled_owner_s_cluster_is_not_served_until_enabled(one: World) -> N
     assert one.at_relay(0, one.key)[0] == 200
     one.admin(0, "POST", f"/api/v1/users/{one.owner_id}/disable")
     wait_until(lambda: not connected(one.a) and not connected(one.b), 5, "tunnels closed")
+    assert [c["suspended"] for c in one.admin(0, "GET", "/api/v1/clusters")["data"]] == [True]
     status, body = one.at_relay(0, one.key)
     assert status == 403 and body["error"]["code"] == "cluster_suspended", body
     assert "owner's account is disabled" in body["error"]["message"]
@@ -228,6 +230,7 @@ def test_a_disabled_owner_s_cluster_is_not_served_until_enabled(one: World) -> N
     assert not connected(one.a)
 
     one.admin(0, "POST", f"/api/v1/users/{one.owner_id}/enable")
+    assert [c["suspended"] for c in one.admin(0, "GET", "/api/v1/clusters")["data"]] == [False]
     wait_until(lambda: connected(one.a), 40, "node A back after the owner is enabled")
     wait_until(lambda: one.at_relay(0, one.key)[0] == 200, 20, "the member's key served again")
     assert one.at_node(one.key) == 200
