@@ -107,7 +107,7 @@ async def build_snapshot(
         )
         users = store.users()
         if users:  # the admin token manages the relay's users too (dashboard_account)
-            snap["account"] = dashboard_users.for_admin(users)
+            snap["account"] = dashboard_users.for_admin(users, store.suspended_clusters())
         return snap
 
     return await asyncio.to_thread(read)

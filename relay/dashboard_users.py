@@ -80,16 +80,19 @@ def scoped(
         "members": {c.id: ops.members(c.id) for c in clusters if places[c.id] is Membership.OWNER},
         "tokens": ops.tokens(),
         "users": ops.users() if user.operator else None,
+        "suspended": sorted(c for c in store.suspended_clusters() if c in places),
     }
     return snap
 
 
-def for_admin(users: Sequence[User]) -> data.JSON:
-    """The account part of the admin token's snapshot: no account of its own, every user."""
+def for_admin(users: Sequence[User], suspended: set[str]) -> data.JSON:
+    """The account part of the admin token's snapshot: no account of its own, every user,
+    and the clusters suspended (their owner disabled)."""
     return {
         "me": None,
         "places": None,
         "members": {},
         "tokens": None,
         "users": [user_json(u) for u in users],
+        "suspended": sorted(suspended),
     }

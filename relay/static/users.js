@@ -34,6 +34,7 @@
     const account = snap.account;
     const places = account ? account.places : null;
     const members = account ? account.members : {};
+    const suspended = new Set((account && account.suspended) || []); // their owner is disabled
     const person = Boolean(account && account.me); // the admin token's session is no person
     $("join-section").hidden = !person;
     setText($("clusters-count"), String(snap.clusters.length));
@@ -42,7 +43,8 @@
       const nodes = snap.fleet.filter((n) => n.cluster_id === c.id).length;
       const listed = members[c.id];
       return { id: c.id, cells: [
-        c.name, role, String(nodes), listed ? String(listed.length) : "–",
+        c.name, suspended.has(c.id) ? role + " · suspended (owner disabled)" : role,
+        String(nodes), listed ? String(listed.length) : "–",
         role === "owner" && account ? act("Invite", "quiet", async () => {
           const made = await post("/dashboard/clusters/" + encodeURIComponent(c.id) + "/invitations");
           setText($("invite-shown"), made.code);

@@ -442,10 +442,18 @@ def test_a_disabled_user_loses_sessions_tokens_and_keys_at_once(
             pytest.raises(openai.AuthenticationError),
         ):
             chat(client, BOB_MODEL, "anyone?")
-        # Enabled again, his key works again (nothing was deleted).
+        # The cluster he owns is suspended meanwhile: its node's tunnel is closed.
+        go(alice_page, "clusters")
+        workshop = alice_page.locator("#clusters tbody tr", has_text="workshop")
+        expect(workshop).to_contain_text("suspended (owner disabled)")
+        go(alice_page, "account")
+        # Enabled again, his key works again (nothing was deleted), once his node is back
+        # (it kept trying, at its reconnection backoff: up to 30 s).
         row.get_by_role("button", name="Enable").click()
         expect(row).to_contain_text("active")
-        wait_until(lambda: world.online("bench", world.facts["bob_token"]), 15, "bench online")
+        go(alice_page, "clusters")
+        expect(workshop).not_to_contain_text("suspended")
+        wait_until(lambda: world.online("bench", world.facts["bob_token"]), 45, "bench online")
         with world.client(world.facts["bob_key"]) as client:
             assert chat(client, BOB_MODEL, "back") == "You said: back"
         assert not problems, problems
