@@ -64,11 +64,14 @@ class WebSocketTransport:
 
     async def abort(self) -> None:
         # aiohttp's close() reads on until the node's close frame, discarding what comes
-        # before it: a flood behind a broken frame would be read whole. Stop reading first;
-        # the close frame still goes out, then the socket is closed.
+        # before it, and resumes a paused socket to do so: on uvloop a flood behind a broken
+        # frame was read at a gigabyte a second for the close frame's whole wait. So no close
+        # handshake: reading stops, what was written (the GOAWAY) is flushed, and the socket
+        # closes. Only without the socket (never in the relay) does aiohttp close it.
         self.stop_reading()
+        if self._socket is not None:
+            self._socket.close()
+            return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(ABORT_WAIT_S):
                 await self._ws.close(code=WSCloseCode.PROTOCOL_ERROR)
-        if self._socket is not None:
-            self._socket.close()
