@@ -1,329 +1,333 @@
-"""``python3 -m bench.relays [--quick] [--nats URL]``: what a second relay costs a stream.
+"""``python3 -m bench.relays [--quick]``: what a second relay costs, with relays as processes.
 
-Three relays' hubs and meshes in this process, each with its own connection to a real
-NATS server (``--nats``, default the machine's 127.0.0.1:4222; a fresh subject prefix),
-and nodes on in-memory tunnels (no HTTP, no engine: what is measured is the relays'
-part). In one run, each against its baseline measured alongside:
+Three ``quorum-relay serve`` processes on 127.0.0.1 sharing a fresh PostgreSQL schema
+(``--store``, default the machine's ``test`` database) and a fresh NATS subject prefix
+(``--nats``, default 127.0.0.1:4222), as the tests run them. In one run:
 
-- **latency**: a small request and answer at concurrency 1, node B to node A, both on
-  relay 1 (the single-relay route) against B on relay 2 and A on relay 1 (one hop
-  through NATS); rounds alternate, p50 and p99 of each; target: at most 2 ms added at p50;
-- **throughput**: a large answer in 64 KiB chunks, chunks/s across relays against on one
-  relay; target: at least 70 % kept;
-- **presence**: announcements a relay takes in per second (decode, directory, telling its
-  own nodes), and NATS messages per node heartbeat;
-- **memory**: bytes a relay holds per node another relay holds (``tracemalloc``, 10,000
-  simulated idle nodes spread over the three relays: what the mesh adds to the tunnel's
-  own cost, which ``bench relay`` measures); target: under 50 KiB in all.
+- **latency** (``bench.relays_stream``): a small request and answer at concurrency 1
+  between fake nodes on real tunnels, B-near to A both on relay 1 (the single-relay
+  route) against B-far on relay 2 to A on relay 1 (one hop through NATS); rounds
+  alternate; p50 and p99 of each; target: at most 2 ms added at p50;
+- **throughput**: one large answer in 64 KiB chunks, chunks/s across two relays against
+  one; target: at least 70 % kept;
+- **memory**: ``idle_nodes`` fake nodes (``bench.tunnels``: real WebSocket tunnels that
+  say HELLO and their presence, one process per relay) in clusters of ``cluster_size``
+  spread over the three relays, so every relay holds its own tunnels and the other
+  relays' nodes in its mesh directory; the relays' resident memory before and after,
+  per node (target: under 50 KiB);
+- **presence**: every idle node heartbeats once; the relays' CPU time for that round
+  (less what they spend idle over as long), per update, and what 30 s heartbeats of
+  all of them would take of one core. Each update is one NATS message and reaches the
+  cluster's other nodes, here and through the other relays.
 
-Everything runs on one event loop, so the relays share one core here: absolute numbers
-are an upper bound of the real cost. Targets are reported, never asserted. Exit 1 if
-NATS cannot be reached or a request fails.
+The relays, NATS, PostgreSQL and this process share the machine's cores: numbers are
+what this machine gives, reported, never asserted. Exit 1 if something fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
-import tracemalloc
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from quorum.errors import QuorumError, TransportClosed
-from quorum.link import Pump, TunnelStream
-from quorum.protocol import (
-    Connection,
-    Limits,
-    ModelInfo,
-    Presence,
-    RequestHead,
-    ResponseHead,
-    Role,
+import psycopg
+
+from bench.node import free_port, machine_info
+from bench.procs import (
+    BenchError,
+    Child,
+    Children,
+    cpu_seconds,
+    fetch,
+    poll,
+    rss_mib,
+    wait_http_ok,
 )
-from relay.hub import Hub
-from relay.mesh.bus import NatsBus
-from relay.mesh.mesh import Mesh
-from relay.mesh.wire import NodeAnnounced, encode
+from bench.relay_memory import raise_file_limit
+from bench.relays_stream import measure
+from bench.stats import rounded
 
-CLUSTER = "bench"
-CHUNK = 65536
-
-
-class _End:
-    """One end of an in-memory WebSocket (``quorum.link.Transport``)."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.peer: _End
-
-    async def send(self, frame: bytes) -> None:
-        self.peer.inbox.put_nowait(frame)
-
-    async def receive(self) -> bytes:
-        frame = await self.inbox.get()
-        if frame is None:
-            raise TransportClosed("closed")
-        return frame
-
-    async def close(self) -> None:
-        self.inbox.put_nowait(None)
-        self.peer.inbox.put_nowait(None)
-
-    def stop_reading(self) -> None:
-        pass  # in memory: the bench's frames are all well formed
-
-    async def abort(self) -> None:
-        await self.close()
+Progress = Callable[[str], None]
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+NATS = "nats://127.0.0.1:4222"
+MODEL = "llama3.1:8b"
+HEARTBEAT_S = 30.0  # a node's presence, DESIGN.md
+FILES = 16384
 
 
-Serve = Callable[[TunnelStream], Coroutine[Any, Any, None]]
-
-
-class _Node:
-    def __init__(self, hub: Hub, node_id: str, serve: Serve, models: tuple[str, ...]) -> None:
-        node_end, relay_end = _End(), _End()
-        node_end.peer, relay_end.peer = relay_end, node_end
-        self.link = hub.new_link(CLUSTER, relay_end, node_id)
-        conn = Connection(Role.NODE, Limits(max_streams=512, max_opens_per_second=100_000.0))
-        conn.send_hello(node_id, capabilities=("presence", "streams"))
-        conn.send_presence(Presence(node_id, tuple(ModelInfo(m) for m in models), True, 0, node_id))
-        self.heard: set[str] = set()
-        self.serve = serve
-        self.pump = Pump(conn, node_end, on_event=self._event, on_stream=self._stream)
-        self.tasks = {asyncio.create_task(hub.serve(self.link)), asyncio.create_task(self._run())}
-
-    async def _run(self) -> None:
-        await self.pump.run()
-
-    def _event(self, event: object) -> None:
-        presence = getattr(event, "presence", None)
-        if isinstance(presence, Presence) and presence.online:
-            self.heard.add(presence.node_id)
-
-    def _stream(self, stream: TunnelStream) -> None:
-        task = asyncio.create_task(self.serve(stream))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def stop(self) -> None:
-        await self.pump.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-async def _drain(stream: TunnelStream) -> int:
-    total = 0
-    while chunk := await stream.receive_some():
-        total += len(chunk)
-    return total
-
-
-def _server(answer_chunks: int) -> Serve:
-    async def serve(stream: TunnelStream) -> None:
-        await _drain(stream)
-        stream.send_response(ResponseHead(200, ()))
-        if answer_chunks:
-            chunk = b"x" * CHUNK
-            for _ in range(answer_chunks):
-                await stream.send_all(chunk)
-        else:
-            await stream.send_all(b'{"ok":true}')
-        await stream.send_eof()
-
-    return serve
-
-
-async def _until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise QuorumError(f"{what} did not happen within {seconds:g} s")
-        await asyncio.sleep(0.01)
-
-
-async def _request(b: _Node, target: str) -> int:
-    stream = b.pump.open_stream(RequestHead("POST", "/x", (), node=target), end_stream=False)
-    await stream.send_all(b'{"q":1}')
-    await stream.send_eof()
-    head = await stream.response()
-    if head.status != 200:
-        raise QuorumError(f"status {head.status}")
-    return await _drain(stream)
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Settings:
     rounds: int = 10
-    requests: int = 100  # per round and route
+    requests: int = 200  # per round and route
     stream_chunks: int = 1024  # 64 MiB
+    stream_repeats: int = 3
     idle_nodes: int = 10_000
-    announcements: int = 20_000
+    cluster_size: int = 10
+    idle_window_s: float = 3.0
 
 
-QUICK = Settings(rounds=2, requests=50, stream_chunks=128, idle_nodes=1000, announcements=2000)
+FULL = Settings()
+QUICK = Settings(rounds=3, requests=100, stream_chunks=256, stream_repeats=3, idle_nodes=1500)
 
 
-async def run(url: str, settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
-    prefix = f"bench{uuid.uuid4().hex[:10]}"
-    hubs: list[Hub] = []
-    meshes: list[Mesh] = []
-    for n in range(3):
-        hub = Hub()
-        bus = await NatsBus.connect(url, name=f"bench-relay-{n + 1}")
-        mesh = Mesh(hub, bus, prefix=prefix, relay_id=f"r{n + 1}")
-        await mesh.start()
-        hubs.append(hub)
-        meshes.append(mesh)
-    nodes: list[_Node] = []
+@contextlib.contextmanager
+def fresh_schema(server: str) -> Iterator[str]:
+    """The URL of an empty schema of the bench's own, dropped at the end."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
     try:
-        a = _Node(hubs[0], "a", _server(0), ("m",))
-        big = _Node(hubs[0], "big", _server(settings.stream_chunks), ("big",))
-        near = _Node(hubs[0], "b-near", _server(0), ())
-        far = _Node(hubs[1], "b-far", _server(0), ())
-        nodes += [a, big, near, far]
-        await _until(
-            lambda: {"a", "big"} <= far.heard and {"a", "big"} <= near.heard, 10, "presence"
-        )
-        await _until(
-            lambda: far.pump.can_open_stream() and near.pump.can_open_stream(), 10, "hellos"
-        )
-        await _until(
-            lambda: (
-                (p := meshes[1]._peers.get("r1")) is not None
-                and p.pump is not None
-                and p.pump.can_open_stream()
-            ),
-            10,
-            "the relays' connection",
-        )
-        for who in (near, far):  # warm both routes
-            for _ in range(20):
-                await _request(who, "a")
-
-        progress("latency: alternating rounds, one relay and across two")
-        single: list[float] = []
-        cross: list[float] = []
-        for _ in range(settings.rounds):
-            for who, into in ((near, single), (far, cross)):
-                for _ in range(settings.requests):
-                    started = time.perf_counter()
-                    await _request(who, "a")
-                    into.append((time.perf_counter() - started) * 1000)
-        p50_single, p50_cross = _pct(single, 0.5), _pct(cross, 0.5)
-
-        progress("throughput: a large answer, one relay and across two")
-        rates: dict[str, float] = {}
-        for label, who in (("single", near), ("cross", far)):
-            started = time.perf_counter()
-            got = await _request(who, "big")
-            took = time.perf_counter() - started
-            if got != settings.stream_chunks * CHUNK:
-                raise QuorumError(f"{label}: {got} bytes of {settings.stream_chunks * CHUNK}")
-            rates[label] = settings.stream_chunks / took
-
-        progress("presence: announcements a relay takes in")
-        listener = meshes[2]
-        messages = [
-            encode(NodeAnnounced("r9", CLUSTER, Presence(f"p{i}", (ModelInfo("m"),)), 1.0))
-            for i in range(settings.announcements)
-        ]
-        started = time.process_time()
-        for data in messages:
-            listener._heard(f"{prefix}.presence", data)
-        per_s = settings.announcements / max(time.process_time() - started, 1e-9)
-        before = meshes[0].announced
-        beat = Presence("a", (ModelInfo("m"),), True, 0, "a")
-        a.pump.send_presence(beat)
-        await _until(lambda: meshes[0].announced > before, 5, "a heartbeat's announcement")
-
-        progress(f"memory: {settings.idle_nodes} idle nodes held by the other relays")
-        observer = Mesh(Hub(), meshes[2].bus, prefix=prefix + "x", relay_id="observer")
-        models = (ModelInfo("llama3.1:8b", "llm", "ollama"),)
-        tracemalloc.start()
-        base, _ = tracemalloc.get_traced_memory()
-        for i in range(settings.idle_nodes):
-            presence = Presence(f"node-{i:05d}", models, True, 0, f"node {i}")
-            observer.directory.apply(NodeAnnounced(f"r{i % 3 + 1}", CLUSTER, presence, 1.0), 1.0)
-        held, _ = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        per_node = (held - base) / settings.idle_nodes
-
-        added = p50_cross - p50_single
-        kept = rates["cross"] / rates["single"]
-        return {
-            "suite": "relays",
-            "nats": url.split("@")[-1],
-            "latency_ms": {
-                "single_p50": round(p50_single, 3),
-                "single_p99": round(_pct(single, 0.99), 3),
-                "cross_p50": round(p50_cross, 3),
-                "cross_p99": round(_pct(cross, 0.99), 3),
-                "added_p50": round(added, 3),
-                "samples_each": len(single),
-                "target_added_p50_ms": 2.0,
-                "met": added <= 2.0,
-            },
-            "throughput_chunks_per_s": {
-                "single": round(rates["single"], 1),
-                "cross": round(rates["cross"], 1),
-                "kept": round(kept, 3),
-                "chunk_bytes": CHUNK,
-                "target_kept": 0.7,
-                "met": kept >= 0.7,
-            },
-            "presence": {
-                "announcements_taken_per_s": round(per_s),
-                "nats_messages_per_heartbeat": 1,
-                "relay_alive_messages_per_s": round(1 / meshes[0].alive_every, 2),
-            },
-            "memory": {
-                "idle_nodes": settings.idle_nodes,
-                "mesh_bytes_per_remote_node": round(per_node),
-                "target_bytes": 50 * 1024,
-                "met": per_node < 50 * 1024,
-                "note": "what the mesh adds per node another relay holds; a tunnel's own "
-                "cost is bench relay's",
-            },
-        }
+        with psycopg.connect(server, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.Error as exc:
+        raise BenchError(f"PostgreSQL at {server.split('@')[-1]}: {exc}") from None
+    try:
+        yield f"{server}?options=-csearch_path%3D{schema}"
     finally:
-        for node in nodes:
-            await node.stop()
-        for mesh in meshes:
-            await mesh.close()
-            await mesh.bus.close()
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def make_clusters(store_url: str, count: int) -> list[str]:
+    """``count`` clusters in the shared store; their join tokens."""
+    from relay.pg_store import PostgresStore
+
+    store = PostgresStore(store_url)
+    try:
+        now = time.time()
+        return [store.create_cluster(f"bench-{i}", now=now)[1] for i in range(count)]
+    finally:
+        store.close()
+
+
+def _settled_rss(pid: int) -> float:
+    time.sleep(1.0)  # what the last step freed is given back, what it holds stays
+    value = rss_mib(pid)
+    if value is None:
+        raise BenchError(f"cannot read the memory of process {pid}")
+    return value
+
+
+def _metric(port: int, name: str) -> float:
+    _, _, body = fetch(f"http://127.0.0.1:{port}/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise BenchError(f"no {name} in relay {port}'s /metrics")
+
+
+def _command(child: Child, cmds: list[dict[str, Any]], timeout_s: float = 120) -> list[Any]:
+    """Send ``cmds`` to a ``bench.tunnels`` process at once; its answers, in order."""
+    for cmd in cmds:
+        child.write_line(json.dumps(cmd))
+    answers = [json.loads(child.read_line(timeout_s)) for _ in cmds]
+    for answer in answers:
+        if "error" in answer:
+            raise BenchError(f"bench.tunnels: {answer['error']}")
+    return answers
+
+
+def idle_nodes(
+    kids: Children,
+    relays: list[Child],
+    ports: list[int],
+    tokens: list[str],
+    settings: Settings,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Idle nodes over the three relays: the relays' memory per node, and a heartbeat round."""
+    tunnels = []
+    for n, port in enumerate(ports):
+        url = f"ws://127.0.0.1:{port}/tunnel"
+        tunnels.append(
+            kids.start(f"tunnels-{n + 1}", [sys.executable, "-m", "bench.tunnels", "--url", url])
+        )
+    for child in tunnels:
+        child.read_line(15)
+    # A cluster's nodes go round the relays: each relay holds some and hears of the rest.
+    plan: list[list[dict[str, Any]]] = [[], [], []]
+    for c, token in enumerate(tokens):
+        for r in range(3):
+            count = len(range(r, settings.cluster_size, 3))
+            if count:
+                group = {"group": f"c{c}-r{r}", "count": count, "token": token}
+                plan[(c + r) % 3].append({"op": "connect", **group, "models": [MODEL]})
+    total = sum(cmd["count"] for cmds in plan for cmd in cmds)
+    warm, rest = [cmds[:1] for cmds in plan], [cmds[1:] for cmds in plan]
+    for child, cmds in zip(tunnels, warm, strict=True):  # what a first one costs, once
+        _command(child, cmds)
+    warmed = sum(cmd["count"] for cmds in warm for cmd in cmds)
+    poll("warm nodes announced", lambda: _mesh_settled(ports, warmed), 30)
+    before = [_settled_rss(relay.pid) for relay in relays]
+
+    progress(f"memory: {total - warmed} idle nodes in clusters of {settings.cluster_size}")
+    started = time.perf_counter()
+    opened = [_command(child, cmds, 300) for child, cmds in zip(tunnels, rest, strict=True)]
+    errors = sum(a["errors"] for answers in opened for a in answers)
+    poll("idle nodes announced", lambda: _mesh_settled(ports, total), 120, 0.5)
+    connect_s = time.perf_counter() - started
+    after = [_settled_rss(relay.pid) for relay in relays]
+    added_mib = sum(after) - sum(before)
+    per_node = added_mib * 1024 / (total - warmed)
+    progress(f"memory: {per_node:.1f} KiB per idle node over the three relays")
+
+    progress("presence: one heartbeat from every idle node")
+    cpu = [cpu_seconds(relay.pid) or 0.0 for relay in relays]
+    time.sleep(settings.idle_window_s)
+    idle_rate = (sum(cpu_seconds(r.pid) or 0.0 for r in relays) - sum(cpu)) / (
+        settings.idle_window_s
+    )
+    announced = sum(_metric(port, "quorum_relay_mesh_announcements") for port in ports)
+    cpu0, t0 = sum(cpu_seconds(r.pid) or 0.0 for r in relays), time.perf_counter()
+    beats = [
+        _command(child, [{"op": "beat", "group": cmd["group"]} for cmd in cmds], 300)
+        for child, cmds in zip(tunnels, plan, strict=True)
+    ]
+    sent = sum(a["sent"] for answers in beats for a in answers)
+
+    def all_announced() -> bool | None:
+        now = sum(_metric(port, "quorum_relay_mesh_announcements") for port in ports)
+        return True if now - announced >= sent else None
+
+    poll("the heartbeats announced", all_announced, 300, 0.2)
+    time.sleep(1.0)  # the other relays tell their nodes of what they heard
+    window = time.perf_counter() - t0
+    spent = sum(cpu_seconds(r.pid) or 0.0 for r in relays) - cpu0 - idle_rate * window
+    per_update = max(spent, 0.0) / sent
+    for child in tunnels:
+        kids.stop(child, grace_s=0)
+    return {
+        "memory": {
+            "idle_nodes": total - warmed,
+            "cluster_size": settings.cluster_size,
+            "connect_errors": errors,
+            "connect_and_announce_s": round(connect_s, 1),
+            "rss_before_mib": [rounded(v, 1) for v in before],
+            "rss_after_mib": [rounded(v, 1) for v in after],
+            "kib_per_idle_node": round(per_node, 2),
+            "target_kib": 50.0,
+            "met": per_node < 50.0,
+            "note": "the three relays' resident memory added, over the nodes: each node's "
+            "tunnel at its relay and its entry in the other two relays' directories",
+        },
+        "presence": {
+            "updates": sent,
+            "nats_messages_per_update": 1,
+            "nodes_told_per_update": settings.cluster_size - 1,
+            "relay_cpu_ms_idle_per_s": round(idle_rate * 1000, 2),
+            "relay_cpu_us_per_update": round(per_update * 1e6, 1),
+            "updates_per_cpu_second": round(1 / per_update) if per_update else None,
+            "core_share_for_all_every_30s": round(total / HEARTBEAT_S * per_update, 4),
+        },
+    }
+
+
+def _nats_pid(url: str) -> dict[str, int]:
+    """The local nats-server's process, when NATS runs on this machine (for its CPU time)."""
+    if not any(host in url for host in ("127.0.0.1", "localhost")):
+        return {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() == "nats-server":
+                    return {"nats": int(proc.name)}
+    return {}
+
+
+def _mesh_settled(ports: list[int], total: int) -> bool | None:
+    """Every node registered at its relay and known to the others' directories."""
+    here = [int(json.loads(fetch(f"http://127.0.0.1:{p}/healthz")[2])["nodes"]) for p in ports]
+    if sum(here) < total:
+        return None
+    for port, mine in zip(ports, here, strict=True):
+        if _metric(port, "quorum_relay_mesh_nodes") < total - mine:
+            return None
+    return True
+
+
+def run(settings: Settings, nats: str, postgres: str, progress: Progress) -> dict[str, Any]:
+    raise_file_limit(FILES)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-relays-") as tmp,
+        fresh_schema(postgres) as store,
+        Children() as kids,  # stopped first: the relays leave the schema before it goes
+    ):
+        clusters = -(-settings.idle_nodes // settings.cluster_size)
+        progress(f"store: {clusters + 1} clusters in a fresh schema")
+        tokens = make_clusters(store, clusters + 1)
+        prefix = f"bench{uuid.uuid4().hex[:10]}"
+        relays, ports = [], []
+        for n in range(3):
+            port = free_port()
+            data = Path(tmp) / f"relay{n + 1}"
+            args = [sys.executable, "-m", "relay.cli", "serve", "--host", "127.0.0.1"]
+            args += ["--port", str(port), "--data", str(data), "--store", store]
+            args += ["--nats", nats, "--nats-prefix", prefix, "--log-level", "warning"]
+            data.mkdir()
+            log = Path(tmp) / f"relay{n + 1}.log"
+            relay = kids.start(f"relay-{n + 1}", args, log=log, pipes=False)
+            wait_http_ok(relay, f"http://127.0.0.1:{port}/healthz", 30)
+            relays.append(relay)
+            ports.append(port)
+        urls = [f"ws://127.0.0.1:{port}/tunnel" for port in ports]
+        pids = {f"relay{n + 1}": relay.pid for n, relay in enumerate(relays)}
+        pids["bench"] = os.getpid()
+        pids.update(_nats_pid(nats))
+
+        def cpu() -> dict[str, float]:
+            return {name: cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
+
+        streams = asyncio.run(
+            measure(
+                urls,
+                tokens[0],
+                rounds=settings.rounds,
+                requests=settings.requests,
+                stream_chunks=settings.stream_chunks,
+                stream_repeats=settings.stream_repeats,
+                progress=progress,
+                cpu=cpu,
+            )
+        )
+        idle = idle_nodes(kids, relays, ports, tokens[1:], settings, progress)
+    return {
+        "suite": "relays",
+        "machine": machine_info({"relays": False}),
+        "settings": asdict(settings),
+        "relays": "three processes, PostgreSQL store, NATS mesh",
+        **streams,
+        **idle,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.relays", description=__doc__.split("\n")[0])
-    p.add_argument("--nats", default="nats://127.0.0.1:4222")
-    p.add_argument("--quick", action="store_true", help="a smoke run (a few seconds)")
+    p.add_argument("--nats", default=NATS)
+    p.add_argument("--store", default=POSTGRES, help="a PostgreSQL database (a schema is made)")
+    p.add_argument("--quick", action="store_true", help="a smaller run (a few minutes)")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
 
     def progress(line: str) -> None:
-        print(line, file=sys.stderr)
+        print(line, file=sys.stderr, flush=True)
 
     try:
-        report = asyncio.run(run(args.nats, QUICK if args.quick else Settings(), progress))
-    except QuorumError as exc:
+        report = run(QUICK if args.quick else FULL, args.nats, args.store, progress)
+    except BenchError as exc:
         print(f"bench.relays: {exc}", file=sys.stderr)
         return 1
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        with open(args.json, "w") as out:
-            out.write(text + "\n")
+        Path(args.json).write_text(text + "\n")
     return 0
 
 

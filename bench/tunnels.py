@@ -7,7 +7,12 @@ JSON lines on stdin and answers each with one JSON line on stdout:
   WebSocket connections with the cluster token in the upgrade's
   ``Authorization`` header; each sends HELLO as node ``G-<i>`` (so the relay
   counts it as a node) and nothing else: no presence, so no other node hears
-  of it. Answers once every connection has the relay's HELLO back.
+  of it. Answers once every connection has the relay's HELLO back. With
+  ``"models": [...]``, each also sends its presence (those models) after HELLO,
+  as a node does: the relay tells the cluster's other nodes (and, with several
+  relays, the mesh).
+- ``{"op": "beat", "group": G}``: each connection of ``G`` sends its presence
+  again (a heartbeat); answers once all are written.
 - ``{"op": "streams", "group": G, "to": H, "count": N}``: the connections of
   ``G`` open ``N`` streams between them (round-robin), each addressed to a
   node of group ``H``, as a node asks for a chat completion. Each node of
@@ -42,6 +47,8 @@ from quorum.protocol import (
     DataReceived,
     HelloReceived,
     Limits,
+    ModelInfo,
+    Presence,
     RequestHead,
     ResponseHead,
     Role,
@@ -60,9 +67,10 @@ REQUEST_HEADERS = (("Content-Type", "application/json"), ("User-Agent", "OpenAI/
 class FakeNode:
     """One tunnel connection: the protocol, pumped by a reader task; serves and opens streams."""
 
-    def __init__(self, ws: ClientConnection, node_id: str) -> None:
+    def __init__(self, ws: ClientConnection, node_id: str, models: tuple[str, ...] = ()) -> None:
         self.ws = ws
         self.node_id = node_id
+        self.models = models
         self.conn = Connection(Role.NODE, FAKE_LIMITS)
         self.hello = asyncio.get_running_loop().create_future()
         self.waiting: dict[int, asyncio.Future[bool]] = {}  # streams we opened, until data
@@ -74,6 +82,14 @@ class FakeNode:
         await self.flush()
         self.reader = asyncio.create_task(self._read(), name=f"fake-node-{self.node_id}")
         await self.hello
+        if self.models:
+            await self.beat()
+
+    async def beat(self) -> None:
+        """Send this node's presence (its models), as a node's heartbeat does."""
+        models = tuple(ModelInfo(m) for m in self.models)
+        self.conn.send_presence(Presence(self.node_id, models, True, 0, self.node_id))
+        await self.flush()
 
     async def flush(self) -> None:
         async with self._lock:
@@ -136,7 +152,9 @@ class Fleet:
         self.url = url
         self.groups: dict[str, list[FakeNode]] = {}
 
-    async def _open(self, node_id: str, token: str, gate: asyncio.Semaphore) -> FakeNode:
+    async def _open(
+        self, node_id: str, token: str, gate: asyncio.Semaphore, models: tuple[str, ...] = ()
+    ) -> FakeNode:
         async with gate:
             ws = await connect(
                 self.url,
@@ -147,7 +165,7 @@ class Fleet:
                 compression=None,
                 open_timeout=10,
             )
-            node = FakeNode(ws, node_id)
+            node = FakeNode(ws, node_id, models)
             try:
                 async with asyncio.timeout(10):
                     await node.start()
@@ -156,11 +174,13 @@ class Fleet:
                 raise
             return node
 
-    async def connect(self, group: str, count: int, token: str) -> dict[str, Any]:
+    async def connect(
+        self, group: str, count: int, token: str, models: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         start = time.perf_counter()
         gate = asyncio.Semaphore(CONNECT_PARALLEL)
         results = await asyncio.gather(
-            *(self._open(f"{group}-{i}", token, gate) for i in range(count)),
+            *(self._open(f"{group}-{i}", token, gate, models) for i in range(count)),
             return_exceptions=True,
         )
         nodes = [r for r in results if isinstance(r, FakeNode)]
@@ -198,6 +218,11 @@ class Fleet:
             "elapsed_s": round(time.perf_counter() - start, 3),
         }
 
+    async def beat(self, group: str) -> dict[str, Any]:
+        nodes = self.groups.get(group, [])
+        await asyncio.gather(*(node.beat() for node in nodes))
+        return {"sent": len(nodes)}
+
     async def close(self, group: str) -> dict[str, Any]:
         nodes = self.groups.pop(group, [])
         await asyncio.gather(*(node.close() for node in nodes))
@@ -213,7 +238,11 @@ async def command(fleet: Fleet, line: bytes) -> dict[str, Any]:
         cmd = json.loads(line)
         op = cmd["op"]
         if op == "connect":
-            return await fleet.connect(str(cmd["group"]), int(cmd["count"]), str(cmd["token"]))
+            models = tuple(str(m) for m in cmd.get("models", ()))
+            group, count, token = str(cmd["group"]), int(cmd["count"]), str(cmd["token"])
+            return await fleet.connect(group, count, token, models)
+        if op == "beat":
+            return await fleet.beat(str(cmd["group"]))
         if op == "streams":
             return await fleet.streams(str(cmd["group"]), str(cmd["to"]), int(cmd["count"]))
         if op == "close":
