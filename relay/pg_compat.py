@@ -137,6 +137,23 @@ class PoolConnection:
         except psycopg.OperationalError as exc:
             raise self._unreachable(exc) from None
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Result:
+        """``sql`` once per row (in the caller's transaction, if one is open)."""
+        conn = self._held.conn
+        if conn is None:
+            raise RuntimeError("the store's connection is used outside its lock")
+        query = sql.replace("%", "%%").replace("?", "%s")
+        try:
+            savepoint = conn.transaction() if self._held.in_tx else contextlib.nullcontext()
+            with savepoint, conn.cursor() as cursor:
+                cursor.executemany(query, [tuple(row) for row in rows])
+                return Result([], cursor.rowcount)
+        except psycopg.errors.IntegrityError as exc:
+            name = exc.diag.constraint_name or ""
+            raise sqlite3.IntegrityError(f"{name}: {exc.diag.message_primary}") from None
+        except psycopg.OperationalError as exc:
+            raise self._unreachable(exc) from None
+
     @staticmethod
     def _run(conn: psycopg.Connection[Any], query: str, args: Sequence[Any]) -> Result:
         cursor = conn.execute(query, tuple(args))

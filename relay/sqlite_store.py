@@ -1,75 +1,26 @@
 """The default store: SQLite in WAL mode, one connection behind a lock.
 
 Schema changes are numbered migrations, applied in order at open, each in
-its own transaction. The SQL sticks to what PostgreSQL also accepts
-(``ON CONFLICT ... DO NOTHING``/``DO UPDATE``, ``DOUBLE PRECISION``,
-``BIGINT``), so a PostgreSQL store can reuse the statements. Callers on an
-event loop reach it through ``asyncio.to_thread``.
+its own transaction. The tables themselves are portable mixins
+(``relay.core_tables``, ``relay.node_keys``, ``relay.cluster_tokens``,
+``relay.sqlite_users``) that the PostgreSQL store runs too; this module opens
+the file, migrates and checks it. Callers on an event loop reach it through
+``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-import datetime
-import hmac
-import json
 import os
 import sqlite3
 import threading
-import uuid
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from quorum.errors import RemoteProtocolError, StoreError
-from quorum.protocol import ModelInfo, RequestUsage
-from quorum.secure.cluster import ClusterCA, ca_id
+from quorum.errors import StoreError
 from relay.cluster_tokens import ClusterTokens
-from relay.cluster_tokens import new_token as new_token  # pg_store imports it from here
-from relay.keys import new_key, secret_hash
+from relay.core_tables import CoreTables
 from relay.migrations import MIGRATIONS, REBUILDS
 from relay.node_keys import ClusterCAs, NodeKeys
 from relay.sqlite_users import UserTables
-from relay.store import (
-    ApiKey,
-    Cluster,
-    NodeSeen,
-    UsageBy,
-    UsageGroup,
-    UsagePoint,
-    by_ref,
-)
-
-_KEY_COLUMNS = (
-    "id, cluster_id, name, prefix, models, expires_at, created_at, last_used_at, revoked_at"
-)
-_USAGE_COLUMNS = (
-    "request_id, time_ms, model, endpoint, route, node, status, duration_ms, ttfb_ms, "
-    "prompt_tokens, completion_tokens, key_id, error"
-)
-_GROUP_COLUMN = {
-    UsageBy.MODEL: "model",
-    UsageBy.NODE: "node",
-    UsageBy.KEY: "key_id",
-    UsageBy.DAY: "day",
-}
-TOUCH_EVERY_S = 60.0
-
-
-def utc_day(time_ms: int) -> str:
-    return datetime.datetime.fromtimestamp(time_ms / 1000, datetime.UTC).strftime("%Y-%m-%d")
-
-
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    models = None if row[4] is None else tuple(json.loads(row[4]))
-    return ApiKey(row[0], row[1], row[2], row[3], models, *row[5:9])
-
-
-def _node(row: Sequence[Any]) -> NodeSeen:
-    try:
-        models = tuple(ModelInfo.decode(json.dumps(m).encode()) for m in json.loads(row[3]))
-    except (ValueError, RemoteProtocolError):
-        models = ()
-    return NodeSeen(row[0], row[1], row[2], models, row[4])
 
 
 def _private(path: Path) -> None:
@@ -83,7 +34,7 @@ def _private(path: Path) -> None:
         pass  # not ours to change: SQLite says what is wrong when it opens it
 
 
-class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens, UserTables):
+class SqliteStore(CoreTables, NodeKeys, ClusterCAs, ClusterTokens, UserTables):
     """The ``Store`` interface on one SQLite file; safe to share between threads."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -175,297 +126,3 @@ class SqliteStore(NodeKeys, ClusterCAs, ClusterTokens, UserTables):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
-
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    # -- clusters -------------------------------------------------------------
-
-    def create_cluster(
-        self, name: str, token: str | None = None, *, now: float, owner_id: str | None = None
-    ) -> tuple[Cluster, str]:
-        if not name.strip():
-            raise StoreError("a cluster needs a name")
-        token = token or new_token()
-        if len(token) < 16:
-            raise StoreError("a join token has at least 16 characters")
-        cluster = Cluster(uuid.uuid4().hex, name.strip(), now)
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO clusters (id, name, token_hash, created_at, owner_id) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (cluster.id, cluster.name, secret_hash(token), cluster.created_at, owner_id),
-                )
-            except sqlite3.IntegrityError as exc:
-                what = "name" if "name" in str(exc) else "token"
-                raise StoreError(f"a cluster with this {what} exists already") from None
-        ca = ClusterCA.from_token(token)  # its public key: members join without the token
-        self.set_cluster_ca(cluster.id, ca_id(ca.key.public_key()), ca.public_key_pem)
-        return cluster, token
-
-    def clusters(self) -> list[Cluster]:
-        rows = self._all("SELECT id, name, created_at FROM clusters ORDER BY name")
-        return [Cluster(*row) for row in rows]
-
-    def cluster(self, ref: str) -> Cluster | None:
-        rows = self._all(
-            "SELECT id, name, created_at FROM clusters WHERE id = ? OR name = ?", (ref, ref)
-        )
-        return by_ref([Cluster(*row) for row in rows], ref)
-
-    def cluster_for_token(self, token: str) -> Cluster | None:
-        digest = secret_hash(token)
-        row = self._one(
-            "SELECT id, name, created_at, token_hash FROM clusters WHERE token_hash = ?", (digest,)
-        )
-        if row is None or not hmac.compare_digest(row[3], digest):
-            return None
-        return Cluster(row[0], row[1], row[2])
-
-    # -- API keys -------------------------------------------------------------
-
-    def create_key(
-        self,
-        cluster_id: str,
-        *,
-        name: str,
-        models: tuple[str, ...] | None,
-        expires_at: float | None,
-        now: float,
-    ) -> tuple[ApiKey, str]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                made = self._insert_key(cluster_id, name, models, expires_at, now)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        return made
-
-    def _insert_key(
-        self,
-        cluster_id: str,
-        name: str,
-        models: tuple[str, ...] | None,
-        expires_at: float | None,
-        now: float,
-    ) -> tuple[ApiKey, str]:
-        """Within a transaction, under the lock."""
-        known = self._db.execute("SELECT 1 FROM clusters WHERE id = ?", (cluster_id,)).fetchone()
-        if known is None:
-            raise StoreError("no such cluster")
-        for _ in range(8):  # a clash of 32-bit prefixes: draw again
-            secret, prefix = new_key()
-            key = ApiKey(uuid.uuid4().hex, cluster_id, name, prefix, models, expires_at, now)
-            try:
-                self._db.execute(
-                    "INSERT INTO api_keys (id, cluster_id, name, prefix, key_hash, models, "
-                    "expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        key.id,
-                        cluster_id,
-                        name,
-                        prefix,
-                        secret_hash(secret),
-                        None if models is None else json.dumps(list(models)),
-                        expires_at,
-                        now,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                continue
-            return key, secret
-        raise StoreError("could not draw a unique key prefix")
-
-    def keys(self, cluster_id: str | None = None) -> list[ApiKey]:
-        if cluster_id is None:
-            rows = self._all(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
-        else:
-            rows = self._all(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE cluster_id = ? ORDER BY created_at, id",
-                (cluster_id,),
-            )
-        return [_api_key(r) for r in rows]
-
-    def key(self, ref: str) -> ApiKey | None:
-        prefix = ref.removeprefix("qk_")
-        row = self._one(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ? OR prefix = ?", (ref, prefix)
-        )
-        return None if row is None else _api_key(row)
-
-    def key_for_secret(self, key: str) -> ApiKey | None:
-        digest = secret_hash(key)
-        row = self._one(
-            f"SELECT {_KEY_COLUMNS}, key_hash FROM api_keys WHERE key_hash = ?", (digest,)
-        )
-        if row is None or not hmac.compare_digest(row[9], digest):
-            return None
-        return _api_key(row)
-
-    def revoke_key(self, key_id: str, *, now: float) -> ApiKey:
-        with self._lock:
-            self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (now, key_id),
-            )
-        key = self.key(key_id)
-        if key is None:
-            raise StoreError("no such key")
-        return key
-
-    def rotate_key(
-        self, key_id: str, *, now: float, expires_at: float | None
-    ) -> tuple[ApiKey, str]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
-                ).fetchone()
-                if row is None:
-                    raise StoreError("no such key")
-                old = _api_key(row)
-                if old.revoked_at is not None:
-                    raise StoreError("the key is revoked already; create a new one")
-                self._db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, key_id))
-                made = self._insert_key(old.cluster_id, old.name, old.models, expires_at, now)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        return made
-
-    def touch_key(self, key_id: str, *, now: float) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE api_keys SET last_used_at = ? WHERE id = ? "
-                "AND (last_used_at IS NULL OR last_used_at < ?)",
-                (now, key_id, now - TOUCH_EVERY_S),
-            )
-
-    # -- presence -------------------------------------------------------------
-
-    def record_presence(self, seen: Sequence[NodeSeen]) -> None:
-        rows = [
-            (
-                s.cluster_id,
-                s.node_id,
-                s.name,
-                json.dumps([json.loads(m.encode()) for m in s.models]),
-                s.last_seen,
-            )
-            for s in seen
-        ]
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT INTO nodes (cluster_id, node_id, name, models, last_seen) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (cluster_id, node_id) DO UPDATE SET "
-                    "name = excluded.name, models = excluded.models, "
-                    "last_seen = excluded.last_seen",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def nodes(self, cluster_id: str | None = None) -> list[NodeSeen]:
-        sql = "SELECT cluster_id, node_id, name, models, last_seen FROM nodes"
-        if cluster_id is None:
-            rows = self._all(sql + " ORDER BY cluster_id, name, node_id")
-        else:
-            rows = self._all(sql + " WHERE cluster_id = ? ORDER BY name, node_id", (cluster_id,))
-        return [_node(r) for r in rows]
-
-    # -- usage ----------------------------------------------------------------
-
-    def add_usage(self, cluster_id: str, records: Sequence[RequestUsage]) -> tuple[int, int]:
-        rows = [
-            (
-                cluster_id,
-                r.request_id,
-                r.time_ms,
-                utc_day(r.time_ms),
-                r.key_id,
-                r.model,
-                r.endpoint,
-                r.route,
-                r.node,
-                r.status,
-                r.prompt_tokens,
-                r.completion_tokens,
-                r.ttfb_ms,
-                r.duration_ms,
-                r.error,
-            )
-            for r in records
-        ]
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                cursor = self._db.executemany(
-                    "INSERT INTO usage_records (cluster_id, request_id, time_ms, day, key_id, "
-                    "model, endpoint, route, node, status, prompt_tokens, completion_tokens, "
-                    "ttfb_ms, duration_ms, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (cluster_id, request_id) DO NOTHING",
-                    rows,
-                )
-                accepted = max(cursor.rowcount, 0)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        return accepted, len(rows) - accepted
-
-    def usage(
-        self,
-        cluster_id: str,
-        by: UsageBy,
-        *,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-    ) -> list[UsageGroup]:
-        column = _GROUP_COLUMN[by]
-        rows = self._all(
-            f"SELECT {column}, COUNT(*), "
-            "SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
-            "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-            "AVG(duration_ms), AVG(ttfb_ms) FROM usage_records "
-            "WHERE cluster_id = ? AND time_ms >= ? AND time_ms < ? "
-            f"GROUP BY {column} ORDER BY {column}",
-            (cluster_id, since_ms or 0, until_ms if until_ms is not None else 2**62),
-        )
-        return [UsageGroup(*row) for row in rows]
-
-    def usage_records(self, cluster_id: str, *, limit: int = 100) -> list[RequestUsage]:
-        rows = self._all(
-            f"SELECT {_USAGE_COLUMNS} FROM usage_records WHERE cluster_id = ? "
-            "ORDER BY time_ms DESC, request_id LIMIT ?",
-            (cluster_id, limit),
-        )
-        return [RequestUsage(*row) for row in rows]
-
-    def usage_series(self, cluster_id: str, *, since_ms: int, bucket_ms: int) -> list[UsagePoint]:
-        if bucket_ms < 1:
-            raise StoreError("a bucket lasts at least one millisecond")
-        rows = self._all(
-            "SELECT (time_ms / ?) * ? AS bucket, model, node, key_id, COUNT(*), "
-            "SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
-            "COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-            "COALESCE(SUM(ttfb_ms), 0), COUNT(ttfb_ms) FROM usage_records "
-            "WHERE cluster_id = ? AND time_ms >= ? "
-            "GROUP BY bucket, model, node, key_id ORDER BY bucket, model, node, key_id",
-            (bucket_ms, bucket_ms, cluster_id, since_ms),
-        )
-        return [UsagePoint(*row) for row in rows]
