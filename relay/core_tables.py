@@ -3,14 +3,14 @@
 Both stores run this SQL through ``self._db`` under ``self._lock``
 (``relay.sqlite_tables``): a SQLite connection in ``SqliteStore``, a
 ``relay.pg_compat`` pool in ``PostgresStore``. The SQL is what both accept:
-``ON CONFLICT ... DO NOTHING``/``DO UPDATE``, ``RETURNING``, ``NULLS FIRST``,
+``ON CONFLICT ... DO NOTHING``/``DO UPDATE``, ``NULLS FIRST`` (SQLite 3.30),
 ``CAST(? AS BIGINT)``. Writes that read first run in one ``BEGIN IMMEDIATE``
 transaction, which on PostgreSQL also takes the writers' advisory lock, so
 relays sharing a store take turns as SQLite's writers do. Rules kept:
 
 - Usage is exactly-once per (cluster, request id): the primary key and ``ON
-  CONFLICT DO NOTHING``; the count accepted is the rows the statement returned
-  (it inserted), so a record two relays store at once counts once.
+  CONFLICT DO NOTHING``; the count accepted is the rows the statement inserted
+  (its row count, on both), so a record two relays store at once counts once.
 - A clash of API key prefixes draws again (the store turns a violated constraint
   into ``sqlite3.IntegrityError``, which undoes that statement alone).
 - Sums come back as numbers of Python's own (``int``, ``float``, or None).
@@ -306,13 +306,12 @@ class Usage(Tables):
                     batch = rows[start : start + _USAGE_BATCH]
                     values = ", ".join(["(" + ", ".join(["?"] * 15) + ")"] * len(batch))
                     # A request id twice in the batch, or stored meanwhile by another relay,
-                    # is skipped by DO NOTHING and not returned.
-                    inserted = self._db.execute(
-                        _USAGE_INSERT + values + " ON CONFLICT (cluster_id, request_id) "
-                        "DO NOTHING RETURNING 1",
+                    # is skipped by DO NOTHING and not counted in the rows it changed.
+                    cursor = self._db.execute(
+                        _USAGE_INSERT + values + " ON CONFLICT (cluster_id, request_id) DO NOTHING",
                         [v for row in batch for v in row],
-                    ).fetchall()
-                    accepted += len(inserted)
+                    )
+                    accepted += max(cursor.rowcount, 0)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
