@@ -23,8 +23,11 @@ Rules:
 - **Removals** are broadcast (``<prefix>.drop``): every relay closes the
   removed node's tunnel if it holds it. A node that proved its key is
   announced as bound: no relay lets a connection without a proof take its id.
-  API-key revocations need nothing here: every relay reads keys from the
-  shared store at each request.
+  API keys are read from the shared store at each request; when credentials
+  of a cluster stop counting (a key revoked, a member removed, a user disabled),
+  ``revocations`` on ``<prefix>.revoke`` has every relay tell its nodes of that
+  cluster to drop their cached key checks, or close their tunnels when the
+  cluster's owner was disabled.
 
 ``wire`` and ``directory`` are pure; ``bus`` is the thin NATS adapter; ``mesh`` joins
 them to the hub.
