@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.relays", description=__doc__.split("\n")[0])
     p.add_argument("--nats", default=NATS)
     p.add_argument("--store", default=POSTGRES, help="a PostgreSQL database (a schema is made)")
-    p.add_argument("--quick", action="store_true", help="a smaller run (a few minutes)")
+    p.add_argument("--quick", action="store_true", help="a smaller run (about 30 s)")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
 
