@@ -99,9 +99,17 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subpro
             proc.wait(timeout(20))
 
 
-def test_streaming_chat_through_the_node(node: tuple[int, subprocess.Popen[str]]) -> None:
+@pytest.fixture
+def client(node: tuple[int, subprocess.Popen[str]]) -> Iterator[openai.OpenAI]:
+    """An SDK client of the node, closed after the test (its pool's sockets with it)."""
     port, _ = node
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    with openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
+    ) as made:
+        yield made
+
+
+def test_streaming_chat_through_the_node(client: openai.OpenAI) -> None:
     assert MODEL in [m.id for m in client.models.list()]
     started = time.monotonic()
     arrivals: list[float] = []
@@ -123,9 +131,7 @@ def test_streaming_chat_through_the_node(node: tuple[int, subprocess.Popen[str]]
     assert text.strip()
 
 
-def test_non_streaming_chat_and_headers(node: tuple[int, subprocess.Popen[str]]) -> None:
-    port, _ = node
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+def test_non_streaming_chat_and_headers(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
     )
@@ -214,9 +220,15 @@ def _ask_raw(client: openai.OpenAI, text: str, tokens: int) -> LegacyAPIResponse
 
 def _long_stream(port: int, tokens: int, first: threading.Event) -> tuple[str | None, int]:
     """Stream a long answer; returns (the last finish_reason seen, content chunks)."""
-    client = openai.OpenAI(
+    with openai.OpenAI(
         base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
-    )
+    ) as client:
+        return _stream_from(client, tokens, first)
+
+
+def _stream_from(
+    client: openai.OpenAI, tokens: int, first: threading.Event
+) -> tuple[str | None, int]:
     finish = None
     count = 0
     stream = client.chat.completions.create(
@@ -236,13 +248,10 @@ def _long_stream(port: int, tokens: int, first: threading.Event) -> tuple[str | 
 
 
 def test_a_long_stream_is_not_cut_when_another_request_arrives(
-    node: tuple[int, subprocess.Popen[str]],
+    node: tuple[int, subprocess.Popen[str]], client: openai.OpenAI
 ) -> None:
     """llama-cpp-python ends a running stream when a request arrives, unless told not to."""
     port, _ = node
-    client = openai.OpenAI(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
-    )
     first = threading.Event()
     with ThreadPoolExecutor(2) as pool:
         # 300 tokens: long enough to be running when the second request comes, short enough
@@ -270,12 +279,9 @@ def _wait_in_flight(port: int, count: int) -> None:
 
 
 def test_a_request_sent_during_a_long_answer_waits_and_is_served(
-    node: tuple[int, subprocess.Popen[str]],
+    node: tuple[int, subprocess.Popen[str]], client: openai.OpenAI
 ) -> None:
     port, _ = node
-    client = openai.OpenAI(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120
-    )
     with ThreadPoolExecutor(2) as pool:
         long = pool.submit(_ask_raw, client, "Write a very long story about a lighthouse.", 400)
         _wait_in_flight(port, 1)  # the second request arrives mid-answer
