@@ -25,7 +25,8 @@ log = logging.getLogger("quorum.link")
 TIMER_SLACK_S = 0.002
 """A timer may fire this much before its time (uvloop's run on whole milliseconds): a tick
 that early counts as on time, rather than waiting out the rest with zero-delay timers (on
-uvloop, some 300 ticks per ping: most of an idle relay's CPU)."""
+uvloop, some 300 ticks per ping: a relay with 3,000 idle tunnels spent 120 ms of CPU a
+second, 98 without them)."""
 
 
 @dataclass(frozen=True, slots=True)
