@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -231,15 +232,35 @@ def idle_nodes(
 
 
 def _nats_pid(url: str) -> dict[str, int]:
-    """The local nats-server's process, when NATS runs on this machine (for its CPU time)."""
-    if not any(host in url for host in ("127.0.0.1", "localhost")):
+    """The local nats-server's process, when NATS runs on this machine (for its CPU time):
+    the one listening on the URL's port (several may run: the machine's and one of a test's
+    own), else the first found."""
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost"):
         return {}
+    sockets = _listening(parts.port or 4222)
+    first = None
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
-                if (proc / "comm").read_text().strip() == "nats-server":
+                if (proc / "comm").read_text().strip() != "nats-server":
+                    continue
+                first = first or int(proc.name)
+                if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
                     return {"nats": int(proc.name)}
-    return {}
+    return {} if first is None else {"nats": first}
+
+
+def _listening(port: int) -> set[str]:
+    """The sockets (as ``/proc/PID/fd`` links name them) listening on TCP ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(f"socket:[{fields[9]}]")
+    return found
 
 
 def _mesh_settled(ports: list[int], total: int) -> bool | None:
