@@ -50,6 +50,7 @@ from bench.procs import (
     Children,
     cpu_seconds,
     fetch,
+    loads_library,
     poll,
     rss_mib,
     wait_http_ok,
@@ -319,9 +320,13 @@ def run(settings: Settings, nats: str, postgres: str, progress: Progress) -> dic
             )
         )
         idle = idle_nodes(kids, relays, ports, tokens[1:], settings, progress)
+        uvloop = {
+            f"relay{n + 1}": loads_library(relay.pid, "/uvloop/loop.")
+            for n, relay in enumerate(relays)
+        }
     return {
         "suite": "relays",
-        "machine": machine_info({"relays": False}),
+        "machine": machine_info(uvloop),
         "settings": asdict(settings),
         "relays": "three processes, PostgreSQL store, NATS mesh",
         **streams,
