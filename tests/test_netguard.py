@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quorum.netguard import HeadTracker, Phase, is_trusted
+from quorum.netguard import is_trusted
+from quorum.request_heads import HeadTracker, Phase
 
 POST = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
