@@ -20,7 +20,7 @@
   the relay's presence of other nodes becomes ``route=relay`` holders
   (``peers``).
 - ``request`` sends a request to another node through the relay and returns
-  its answer as an upstream (``streams.TunnelResponse``).
+  its answer as an upstream (``streams.TunnelResponse``; ``outgoing.RelayRequests``).
 - A stream the relay opens is handed to ``serve_stream``; by default that is
   ``loopback.LoopbackForwarder``, an HTTP request to this node's own server
   with the hop header: the same path a LAN peer's request takes.
@@ -34,19 +34,13 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from quorum.errors import (
-    ApiError,
-    AuthRefused,
-    NoReachableHolder,
-    StreamRefused,
-    TransportClosed,
-)
+from quorum.errors import ApiError, AuthRefused, TransportClosed
 from quorum.fleet import FleetEvent
 from quorum.link import EndReason, Keepalive, Pump, Transport, TunnelStream
 from quorum.protocol import (
@@ -71,6 +65,7 @@ from quorum.tunnel import e2e
 from quorum.tunnel.dial import dial_relay
 from quorum.tunnel.hops import HopContexts
 from quorum.tunnel.loopback import LoopbackForwarder
+from quorum.tunnel.outgoing import RelayRequests
 from quorum.tunnel.peers import RelayPeers
 from quorum.tunnel.relays import RelayChoice, relay_list
 from quorum.tunnel.streams import TunnelResponse
@@ -78,10 +73,8 @@ from quorum.tunnel.streams import TunnelResponse
 log = logging.getLogger("quorum.tunnel")
 
 PRESENCE_INTERVAL_S = 30.0
-REFUSED_RETRIES = 4
 # What this node lets the relay open towards it.
 NODE_LIMITS = Limits(max_streams=256, max_opens_per_second=1000.0)
-_PEER = "the node through the relay"
 
 StreamHandler = Callable[[RequestHead, TunnelStream], Awaitable[None]]
 """Serves one stream the relay opened to this node; see ``TunnelClient``."""
@@ -169,6 +162,7 @@ class TunnelClient:
         self._tls = tls
         # End to end with other nodes: kept channels and TLS sessions, per node.
         self._channels = e2e.Channels(tls.client) if tls is not None else None
+        self._requests = RelayRequests(lambda: self._pump, self._channels)
         self._hops = HopContexts(None, None)  # TLS with relays (their public /v1)
         self._move = asyncio.Event()  # the relay drains: move on (set per connection)
         self._generation = 0  # connections made: events of an older one are ignored
@@ -226,119 +220,9 @@ class TunnelClient:
         body: bytes,
         header_timeout_s: float,
     ) -> TunnelResponse | e2e.SecureResponse:
-        """Send a request to ``node_id`` through the relay and wait for its response head.
-
-        A stream refused before it was processed (a rate or stream limit on the
-        way) is opened again after a short pause, a few times.
-        """
-        for attempt in range(REFUSED_RETRIES + 1):
-            try:
-                return await self._request_once(
-                    node_id, method, path, headers, body, header_timeout_s
-                )
-            except StreamRefused:
-                if attempt == REFUSED_RETRIES:
-                    raise
-                await asyncio.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
-
-    async def _request_once(
-        self,
-        node_id: str,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes,
-        header_timeout_s: float,
-    ) -> TunnelResponse | e2e.SecureResponse:
-        pump = self._pump
-        if pump is None:
-            raise NoReachableHolder("The relay is not connected; the node cannot be reached.")
-        try:
-            async with asyncio.timeout(header_timeout_s):
-                await pump.wait_for_slot()
-        except TimeoutError:
-            raise NoReachableHolder(
-                "Too many requests are running through the relay; none finished in time."
-            ) from None
-        except TransportClosed:
-            raise NoReachableHolder("The relay connection was lost.") from None
-        channels = self._channels
-        if channels is not None:
-            return await self._request_e2e(
-                pump, channels, node_id, method, path, headers, body, header_timeout_s
-            )
-        head = RequestHead(method, path, tuple(headers), node=node_id)
-        stream = pump.open_stream(head, end_stream=not body, peer=_PEER)
-        with _reset_on_failure(stream, header_timeout_s):
-            if body:
-                await stream.send_all(body)
-                await stream.send_eof()
-            async with asyncio.timeout(header_timeout_s):
-                answer = await stream.response()
-        return TunnelResponse(stream, answer)
-
-    async def _request_e2e(
-        self,
-        pump: Pump,
-        channels: e2e.Channels,
-        node_id: str,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes,
-        header_timeout_s: float,
-    ) -> TunnelResponse | e2e.SecureResponse:
-        """End to end: the relay sees ``POST /quorum/v1/e2e`` to ``node_id`` once per channel;
-        the requests go inside TLS between the two nodes, on a kept channel when one is idle."""
-        channel = channels.take(node_id)
-        if channel is not None:
-            try:
-                return await self._on_channel(
-                    channel, channels, method, path, headers, body, header_timeout_s, True
-                )
-            except e2e.ChannelClosed:
-                pass  # the node closed it as we sent: it served nothing; a new one
-        head = RequestHead("POST", e2e.E2E_PATH, (), node=node_id)
-        stream = pump.open_stream(head, end_stream=False, peer=_PEER)
-        with _reset_on_failure(stream, header_timeout_s):
-            async with asyncio.timeout(header_timeout_s):
-                outer = await stream.response()
-            if outer.status != 200:
-                return TunnelResponse(stream, outer)  # the relay's own answer (no route)
-            channel = await channels.connect(stream, node_id, header_timeout_s)
-            response = await self._on_channel(
-                channel, channels, method, path, headers, body, header_timeout_s, False
-            )
-            channels.keep_session(channel)  # the ticket came before the answer
-            return response
-
-    @staticmethod
-    async def _on_channel(
-        channel: e2e.Channel,
-        channels: e2e.Channels,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes,
-        header_timeout_s: float,
-        reused: bool,
-    ) -> e2e.SecureResponse:
-        try:
-            return await channel.request(
-                method, path, headers, body, header_timeout_s, channels.put, reused=reused
-            )
-        except e2e.ChannelClosed:
-            channel.close()
-            raise
-        except TimeoutError:
-            channel.stream.reset(ResetCode.CANCEL, "no response in time")
-            raise NoReachableHolder(
-                f"The node did not answer through the relay within {header_timeout_s:g} s."
-            ) from None
-        except asyncio.CancelledError:
-            channel.stream.reset(ResetCode.CANCEL, "the client went away")
-            raise
+        """Send a request to ``node_id`` through the relay and wait for its response head
+        (``outgoing.RelayRequests``)."""
+        return await self._requests.request(node_id, method, path, headers, body, header_timeout_s)
 
     # -- one connection -----------------------------------------------------
 
@@ -500,19 +384,3 @@ def _ignoring_url(dial: Dial) -> Callable[[str], Awaitable[Transport]]:
         return await dial()
 
     return dial_any
-
-
-@contextlib.contextmanager
-def _reset_on_failure(stream: TunnelStream, header_timeout_s: float) -> Iterator[None]:
-    """Around opening a stream to a node: no answer in time is a 503 and the client going
-    away cancels it; either way the stream is reset."""
-    try:
-        yield
-    except TimeoutError:
-        stream.reset(ResetCode.CANCEL, "no response in time")
-        raise NoReachableHolder(
-            f"The node did not answer through the relay within {header_timeout_s:g} s."
-        ) from None
-    except asyncio.CancelledError:
-        stream.reset(ResetCode.CANCEL, "the client went away")
-        raise
