@@ -4,12 +4,13 @@ Start-up order: claim the port first (so a second node fails at once, and
 ``/healthz`` answers "starting"), then ask the engines what they hold, then
 start the embedded engine if nothing else serves, then report ready. Every
 task the node spawns is named, kept in ``_tasks`` and cancelled by ``stop``.
+Where it listens is ``node_sites``; how its own engines become holders, and
+when the embedded engine runs, ``node_engines``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import time
 import uuid
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from quorum.api.headers import HOP_HEADER
 from quorum.config.load import default_data_dir
-from quorum.config.models import AutodetectSection, Config, EmbeddedMode
+from quorum.config.models import AutodetectSection, Config
 from quorum.discovery import (
     PROTOCOL_VERSION,
     Advert,
@@ -33,16 +34,14 @@ from quorum.discovery import (
     models_digest,
 )
 from quorum.discovery.peers import PeerTracker, tls_fetch
-from quorum.engines import embedded
 from quorum.engines.base import ServiceState, make_http_get
 from quorum.engines.capacity import EngineLoad
 from quorum.engines.embedded import EmbeddedEngine
 from quorum.engines.manager import EngineManager
-from quorum.errors import DiscoveryError, EmbeddedEngineError, Forbidden, QuorumError
+from quorum.errors import DiscoveryError, Forbidden, QuorumError
 from quorum.fleet import (
     FleetEvent,
     FleetSnapshot,
-    Holder,
     Load,
     LocalHoldersChanged,
     Route,
@@ -50,7 +49,8 @@ from quorum.fleet import (
 )
 from quorum.http import socket_factory
 from quorum.keys import Credentials, KeyVerifier, relay_http_base
-from quorum.netguard import GuardedSite
+from quorum.node_engines import ProbeGate, embedded_engine, local_holders, start_embedded
+from quorum.node_sites import open_node_site, open_ollama_site
 from quorum.protocol import ModelInfo
 from quorum.secure import ClusterTLS, Identity
 from quorum.secure.join import join_headers
@@ -80,44 +80,6 @@ def node_id(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(new + "\n")
     return new
-
-
-def local_holders(states: tuple[ServiceState, ...], nid: str, name: str) -> tuple[Holder, ...]:
-    return tuple(
-        Holder(
-            model=m.name,
-            type=m.type,
-            node_id=nid,
-            node_name=name,
-            route=Route.LOCAL,
-            service=s.name,
-            engine=s.engine,
-            url=s.root,
-            upstream_model=m.upstream,
-            features=s.features,
-            loaded=m.loaded,
-            online=s.up,
-            down_reason=None if s.up else s.error,
-            api_key=s.api_key,
-            header_timeout_s=s.header_timeout_s,
-            limit=s.slots,  # what the engine publishes (llama.cpp's total slots)
-        )
-        for s in states
-        for m in s.models
-    )
-
-
-class _ProbeGate:
-    """Lets the engine manager probe a local service only while the scheduler sees it idle."""
-
-    def __init__(self, ctx: NodeContext) -> None:
-        self._ctx = ctx
-
-    def reserve(self, service: str) -> bool:
-        return self._ctx.scheduler.reserve_probe((self._ctx.node_id, service, Route.LOCAL))
-
-    def release(self, service: str) -> None:
-        self._ctx.scheduler.release_probe((self._ctx.node_id, service, Route.LOCAL))
 
 
 class Node:
@@ -232,7 +194,7 @@ class Node:
                 self._autodetect(),
                 get,
                 self._on_services,
-                _ProbeGate(ctx),
+                ProbeGate(ctx),
                 on_load=self._on_engine_load,
             )
             await manager.refresh()
@@ -281,73 +243,18 @@ class Node:
         await runner.setup()
         bind = self.config.bind
         node = self.config.node
-        site = GuardedSite(
-            runner,
-            bind,
-            node.port,
-            head_timeout_s=node.head_timeout_s,
-            body_idle_s=node.body_idle_s,
-            per_address=node.max_connections_per_address,
-            tls=ctx.tls.server if ctx.tls is not None else None,
-            plain_lan=node.allow_plain_lan,
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise QuorumError(
-                    f"port {self.config.node.port} on {bind} is already in use: "
-                    "is another node running? ('quorum status' asks it), or pick --port"
-                ) from None
-            raise QuorumError(f"cannot listen on {bind}: {exc}") from None
-        self.port = int(runner.addresses[0][1])
+        tls = ctx.tls.server if ctx.tls is not None else None
+        self.port = await open_node_site(runner, bind, node, tls)
         ctx.port, ctx.bind = self.port, bind
-        if node.ollama_port is not None:
-            await self._serve_ollama_port(runner, node.ollama_port)
-
-    async def _serve_ollama_port(self, runner: web.AppRunner, port: int) -> None:
-        """Apps that assume Ollama reach the cluster on its port, if nothing holds it."""
-        site = GuardedSite(runner, "127.0.0.1", port)
-        try:
-            await site.start()
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise QuorumError(f"cannot listen on 127.0.0.1:{port}: {exc}") from None
-            log.info("port %d is taken (Ollama runs here): not answering on it", port)
-            return
-        self.ollama_port = port
-        log.info("also answering Ollama's API on 127.0.0.1:%d", port)
+        if node.ollama_port is not None and await open_ollama_site(runner, node.ollama_port):
+            self.ollama_port = node.ollama_port
 
     async def _maybe_embedded(self, manager: EngineManager) -> None:
-        mode = self.config.embedded.mode
-        if mode is EmbeddedMode.OFF:
+        engine = embedded_engine(self.config.embedded, self.data_dir, self.ctx.session, manager)
+        if engine is None:
             return
-        has_models = any(s.models for s in manager.states)
-        if mode is EmbeddedMode.AUTO and has_models:
-            return
-        if not embedded.installed():
-            if mode is EmbeddedMode.ON:
-                raise EmbeddedEngineError(
-                    "embedded.mode is 'on' but the embedded engine is not installed: "
-                    "pip install 'quorum[embedded]'"
-                )
-            log.warning(
-                "no engine found on this machine (looked for Ollama, LM Studio, llama.cpp, "
-                "vLLM, mlx_lm); start one, add a service to the config, or install the "
-                "embedded engine with: pip install 'quorum[embedded]'"
-            )
-            return
-        engine = EmbeddedEngine(
-            self.config.embedded, self.data_dir, make_http_get(self.ctx.session)
-        )
         self._embedded = engine
-        try:
-            manager.set_embedded(await engine.start())
-        except EmbeddedEngineError as exc:
-            # The node still serves (peers, other engines) and says why this one is down.
-            log.error("the embedded engine did not start: %s", exc)
-            engine.crashes = 1
-            manager.set_embedded(engine.state(up=False, error=str(exc)))
+        await start_embedded(engine, manager)
         self._spawn(engine.watch(manager.set_embedded), "embedded-engine")
 
     async def _start_lan(self, ctx: NodeContext) -> None:
