@@ -29,6 +29,6 @@ Rules:
   cluster to drop their cached key checks, or close their tunnels when the
   cluster's owner was disabled.
 
-``wire`` and ``directory`` are pure; ``bus`` is the thin NATS adapter; ``mesh`` joins
-them to the hub.
+``wire``, ``directory`` and ``handoffs`` are pure; ``bus`` is the thin NATS adapter;
+``connections`` runs the relay-to-relay connections over it; ``mesh`` joins them to the hub.
 """

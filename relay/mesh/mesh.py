@@ -7,9 +7,11 @@ for a node it does not hold. Everything it sends goes through an injected
 ``Bus`` (NATS in service, an in-memory one in tests), and its clock is
 injected too.
 
-Owned tasks: the sender (announcements, in order), the alive beat (which also
-expires silent relays), and one pump per peer relay. ``close`` says goodbye
-and ends them all.
+The connections to the other relays are ``connections.Connections``'s (the mesh
+owns their tasks); which streams went to which relay is kept by ``handoffs``. Owned
+tasks: the sender (announcements, in order), the alive beat (which also expires silent
+relays), the probes, and one pump per peer relay. ``close`` says goodbye and ends them
+all.
 """
 
 from __future__ import annotations
@@ -20,17 +22,17 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from quorum.errors import RemoteProtocolError, StreamRefused, TransportClosed
-from quorum.link import Keepalive, Pump, TunnelStream
-from quorum.protocol import Connection, Limits, Presence, RequestHead, ResetCode, Role
+from quorum.link import Keepalive, TunnelStream
+from quorum.protocol import Limits, Presence, RequestHead, ResetCode
 from relay.hub import Hub, Link
 from relay.mesh import revocations
 from relay.mesh.bus import Bus
+from relay.mesh.connections import Connections
 from relay.mesh.directory import ALIVE_EVERY_S, Change, Directory, Held
-from relay.mesh.peers import PeerTransport
+from relay.mesh.handoffs import HandOffs
 from relay.mesh.wire import (
     Announcement,
     NodeAnnounced,
@@ -39,7 +41,6 @@ from relay.mesh.wire import (
     RelayDraining,
     RelayGone,
     RelayHello,
-    Sessions,
     Subjects,
     decode,
     destination,
@@ -52,7 +53,6 @@ log = logging.getLogger("relay.mesh")
 
 # Between two relays: every stream of every node of theirs may cross.
 MESH_LIMITS = Limits(max_streams=8192, max_opens_per_second=10_000.0)
-RECONNECT_AFTER_S = 1.0
 PROBE_FRESH_S = 0.5
 """A peer heard from (or probed) this recently is taken to live: a stream to it waits for
 no probe."""
@@ -63,15 +63,6 @@ PROBE_AFTER_REJOIN_S = 5.0
 """After NATS came back, a peer may not have subscribed again yet: for this long "nobody
 listens" proves nothing."""
 Clock = Callable[[], float]
-
-
-@dataclass(eq=False)
-class _Peer:
-    relay: str
-    sessions: Sessions = field(default_factory=Sessions)
-    session: int = 0  # our latest connection's number
-    pump: Pump | None = None
-    transport: PeerTransport | None = None
 
 
 class Mesh:
@@ -97,10 +88,19 @@ class Mesh:
         self.alive_every = alive_every
         self.directory = Directory(self.id, expires_after=alive_every * 3)
         self.announced = 0  # announcements sent, for /metrics and the bench
-        self._peers: dict[str, _Peer] = {}
+        self.connections = Connections(
+            self.id,
+            bus,
+            self.subjects,
+            self.directory,
+            limits=limits,
+            keepalive=self.keepalive,
+            on_stream=self._handed,
+            spawn=self._spawn,
+        )
         # Streams handed to another relay, per node: cut when the node moves (its old
         # tunnel is gone; an end-to-end channel kept over it would wait for nothing).
-        self._handed_off: dict[tuple[str, str], list[tuple[str, TunnelStream]]] = {}
+        self.handoffs = HandOffs()
         self._outbox: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -108,9 +108,6 @@ class Mesh:
         self._probing: set[str] = set()  # peers asked now whether they live
         self._lives: dict[str, float] = {}  # peer -> when a probe last found it alive
         self._rejoined_at = float("-inf")  # when NATS last came back
-        # Connections started, to any peer: a session number never repeats, even to a peer
-        # forgotten and found again (its side drops an older session's frames).
-        self._sessions_started = 0
 
     # -- life -------------------------------------------------------------------------
 
@@ -120,7 +117,7 @@ class Mesh:
         await self.bus.subscribe(self.subjects.presence, self._heard)
         await self.bus.subscribe(self.subjects.drop, self._heard)
         await self.bus.subscribe(revocations.subject(self.subjects.prefix), self._revoked)
-        await self.bus.subscribe(self.subjects.inbox(self.id), self._frame)
+        await self.bus.subscribe(self.subjects.inbox(self.id), self.connections.frame)
         self._sender = self._spawn(self._send_loop(), "relay-mesh-sender")
         self._spawn(self._alive_loop(), "relay-mesh-alive")
         self.hub.mesh = self
@@ -131,6 +128,7 @@ class Mesh:
     async def close(self) -> None:
         """Tell the others this relay holds nothing any more, then stop."""
         self._closing = True
+        self.connections.closing = True
         if self.hub.mesh is self:
             self.hub.mesh = None
         for task in list(self._tasks):
@@ -138,7 +136,7 @@ class Mesh:
                 task.cancel()
         self._say(self.subjects.presence, RelayGone(self.id))
         self._outbox.put_nowait(None)  # the sender stops after the goodbye
-        pumps = [p.pump for p in self._peers.values() if p.pump is not None]
+        pumps = self.connections.pumps()
         await asyncio.gather(*(pump.close("the relay stopped") for pump in pumps))
         if self._sender is not None:
             with contextlib.suppress(TimeoutError):
@@ -155,8 +153,8 @@ class Mesh:
         if self._closing:
             return
         self._rejoined_at = self.clock()
-        for relay in list(self._peers):
-            self._connect(relay, fresh=True)
+        for relay in self.connections.relays():
+            self.connections.connect(relay, fresh=True)
         self._say(self.subjects.presence, RelayHello(self.id))
         self._announce_all()
 
@@ -225,30 +223,21 @@ class Mesh:
         held = self.directory.holder(cluster_id, node_id)
         if held is None:
             return None
-        peer = self._peers.get(held.relay)
-        if peer is None or peer.pump is None:
+        pump = self.connections.pump(held.relay)
+        if pump is None:
             raise StreamRefused(f"The relay holding node {held.presence.name} is not reachable.")
         name = held.presence.name or node_id
-        stream = peer.pump.open_stream(
+        stream = pump.open_stream(
             tag(head, cluster_id, node_id), end_stream=end_stream, peer=f"node {name}"
         )
-        key = (cluster_id, node_id)
-        live = [(r, s) for r, s in self._handed_off.get(key, ()) if not s.closed]
-        self._handed_off[key] = [*live, (held.relay, stream)]
+        self.handoffs.add(cluster_id, node_id, held.relay, stream)
         self._watch(held.relay, stream)
         return stream
 
     def _moved(self, cluster_id: str, node_id: str, relay: str) -> None:
         """``node_id`` is now at ``relay``: cut the streams handed to it elsewhere (a node has
         one tunnel: the old one is dead), unless that relay drains (they finish there)."""
-        handed = self._handed_off.pop((cluster_id, node_id), None)
-        for where, stream in handed or ():
-            if where != relay and where not in self.directory.draining:
-                stream.reset(ResetCode.NO_ROUTE, "the node moved to another relay")
-                if stream.listener is not None:  # a pipe: its other side hears it too
-                    stream.listener(stream)
-            elif not stream.closed:
-                self._handed_off.setdefault((cluster_id, node_id), []).append((where, stream))
+        self.handoffs.moved(cluster_id, node_id, relay, self.directory.draining)
 
     # -- a peer that died ----------------------------------------------------------------
 
@@ -257,7 +246,7 @@ class Mesh:
         unless heard from lately, and again every ``PROBE_WAIT_S`` while the stream waits."""
         if self._closing or stream.closed or stream.response_head is not None:
             return
-        if relay not in self._peers:
+        if relay not in self.connections:
             return  # forgotten: the stream was cut with it
         self._check(relay)
         asyncio.get_running_loop().call_later(PROBE_WAIT_S, self._watch, relay, stream)
@@ -281,7 +270,7 @@ class Mesh:
             self._lives[relay] = now
             return
         settled = now - self._rejoined_at >= PROBE_AFTER_REJOIN_S
-        if answered is False and settled and not self._closing and relay in self._peers:
+        if answered is False and settled and not self._closing and relay in self.connections:
             self._lost(relay)
 
     def _lost(self, relay: str) -> None:
@@ -291,24 +280,10 @@ class Mesh:
         tried once more, as a client's retry would be); an answered one is cut. Its nodes
         leave the directory, and our nodes hear so."""
         log.warning("relay %s no longer listens on the mesh: forgetting it and its nodes", relay)
-        for key, handed in list(self._handed_off.items()):
-            kept = []
-            for where, stream in handed:
-                if where != relay:
-                    kept.append((where, stream))
-                elif not stream.closed:
-                    refused = stream.response_head is None
-                    code = ResetCode.REFUSED if refused else ResetCode.PEER_GONE
-                    stream.reset(code, f"relay {relay} is gone")
-                    if stream.listener is not None:  # a pipe: its other side hears it too
-                        stream.listener(stream)
-            if kept:
-                self._handed_off[key] = kept
-            else:
-                del self._handed_off[key]
+        self.handoffs.lost(relay)
         self._lives.pop(relay, None)
         self._tell(self.directory.apply(RelayGone(relay), self.clock()))
-        self._forget_peer(relay)
+        self.connections.forget(relay)
 
     # -- what the others say ------------------------------------------------------------
 
@@ -327,14 +302,14 @@ class Mesh:
                     self.hub.bound.add((cluster, presence.node_id))
                 self._moved(cluster, presence.node_id, relay)
             case RelayGone(relay):
-                self._forget_peer(relay)
+                self.connections.forget(relay)
                 return
             case RelayHello():
                 self._announce_all()
             case NodeDropped(_, cluster, node, why):
                 self.hub.drop(cluster, node, why, broadcast=False)
-        if message.relay not in self._peers and not self._closing:
-            self._connect(message.relay, fresh=True)
+        if message.relay not in self.connections and not self._closing:
+            self.connections.connect(message.relay, fresh=True)
 
     def _revoked(self, subject: str, data: bytes) -> None:
         try:
@@ -365,12 +340,12 @@ class Mesh:
         ]
 
     def _link(self, held: Held) -> Link | None:
-        peer = self._peers.get(held.relay)
-        if peer is None or peer.pump is None:
+        pump = self.connections.pump(held.relay)
+        if pump is None:
             return None
         return Link(
             held.cluster_id,
-            peer.pump,
+            pump,
             f"relay {held.relay}",
             node_id=held.presence.node_id,
             name=held.presence.name,
@@ -381,76 +356,7 @@ class Mesh:
             capabilities=held.capabilities,
         )
 
-    # -- relay-to-relay connections -----------------------------------------------------
-
-    def _frame(self, subject: str, data: bytes) -> None:
-        try:
-            sender, session = self.subjects.parse_frames(subject)
-        except RemoteProtocolError as exc:
-            log.warning("%s", exc)
-            return
-        if self._closing or sender == self.id:
-            return
-        peer = self._peers.get(sender)
-        if peer is None:
-            peer = self._peers[sender] = _Peer(sender)
-        match peer.sessions.heard(session):
-            case "drop":
-                return
-            case "restart":
-                log.info("relay %s started its connection over", sender)
-                self._connect(sender, fresh=False)
-            case _ if peer.transport is None:
-                self._connect(sender, fresh=False)
-        assert peer.transport is not None
-        peer.transport.deliver(data)
-
-    def _connect(self, relay: str, *, fresh: bool) -> None:
-        """A new connection to ``relay`` (ending the one in use). ``fresh``: we start it
-        (the peer's side of it comes under its next session)."""
-        peer = self._peers.get(relay)
-        if peer is None:
-            peer = self._peers[relay] = _Peer(relay)
-        if peer.pump is not None:
-            self._spawn(peer.pump.close("a newer connection replaced it"), "relay-mesh-replaced")
-        if fresh:
-            peer.sessions.fresh()
-        self._sessions_started += 1
-        peer.session = self._sessions_started
-        subject = self.subjects.frames(relay, self.id, peer.session)
-
-        async def publish(frame: bytes) -> None:
-            await self.bus.publish(subject, frame)
-
-        conn = Connection(Role.NODE if self.id < relay else Role.RELAY, self.limits)
-        conn.send_hello(self.id, capabilities=("streams",))
-        transport = PeerTransport(publish)
-        pump = Pump(
-            conn,
-            transport,
-            on_stream=self._handed,
-            peer=f"relay {relay}",
-            keepalive=self.keepalive,
-            name=f"relay-mesh-{relay}",
-        )
-        peer.pump, peer.transport = pump, transport
-        self._spawn(self._run(peer, pump), f"relay-mesh-{relay}")
-
-    async def _run(self, peer: _Peer, pump: Pump) -> None:
-        ended = await pump.run()
-        log.info("connection to relay %s: %s", peer.relay, ended.message)
-        if peer.pump is not pump:
-            return  # replaced already
-        peer.pump = peer.transport = None
-        if not self._closing and peer.relay in self.directory.relays():
-            await asyncio.sleep(RECONNECT_AFTER_S)
-            if peer.pump is None and not self._closing and self._peers.get(peer.relay) is peer:
-                self._connect(peer.relay, fresh=True)
-
-    def _forget_peer(self, relay: str) -> None:
-        peer = self._peers.pop(relay, None)
-        if peer is not None and peer.pump is not None:
-            self._spawn(peer.pump.close(f"relay {relay} left the mesh"), "relay-mesh-gone")
+    # -- streams other relays hand us -------------------------------------------------
 
     def _handed(self, stream: TunnelStream) -> None:
         """Another relay hands us a stream for a node of ours: join it to that node's."""
@@ -484,9 +390,9 @@ class Mesh:
                     self._check(relay)
             self._tell(self.directory.expire(now))
             live = set(self.directory.relays())
-            for relay in [r for r in self._peers if r not in live]:
+            for relay in [r for r in self.connections.relays() if r not in live]:
                 log.info("relay %s went silent: forgetting its nodes", relay)
-                self._forget_peer(relay)
+                self.connections.forget(relay)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)

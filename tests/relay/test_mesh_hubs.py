@@ -149,7 +149,7 @@ async def test_a_handed_off_stream_goes_one_hop_and_no_further(relays: list[Rela
     await until(lambda: three.hub.route(CLUSTER, "a") is not None)
     # Relay 3 hands relay 2 a stream for A, which relay 2 does not hold: relay 2 refuses it
     # rather than passing it on to relay 1.
-    peer = three.mesh._peers["r2"].pump
+    peer = three.mesh.connections.pump("r2")
     assert peer is not None
     await until(peer.can_open_stream)
     stream = peer.open_stream(tag(RequestHead("GET", "/", ()), CLUSTER, "a"), end_stream=True)
