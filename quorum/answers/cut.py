@@ -45,11 +45,12 @@ def _any_finished(events: bytes) -> bool:
     events would cost the regular expression a failed attempt each. The expression
     runs only when some key is spelled with other spacing."""
     keys = events.count(b'"finish_reason"')
-    if keys == events.count(b'"finish_reason":null'):
+    nulls = events.count(b'"finish_reason":null')
+    if keys == nulls:
         return False  # the usual chunk: every choice still running
     if b'"finish_reason":"' in events or b'"finish_reason": "' in events:
         return True
-    nulls = events.count(b'"finish_reason":null') + events.count(b'"finish_reason": null')
+    nulls += events.count(b'"finish_reason": null')
     return keys != nulls and _FINISHED.search(events) is not None
 
 
