@@ -19,27 +19,9 @@ from quorum.secure.hop import (
 )
 from quorum.secure.stream import TLSFailed, TLSStream
 from tests.harness import timeout
+from tests.secure.pipes import pipe
 
 TOKEN = "tok-" + "h" * 28
-
-
-class End:
-    """One end of an in-memory byte pipe (what a tunnel stream is to TLSStream)."""
-
-    def __init__(self, inbox: asyncio.Queue[bytes], outbox: asyncio.Queue[bytes]) -> None:
-        self._in, self._out = inbox, outbox
-
-    async def send_all(self, data: bytes) -> None:
-        await self._out.put(bytes(data))
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await self._in.get()
-
-
-def pipe() -> tuple[End, End]:
-    a: asyncio.Queue[bytes] = asyncio.Queue()
-    b: asyncio.Queue[bytes] = asyncio.Queue()
-    return End(a, b), End(b, a)
 
 
 def _node(tmp: Path, name: str) -> ClusterTLS:

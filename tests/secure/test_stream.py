@@ -12,21 +12,9 @@ from quorum.secure import ClusterTLS, Identity
 from quorum.secure.hop import RelayIdentity, hop_server_context
 from quorum.secure.stream import TLSStream
 from tests.harness import timeout
+from tests.secure.pipes import End, pipe
 
 TOKEN = "tok-" + "s" * 28
-
-
-class End:
-    """One end of an in-memory byte pipe."""
-
-    def __init__(self, inbox: asyncio.Queue[bytes], outbox: asyncio.Queue[bytes]) -> None:
-        self._in, self._out = inbox, outbox
-
-    async def send_all(self, data: bytes) -> None:
-        await self._out.put(bytes(data))
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await self._in.get()
 
 
 class NowaitEnd(End):
@@ -37,13 +25,12 @@ class NowaitEnd(End):
 
 
 async def _pair(tmp: Path, end: type[End] = NowaitEnd) -> tuple[TLSStream, TLSStream]:
-    a: asyncio.Queue[bytes] = asyncio.Queue()
-    b: asyncio.Queue[bytes] = asyncio.Queue()
+    left, right = pipe(end)
     relay = RelayIdentity.generate()
     node = ClusterTLS(Identity.load_or_create(tmp / "n"), "n", TOKEN, tmp / "n")
     der = relay.cert.public_bytes(serialization.Encoding.DER)
-    client = TLSStream(end(a, b), relay.client, server_side=False)
-    server = TLSStream(end(b, a), hop_server_context(node, der), server_side=True)
+    client = TLSStream(left, relay.client, server_side=False)
+    server = TLSStream(right, hop_server_context(node, der), server_side=True)
     await asyncio.gather(client.handshake(), server.handshake())
     await server.send_all(b"ready")  # the client reads its session ticket with this
     assert await client.receive_some() == b"ready"
