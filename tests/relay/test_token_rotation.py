@@ -55,6 +55,25 @@ def _member(tmp: Path, name: str, token: str) -> ClusterTLS:
     return ClusterTLS(Identity.load_or_create(where), name, token, where)
 
 
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``quorum-relay ARGS`` as a process, not checked (its status and output, to assert)."""
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout(30),
+        env=env,
+    )
+
+
+def _remote(data: Path, relay: Relay, *args: str) -> str:
+    """``quorum-relay ARGS --relay URL --json`` with the relay's admin token; its output."""
+    env = {**os.environ, "QUORUM_RELAY_ADMIN_TOKEN": relay_cli(data, "admin-token").strip()}
+    done = _cli(*args, "--relay", relay.http, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 async def _refused(url: str, token: str, tls: ClusterTLS | None) -> None:
     with pytest.raises(AuthRefused):
         await dial_relay(url, token, tls)
@@ -103,17 +122,8 @@ def test_members_of_both_tokens_meet_in_the_grace_and_the_old_is_refused_after(
         bg.run(_joins(relay.url, old, _member(tmp_path, "m2", old)))
 
         # Finished through the running relay: the previous token's tunnel closes at once.
-        env = {**os.environ, "QUORUM_RELAY_ADMIN_TOKEN": relay_cli(data, "admin-token").strip()}
-        finish = ["cluster", "rotate", "home", "--finish", "--relay", relay.http, "--json"]
-        done = subprocess.run(
-            [sys.executable, "-m", "relay.cli", *finish],
-            capture_output=True,
-            text=True,
-            timeout=timeout(30),
-            check=True,
-            env=env,
-        )
-        assert '"ended": 1' in done.stdout and '"closed": 1' in done.stdout, done.stdout
+        done = _remote(data, relay, "cluster", "rotate", "home", "--finish")
+        assert '"ended": 1' in done and '"closed": 1' in done, done
         tunnel = stays.ctx.tunnel
         assert tunnel is not None
         wait_until(lambda: tunnel.status.stopped, 15, "the old-token node refused")
@@ -148,31 +158,16 @@ def test_a_token_the_lan_already_uses_is_adopted_on_rotation(
     lan = "qc_" + "L" * 43
     out = relay_cli(data, "cluster", "rotate", "home", "--token", lan, "--grace", "0")
     assert lan not in out and "the one given" in out  # never printed back
-    reuse = ["cluster", "rotate", "home", "--token", old, "--data", str(data)]
-    refused = subprocess.run(
-        [sys.executable, "-m", "relay.cli", *reuse],
-        capture_output=True,
-        text=True,
-        timeout=timeout(30),
-    )
+    refused = _cli("cluster", "rotate", "home", "--token", old, "--data", str(data))
     assert refused.returncode == 1 and "before" in refused.stderr, refused.stderr
     relay = Relay(data).start()
     try:
         bg.run(_joins(relay.url, lan, _member(tmp_path, "m1", lan)))
         bg.run(_refused(relay.url, old, None))  # grace 0: the previous token is over
         # The same through a running relay's API (`--relay`): the token is not echoed.
-        env = {**os.environ, "QUORUM_RELAY_ADMIN_TOKEN": relay_cli(data, "admin-token").strip()}
         second = "qc_" + "M" * 43
-        args = ["cluster", "rotate", "home", "--token", second, "--relay", relay.http, "--json"]
-        done = subprocess.run(
-            [sys.executable, "-m", "relay.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout(30),
-            check=True,
-            env=env,
-        )
-        assert '"token": null' in done.stdout and second not in done.stdout, done.stdout
+        done = _remote(data, relay, "cluster", "rotate", "home", "--token", second)
+        assert '"token": null' in done and second not in done, done
         bg.run(_joins(relay.url, second, _member(tmp_path, "m2", second)))
         bg.run(_joins(relay.url, lan, _member(tmp_path, "m3", lan)))  # in its grace (24 h)
     finally:
