@@ -38,7 +38,7 @@ class ByteStream(Protocol):
 class TLSStream:
     """One TLS connection over ``inner``: ``handshake``, then ``send_all`` / ``receive_some``."""
 
-    __slots__ = ("_in", "_inner", "_out", "_receiving", "_sending", "_ssl")
+    __slots__ = ("_in", "_inner", "_nowait", "_out", "_receiving", "_sending", "_ssl")
 
     def __init__(
         self,
@@ -50,6 +50,8 @@ class TLSStream:
         session: ssl.SSLSession | None = None,
     ) -> None:
         self._inner = inner
+        # What the stream below already holds, taken without waiting (a tunnel stream has it).
+        self._nowait: Callable[[int], bytes | None] | None = getattr(inner, "receive_nowait", None)
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(
@@ -104,7 +106,7 @@ class TLSStream:
         incoming BIO, or buffered in the stream below), up to ``max_bytes``; never waits.
         A failure or the end is left for the next call to meet."""
         parts, size = [first], len(first)
-        nowait = getattr(self._inner, "receive_nowait", None)
+        nowait = self._nowait
         while size < max_bytes:
             try:
                 data = self._ssl.read(max_bytes - size)
