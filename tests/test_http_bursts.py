@@ -1,0 +1,218 @@
+"""The lean engine client under a fast stream: bursts handed over together, never held long,
+and chunked bodies decoded whole-batch at C speed with the same answers as chunk by chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quorum.http import ConnectionLost, EngineConnection, EnginePool, HttpProtocolError
+from quorum.http import connection as lean
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def event(i: int) -> bytes:
+    return b'data: {"i": %d}\n\n' % i
+
+
+class Transport:
+    """What an engine connection needs of its transport, recording reads paused."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.paused = False
+        self.pauses = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.written.extend(data)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def connected() -> tuple[EngineConnection, Transport]:
+    """A connection that sent its request and read the answer's head."""
+    conn = EngineConnection(EnginePool(), ("127.0.0.1", 1))
+    transport = Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\n\r\n", b"")
+    conn.data_received(HEAD)
+    return conn, transport
+
+
+async def until_waiting(task: asyncio.Task[Any]) -> None:
+    """Let ``task`` run until it waits for the connection (it never finishes by itself here)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not task.done()
+
+
+async def test_a_burst_after_a_hand_over_goes_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lean, "HOLD_S", 30.0)
+    conn, transport = connected()
+    await conn.head(5)
+    conn.data_received(chunk(event(0)))
+    assert await conn.next_chunk() == event(0)  # the first piece: nothing to wait for
+    pending = asyncio.ensure_future(conn.next_chunk())
+    conn.data_received(chunk(event(1)))
+    await until_waiting(pending)  # held: more may come
+    assert transport.paused  # ... and the kernel gathers what comes meanwhile
+    for i in range(2, 40):  # (here delivered at once, as a real transport does on resuming)
+        conn.data_received(chunk(event(i)))
+    await until_waiting(pending)
+    conn.data_received(b"0\r\n\r\n")  # the end ends the hold at once
+    async with asyncio.timeout(5):
+        together = await pending
+    assert together == b"".join(event(i) for i in range(1, 40))
+    assert not transport.paused  # reading resumed
+    assert await conn.next_chunk() == b""
+    assert conn.complete
+
+
+async def test_a_held_piece_waits_at_most_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lean, "HOLD_S", 0.2)
+    conn, transport = connected()
+    await conn.head(5)
+    conn.data_received(chunk(event(0)))
+    assert await conn.next_chunk() == event(0)
+    handed = time.monotonic()
+    conn.data_received(chunk(event(1)))  # and nothing after it for a while
+    async with asyncio.timeout(10):
+        assert await conn.next_chunk() == event(1)
+    waited = time.monotonic() - handed
+    assert waited >= 0.15  # it was held (the loop's clock may round a little)
+    assert not transport.paused
+    conn.data_received(chunk(event(2)) + b"0\r\n\r\n")
+    assert await conn.next_chunk() == event(2)  # the end came with it: no hold
+    assert await conn.next_chunk() == b""
+
+
+async def test_enough_bytes_end_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lean, "HOLD_S", 30.0)
+    conn, transport = connected()
+    await conn.head(5)
+    conn.data_received(chunk(b"x"))
+    assert await conn.next_chunk() == b"x"
+    pending = asyncio.ensure_future(conn.next_chunk())
+    conn.data_received(chunk(b"y" * 1000))
+    await until_waiting(pending)
+    conn.data_received(chunk(b"z" * lean.HOLD_BYTES))  # a large answer is never held back
+    async with asyncio.timeout(5):
+        assert await pending == b"y" * 1000 + b"z" * lean.HOLD_BYTES
+    assert not transport.paused
+
+
+async def test_a_broken_answer_ends_the_hold_with_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lean, "HOLD_S", 30.0)
+    conn, _ = connected()
+    await conn.head(5)
+    conn.data_received(chunk(b"x"))
+    assert await conn.next_chunk() == b"x"
+    pending = asyncio.ensure_future(conn.next_chunk())
+    conn.data_received(chunk(b"y"))
+    await until_waiting(pending)
+    conn.connection_lost(None)  # the engine died mid-answer
+    async with asyncio.timeout(5):
+        assert await pending == b"y"  # what came is handed over...
+    with pytest.raises(ConnectionLost):
+        await conn.next_chunk()  # ... and then the error, never a clean end
+
+
+# -- whole batches of chunks, decoded at once ------------------------------------------------
+
+bodies = st.lists(
+    st.one_of(
+        st.binary(min_size=1, max_size=40),
+        st.sampled_from([b"a\r\nb", b"\r\n", b"data: x\r\n\r\n", b"\r", b"\n"]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bodies, st.lists(st.integers(min_value=0, max_value=2000), max_size=6), st.booleans())
+def test_a_chunked_body_decodes_the_same_however_it_arrives(
+    parts: list[bytes], cuts: list[int], extensions: bool
+) -> None:
+    """Split anywhere, with CRLF inside chunks or chunk extensions: the bytes that come out
+    are the body, whichever way (whole batch or chunk by chunk) each piece was parsed."""
+    wire = b"".join(
+        (b"%x;e=1\r\n%s\r\n" % (len(p), p)) if extensions and i % 3 == 0 else chunk(p)
+        for i, p in enumerate(parts)
+    )
+    wire += b"0\r\n\r\n"
+    edges = sorted({min(c, len(wire)) for c in cuts})
+
+    async def run() -> bytes:
+        conn, _ = connected()
+        await conn.head(5)
+        start = 0
+        for edge in [*edges, len(wire)]:
+            if edge > start:
+                conn.data_received(wire[start:edge])
+                start = edge
+        got = []
+        while piece := await conn.next_chunk():
+            got.append(piece)
+        return b"".join(got)
+
+    assert asyncio.run(run()) == b"".join(parts)
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        chunk(b"abc") + b"4\r\nab\r\n",  # a size that does not match its body
+        chunk(b"abc") + b"-3\r\nabc\r\n",
+        chunk(b"abc") + b"zz\r\nabc\r\n",
+    ],
+)
+async def test_a_wrong_chunk_in_a_batch_is_still_refused(batch: bytes) -> None:
+    conn, transport = connected()
+    await conn.head(5)
+    conn.data_received(batch + b"0\r\n\r\n")
+    with pytest.raises(HttpProtocolError):
+        while await conn.next_chunk():
+            pass
+    assert transport.closed
+
+
+def test_the_whole_batch_decoder_takes_only_whole_non_empty_chunks() -> None:
+    whole = chunk(b"one") + chunk(b"two")
+    assert lean._whole_chunks(whole, 0, len(whole)) == b"onetwo"
+    assert lean._whole_chunks(b"xx" + whole, 2, len(whole) + 2) == b"onetwo"
+    for partial in (
+        whole + b"3\r\n",  # a size line with its chunk still to come
+        whole + b"3\r\nab",  # a chunk cut short
+        whole + b"0\r\n\r\n",  # the end: the loop handles it (and trailers)
+        chunk(b"a\r\nb"),  # CRLF inside a chunk
+        b"3;x=y\r\nabc\r\n",  # an extension
+    ):
+        assert lean._whole_chunks(partial, 0, len(partial)) is None
