@@ -224,3 +224,76 @@ def test_killed_shipper_and_restarted_relay_still_store_each_record_once(tmp_pat
         assert total.completion_tokens == sum(i % 5 for i in range(count))
     finally:
         store.close()
+
+
+async def _never(records: Sequence[UsageRecord]) -> None:
+    raise ShipFailed("the relay is away")
+
+
+async def test_an_append_commits_on_the_loop_unless_the_file_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3", _never)
+    handed: list[object] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: object, /, *args: object) -> object:
+        handed.append(func)
+        return await to_thread(func, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    for i in range(20):
+        await outbox.append(make(i))
+    assert handed == []  # committed right here: no thread and back for a few microseconds
+    with outbox._lock:  # the shipper's thread holds the file (taking a batch, say)
+        busy = asyncio.ensure_future(outbox.append(make(20)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not busy.done()  # waits in a thread: the loop goes on meanwhile
+    async with asyncio.timeout(10):
+        await busy
+    assert len(handed) == 1 and outbox.pending() == 21
+    outbox.close()
+    again = Outbox(tmp_path / "outbox.sqlite3", _never)  # committed: a restart finds them
+    assert again.pending() == 21
+    again.close()
+
+
+async def test_the_log_stays_small_while_nothing_can_be_shipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("quorum.usage.outbox.CHECKPOINT_EVERY", 50)
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path, _never)
+    for i in range(600):
+        await outbox.append(make(i))
+    # A few pages per commit: 600 commits with no copy back would leave about 5 MB here.
+    assert os.stat(f"{path}-wal").st_size < 50 * 4 * 4200
+    assert outbox.pending() == 600
+    outbox.close()
+
+
+async def test_under_load_a_partial_batch_ships_once_per_linger(tmp_path: Path) -> None:
+    """Records that come while a shipment is on its way wait for the linger too: a busy node
+    ships a few large batches, not one small batch per round trip to the relay."""
+    shipments: list[int] = []
+
+    async def slow(records: Sequence[UsageRecord]) -> None:
+        shipments.append(len(records))
+        await asyncio.sleep(0.05)  # the round trip to the relay
+
+    outbox = Outbox(tmp_path / "outbox.sqlite3", slow, linger_s=0.25)
+    shipper = asyncio.create_task(outbox.run())
+    began = time.monotonic()
+    for i in range(200):
+        await outbox.append(make(i))
+        await asyncio.sleep(0.005)
+    elapsed = time.monotonic() - began
+    async with asyncio.timeout(10):
+        await outbox.wait_empty()
+    shipper.cancel()
+    await asyncio.gather(shipper, return_exceptions=True)
+    outbox.close()
+    assert sum(shipments) == 200
+    # One per linger and round trip while records kept coming (about 20 without the linger).
+    assert len(shipments) <= elapsed / 0.3 + 2, shipments
