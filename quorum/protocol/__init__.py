@@ -110,7 +110,7 @@ min(stream credit, connection credit) bytes, returns that count and emits
 than the peer granted. Credit returns to the peer *only* when the app calls
 ``consumed(stream_id, n)``: the relay calls it after writing those bytes
 downstream, so a frozen reader stops its sender after exactly one window and
-never grows memory. Grants are batched (a quarter window). A stream window
+never grows memory. Grants are batched (half a window). A stream window
 doubles, up to ``max_window``, when the sender ran dry while the reader kept
 up: the sender flags the DATA that exhausted its stream credit BLOCKED, and
 the window grows at the next grant if the reader has meanwhile caught up to

@@ -34,7 +34,7 @@ class RecvWindow:
     application has not consumed, and ``pending`` what it consumed and we have
     not granted back yet. Memory held for the peer is therefore at most ``size``.
 
-    Grants are batched: credit goes back once ``pending`` reaches a quarter of
+    Grants are batched: credit goes back once ``pending`` reaches half of
     the window. The window doubles (up to ``max_size``) at a grant when the
     sender said it ran out of stream credit (DATA flag BLOCKED) *and* the
     reader has caught up to within a quarter window: the window, not the
@@ -75,7 +75,7 @@ class RecvWindow:
 
     def take_grant(self, *, force: bool = False) -> int:
         """Bytes to grant the peer now (0: not worth a frame yet), and count them granted."""
-        if not self.pending or (not force and self.pending < self.size // 4):
+        if not self.pending or (not force and self.pending < self.size // 2):
             return 0
         if self.sender_blocked and self.unconsumed <= self.size // 4 and self.size < self.max_size:
             grown = min(self.size * 2, self.max_size)

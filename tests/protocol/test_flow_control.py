@@ -56,12 +56,13 @@ def test_consumed_releases_credit_in_batches() -> None:
     pair, sid = responding_pair()
     pair.relay.send_data(sid, b"z" * MIB)
     pair.exchange()
-    pair.node.consumed(sid, 10 * KIB)  # under a quarter window: not worth a frame
+    pair.node.consumed(sid, 10 * KIB)  # under half a window: not worth a frame
+    pair.node.consumed(sid, 100 * KIB)
     assert pair.node.data_to_send() == []
-    pair.node.consumed(sid, 60 * KIB)
+    pair.node.consumed(sid, 30 * KIB)
     _, relay_events = pair.exchange()
     assert relay_events == [StreamWritable(sid)]
-    assert pair.relay.send_credit(sid) == 70 * KIB
+    assert pair.relay.send_credit(sid) == 140 * KIB
     with pytest.raises(LocalProtocolError):
         pair.node.consumed(sid, WINDOW)  # more than is unread
 
@@ -112,11 +113,14 @@ def test_connection_window_caps_the_sum_of_streams() -> None:
     assert accepted == [WINDOW] * 4 + [0, 0]
     _, relay_events = pair.exchange()
     assert sum(len(e.data) for e in relay_events if isinstance(e, DataReceived)) == MIB
-    pair.relay.consumed(sids[0], WINDOW)
+    pair.relay.consumed(sids[0], WINDOW)  # a quarter of the connection's window: kept
+    assert pair.exchange() == ([], [])  # (the stream's own credit goes back: nobody waits)
+    pair.relay.consumed(sids[1], WINDOW)  # half of it: granted back
     node_events, _ = pair.exchange()
     assert node_events == [StreamWritable(sids[4]), StreamWritable(sids[5])]
     assert pair.node.send_data(sids[4], b"x" * WINDOW) == WINDOW
-    assert pair.node.send_credit(sids[5]) == 0
+    assert pair.node.send_data(sids[5], b"x" * 2 * WINDOW) == WINDOW
+    assert pair.node.send_credit(sids[1]) == 0  # its own credit back, the connection's not
 
 
 def test_blocked_streams_wake_when_connection_credit_returns() -> None:
@@ -126,7 +130,8 @@ def test_blocked_streams_wake_when_connection_credit_returns() -> None:
     for sid in sids:
         pair.node.send_data(sid, b"x" * WINDOW)
     _, relay_events = pair.exchange()
-    consume_all(pair.relay, [e for e in relay_events if getattr(e, "stream_id", 0) == sids[0]])
+    done = {sids[0], sids[1]}  # half the connection's window: worth a grant
+    consume_all(pair.relay, [e for e in relay_events if getattr(e, "stream_id", 0) in done])
     node_events = pair.deliver(pair.relay)
     assert node_events == [StreamWritable(sids[4])]
     assert pair.node.send_credit(sids[4]) == WINDOW
