@@ -29,8 +29,14 @@ class Framed:
         self._tls = tls
         self._buffer = bytearray()
 
-    async def write(self, payload: bytes) -> None:
-        await self._tls.send_all(_LENGTH.pack(len(payload)) + payload)
+    async def write(self, *payloads: bytes) -> None:
+        """Each payload as a frame, all in one TLS write (a small request's head, body and
+        end: one record, not three)."""
+        if len(payloads) == 1:
+            data = _LENGTH.pack(len(payloads[0])) + payloads[0]
+        else:
+            data = b"".join(part for p in payloads for part in (_LENGTH.pack(len(p)), p))
+        await self._tls.send_all(data)
 
     async def write_body(self, data: bytes) -> None:
         view = memoryview(data)

@@ -39,7 +39,7 @@ from quorum.errors import QuorumError, StreamBroken, UpstreamFailed
 from quorum.link import TunnelStream
 from quorum.protocol import RequestHead, ResetCode, ResponseHead
 from quorum.secure import node_dns_name
-from quorum.secure.frames import HEAD_MAX, Framed
+from quorum.secure.frames import FRAME_MAX, HEAD_MAX, Framed
 from quorum.secure.stream import TLSFailed, TLSStream
 
 E2E_PATH = "/quorum/v1/e2e"
@@ -96,9 +96,15 @@ class Channel:
     ) -> SecureResponse:
         head = {"method": method, "path": path, "headers": [list(h) for h in headers]}
         framed = self.framed
-        await framed.write(json.dumps(head).encode())
-        await framed.write_body(body)
-        await framed.write(b"")
+        sent = json.dumps(head).encode()
+        if not body:
+            await framed.write(sent, b"")
+        elif len(body) <= FRAME_MAX:
+            await framed.write(sent, body, b"")  # one TLS record for a small request
+        else:
+            await framed.write(sent)
+            await framed.write_body(body)
+            await framed.write(b"")
         async with asyncio.timeout(header_timeout_s):
             raw = await framed.read_or_end(HEAD_MAX)
         if raw is None:
@@ -281,9 +287,10 @@ class SecureServerStream:
         self._response = head
         self._eof_after_response = end_stream
 
-    async def _send_head(self) -> None:
+    def _take_head(self) -> bytes | None:
+        """The answer's head frame's payload, the first time (then None)."""
         if self._response_sent:
-            return
+            return None
         if self._response is None:
             raise RuntimeError("body bytes before the response head")
         self._response_sent = True
@@ -291,17 +298,22 @@ class SecureServerStream:
             "status": self._response.status,
             "headers": [list(h) for h in self._response.headers],
         }
-        await self._framed.write(json.dumps(head).encode())
+        return json.dumps(head).encode()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._send_head()
+        head = self._take_head()
+        if head is not None and 0 < len(data) <= FRAME_MAX:
+            await self._framed.write(head, bytes(data))  # the head and the first piece at once
+            return
+        if head is not None:
+            await self._framed.write(head)
         await self._framed.write_body(bytes(data))
 
     async def send_eof(self) -> None:
         if self.sent_eof:
             return
-        await self._send_head()
-        await self._framed.write(b"")
+        head = self._take_head()
+        await (self._framed.write(head, b"") if head is not None else self._framed.write(b""))
         self.sent_eof = True  # of this answer: the channel stays open for the next request
 
     def reset(self, code: ResetCode = ResetCode.CANCEL, message: str = "") -> None:

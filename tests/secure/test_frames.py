@@ -81,3 +81,27 @@ def test_a_frame_over_the_limit_is_refused_not_batched() -> None:
     assert asyncio.run(f.read_batch()) == b"ok"
     with pytest.raises(StreamBroken, match="over"):
         asyncio.run(f.read_batch())
+
+
+class Sent:
+    """What ``TLSStream.send_all`` was given, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+def test_several_frames_go_in_one_write_and_read_back_one_by_one() -> None:
+    sink = Sent()
+    out = Framed(cast(TLSStream, sink))
+    asyncio.run(out.write(b'{"method": "POST"}', b"body", b""))
+    asyncio.run(out.write(b"next"))
+    assert sink.writes == [
+        frame(b'{"method": "POST"}') + frame(b"body") + frame(b""),
+        frame(b"next"),
+    ]
+    back = framed(b"".join(sink.writes), [])
+    got = [asyncio.run(back.read()) for _ in range(4)]
+    assert got == [b'{"method": "POST"}', b"body", b"", b"next"]
