@@ -45,6 +45,8 @@ def _any_finished(events: bytes) -> bool:
     events would cost the regular expression a failed attempt each. The expression
     runs only when some key is spelled with other spacing."""
     keys = events.count(b'"finish_reason"')
+    if not keys:
+        return False
     nulls = events.count(b'"finish_reason":null')
     if keys == nulls:
         return False  # the usual chunk: every choice still running
@@ -108,7 +110,7 @@ class StreamCheck:
         self.events += events.count(b"data:")
         done = done_line(events)
         before = events if done < 0 else events[:done]
-        if not self.finished and b'"finish_reason"' in before and _any_finished(before):
+        if not self.finished and _any_finished(before):
             self.finished = True
         if done < 0:
             return events

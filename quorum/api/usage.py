@@ -28,6 +28,9 @@ from dataclasses import dataclass
 _MAX_COUNT = 2**53
 _DONE_LINE = re.compile(rb"data:[ \t]*\[DONE\][ \t]*\r?$", re.MULTILINE)  # at a line's start
 _HINTS = (b'"usage"', b'"timings"', b'"eval_count"', b'"prompt_eval_count"')
+# What a batch is scanned for, a pass each: one finds both of Ollama's counts (a line found
+# is checked against every hint above before it is decoded).
+_SCAN = (b'"usage"', b'"timings"', b"eval_count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,7 @@ class SseUsageScanner:
         if done_line(chunk, start, last) >= 0:
             self.done = True
         found: set[tuple[int, int]] = set()
-        for hint in _HINTS:
+        for hint in _SCAN:
             at = chunk.find(hint, start, last)
             while at >= 0:
                 begin = chunk.rfind(b"\n", start, at) + 1 or start
