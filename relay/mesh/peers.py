@@ -6,6 +6,15 @@ subject for this session, ``receive`` returns the frames the mesh delivered
 from the peer's (``deliver``, called by the bus handler, never waits). What
 waits here is bounded by the tunnel's own credit: a peer may only send what
 the connection's windows allow, and control frames.
+
+A frame longer than ``PIECE`` bytes goes as several messages: pieces of exactly
+``PIECE`` bytes, then the rest (an empty message when nothing is left); a message
+shorter than ``PIECE`` ends a frame. So every message stays under 64 KiB with
+NATS's own framing: nats-server reads at most 64 KiB at a time, and a message
+that does not fit costs it about twice the CPU (a full 64 KiB DATA frame is 7
+bytes over). Pieces are joined back in order (NATS keeps one connection's order
+on a subject); a frame never legally exceeds ``MAX_FRAME_SIZE``, so what grows
+past it is handed on as it is, for the protocol to refuse.
 """
 
 from __future__ import annotations
@@ -15,31 +24,48 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from quorum.errors import TransportClosed
+from quorum.protocol import MAX_FRAME_SIZE
 
 Publish = Callable[[bytes], Awaitable[None]]
+PIECE = 63 * 1024
+"""Bytes of a frame per message at most: with the subject and NATS's own framing, the
+message stays under 64 KiB."""
 
 
 class PeerTransport:
-    __slots__ = ("_closed", "_deaf", "_frames", "_publish", "_waiter")
+    __slots__ = ("_closed", "_deaf", "_frames", "_pieces", "_publish", "_waiter")
 
     def __init__(self, publish: Publish) -> None:
         self._publish = publish
         self._frames: deque[bytes] = deque()
+        self._pieces: list[bytes] = []  # the first pieces of a frame not complete yet
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._deaf = False  # after the peer broke the protocol: what it sends is dropped
 
-    def deliver(self, frame: bytes) -> None:
+    def deliver(self, message: bytes) -> None:
         if self._closed or self._deaf:
             return
-        self._frames.append(frame)
+        pieces = self._pieces
+        if len(message) == PIECE and (len(pieces) + 1) * PIECE <= MAX_FRAME_SIZE:
+            pieces.append(message)
+            return
+        if pieces:
+            pieces.append(message)
+            message = b"".join(pieces)
+            pieces.clear()
+        self._frames.append(message)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     async def send(self, frame: bytes) -> None:
         if self._closed:
             raise TransportClosed("the relay-to-relay connection is closed")
-        await self._publish(frame)
+        if len(frame) < PIECE:
+            await self._publish(frame)
+            return
+        for at in range(0, len(frame) + 1, PIECE):
+            await self._publish(frame[at : at + PIECE])
 
     async def receive(self) -> bytes:
         while not self._frames:
@@ -55,12 +81,14 @@ class PeerTransport:
     async def close(self) -> None:
         self._closed = True
         self._frames.clear()
+        self._pieces.clear()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def stop_reading(self) -> None:
         self._deaf = True
         self._frames.clear()
+        self._pieces.clear()
 
     async def abort(self) -> None:
         await self.close()
