@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import time
 from typing import Any, Protocol
 
@@ -88,10 +89,31 @@ def _ops(args: argparse.Namespace) -> tuple[Ops, Any]:
     return AdminOps(store, time.time), store
 
 
+def given_token(value: str | None) -> str | None:
+    """A ``--token`` value: ``-`` reads it from standard input (first line), out of the
+    process list; a token on the command line works, with a warning, since every user of
+    the machine can read it there (``ps``)."""
+    if value is None:
+        return None
+    if value == "-":
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise QuorumError("--token -: no token on standard input")
+        return token
+    print(
+        "quorum-relay: --token puts the cluster token on the command line, where every user "
+        "of this machine can read it (ps); pass '--token -' and give it on standard input",
+        file=sys.stderr,
+    )
+    return value
+
+
 def manage(args: argparse.Namespace) -> list[str]:
     """Run one management command; the lines to print."""
     if user_cli.handles(args):
         return user_cli.manage(args)
+    if getattr(args, "token", None) is not None:
+        args.token = given_token(args.token)
     ops, store = _ops(args)
     try:
         result: Any

@@ -110,7 +110,9 @@ def parser() -> argparse.ArgumentParser:
     create = csub.add_parser("create", help="create a cluster; prints its id and join token once")
     create.add_argument("name")
     create.add_argument(
-        "--token", help="adopt the token a LAN cluster already uses (from 'quorum token new')"
+        "--token",
+        help="adopt the token a LAN cluster already uses (from 'quorum token new'); '-' reads "
+        "it from standard input, out of the process list",
     )
     _target(create)
     _target(csub.add_parser("list", help="list clusters"))
@@ -129,8 +131,8 @@ def parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument(
         "--token",
-        help="the new token, when the LAN already moved to it (from 'quorum token new'); "
-        "else the relay makes one",
+        help="the new token, when the LAN already moved to it (from 'quorum token new'; '-' "
+        "reads it from standard input); else the relay makes one",
     )
     rotate.add_argument(
         "--finish",

@@ -55,7 +55,9 @@ def _member(tmp: Path, name: str, token: str) -> ClusterTLS:
     return ClusterTLS(Identity.load_or_create(where), name, token, where)
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     """``quorum-relay ARGS`` as a process, not checked (its status and output, to assert)."""
     return subprocess.run(
         [sys.executable, "-m", "relay.cli", *args],
@@ -63,13 +65,14 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         text=True,
         timeout=timeout(30),
         env=env,
+        input=stdin,
     )
 
 
-def _remote(data: Path, relay: Relay, *args: str) -> str:
+def _remote(data: Path, relay: Relay, *args: str, stdin: str = "") -> str:
     """``quorum-relay ARGS --relay URL --json`` with the relay's admin token; its output."""
     env = {**os.environ, "QUORUM_RELAY_ADMIN_TOKEN": relay_cli(data, "admin-token").strip()}
-    done = _cli(*args, "--relay", relay.http, "--json", env=env)
+    done = _cli(*args, "--relay", relay.http, "--json", env=env, stdin=stdin)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -156,8 +159,10 @@ def test_a_token_the_lan_already_uses_is_adopted_on_rotation(
     data.mkdir()
     old = create_cluster(data, "home")
     lan = "qc_" + "L" * 43
-    out = relay_cli(data, "cluster", "rotate", "home", "--token", lan, "--grace", "0")
-    assert lan not in out and "the one given" in out  # never printed back
+    given = _cli("cluster", "rotate", "home", "--token", lan, "--grace", "0", "--data", str(data))
+    assert given.returncode == 0 and "the one given" in given.stdout, given.stderr
+    assert lan not in given.stdout + given.stderr  # never printed back
+    assert "(ps)" in given.stderr and "--token -" in given.stderr  # on the command line: told
     refused = _cli("cluster", "rotate", "home", "--token", old, "--data", str(data))
     assert refused.returncode == 1 and "before" in refused.stderr, refused.stderr
     relay = Relay(data).start()
@@ -165,8 +170,8 @@ def test_a_token_the_lan_already_uses_is_adopted_on_rotation(
         bg.run(_joins(relay.url, lan, _member(tmp_path, "m1", lan)))
         bg.run(_refused(relay.url, old, None))  # grace 0: the previous token is over
         # The same through a running relay's API (`--relay`): the token is not echoed.
-        second = "qc_" + "M" * 43
-        done = _remote(data, relay, "cluster", "rotate", "home", "--token", second)
+        second = "qc_" + "M" * 43  # given on standard input, out of the process list
+        done = _remote(data, relay, "cluster", "rotate", "home", "--token", "-", stdin=second)
         assert '"token": null' in done and second not in done, done
         bg.run(_joins(relay.url, second, _member(tmp_path, "m2", second)))
         bg.run(_joins(relay.url, lan, _member(tmp_path, "m3", lan)))  # in its grace (24 h)
