@@ -76,8 +76,8 @@ async def test_a_burst_after_a_hand_over_goes_together(monkeypatch: pytest.Monke
     conn, transport = connected()
     await conn.head(5)
     conn.data_received(chunk(event(0)))
-    assert await conn.next_chunk() == event(0)  # the first piece: nothing to wait for
-    pending = asyncio.ensure_future(conn.next_chunk())
+    assert await conn.next_chunk(hold=True) == event(0)  # the first piece: nothing to wait for
+    pending = asyncio.ensure_future(conn.next_chunk(hold=True))
     conn.data_received(chunk(event(1)))
     await until_waiting(pending)  # held: more may come
     assert transport.paused  # ... and the kernel gathers what comes meanwhile
@@ -89,8 +89,20 @@ async def test_a_burst_after_a_hand_over_goes_together(monkeypatch: pytest.Monke
         together = await pending
     assert together == b"".join(event(i) for i in range(1, 40))
     assert not transport.paused  # reading resumed
-    assert await conn.next_chunk() == b""
+    assert await conn.next_chunk(hold=True) == b""
     assert conn.complete
+
+
+async def test_an_answer_read_whole_is_never_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lean, "HOLD_S", 30.0)
+    conn, transport = connected()
+    await conn.head(5)
+    conn.data_received(chunk(b'{"a": '))
+    assert await conn.next_chunk() == b'{"a": '
+    conn.data_received(chunk(b"1}"))
+    async with asyncio.timeout(5):
+        assert await conn.next_chunk() == b"1}"  # at once: a JSON answer is read to its end
+    assert transport.pauses == 0
 
 
 async def test_a_held_piece_waits_at_most_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,17 +110,17 @@ async def test_a_held_piece_waits_at_most_the_hold(monkeypatch: pytest.MonkeyPat
     conn, transport = connected()
     await conn.head(5)
     conn.data_received(chunk(event(0)))
-    assert await conn.next_chunk() == event(0)
+    assert await conn.next_chunk(hold=True) == event(0)
     handed = time.monotonic()
     conn.data_received(chunk(event(1)))  # and nothing after it for a while
     async with asyncio.timeout(10):
-        assert await conn.next_chunk() == event(1)
+        assert await conn.next_chunk(hold=True) == event(1)
     waited = time.monotonic() - handed
     assert waited >= 0.15  # it was held (the loop's clock may round a little)
     assert not transport.paused
     conn.data_received(chunk(event(2)) + b"0\r\n\r\n")
-    assert await conn.next_chunk() == event(2)  # the end came with it: no hold
-    assert await conn.next_chunk() == b""
+    assert await conn.next_chunk(hold=True) == event(2)  # the end came with it: no hold
+    assert await conn.next_chunk(hold=True) == b""
 
 
 async def test_enough_bytes_end_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,8 +128,8 @@ async def test_enough_bytes_end_the_hold(monkeypatch: pytest.MonkeyPatch) -> Non
     conn, transport = connected()
     await conn.head(5)
     conn.data_received(chunk(b"x"))
-    assert await conn.next_chunk() == b"x"
-    pending = asyncio.ensure_future(conn.next_chunk())
+    assert await conn.next_chunk(hold=True) == b"x"
+    pending = asyncio.ensure_future(conn.next_chunk(hold=True))
     conn.data_received(chunk(b"y" * 1000))
     await until_waiting(pending)
     conn.data_received(chunk(b"z" * lean.HOLD_BYTES))  # a large answer is never held back
@@ -133,15 +145,15 @@ async def test_a_broken_answer_ends_the_hold_with_its_error(
     conn, _ = connected()
     await conn.head(5)
     conn.data_received(chunk(b"x"))
-    assert await conn.next_chunk() == b"x"
-    pending = asyncio.ensure_future(conn.next_chunk())
+    assert await conn.next_chunk(hold=True) == b"x"
+    pending = asyncio.ensure_future(conn.next_chunk(hold=True))
     conn.data_received(chunk(b"y"))
     await until_waiting(pending)
     conn.connection_lost(None)  # the engine died mid-answer
     async with asyncio.timeout(5):
         assert await pending == b"y"  # what came is handed over...
     with pytest.raises(ConnectionLost):
-        await conn.next_chunk()  # ... and then the error, never a clean end
+        await conn.next_chunk(hold=True)  # ... and then the error, never a clean end
 
 
 # -- whole batches of chunks, decoded at once ------------------------------------------------
@@ -179,7 +191,7 @@ def test_a_chunked_body_decodes_the_same_however_it_arrives(
                 conn.data_received(wire[start:edge])
                 start = edge
         got = []
-        while piece := await conn.next_chunk():
+        while piece := await conn.next_chunk(hold=True):
             got.append(piece)
         return b"".join(got)
 
@@ -199,7 +211,7 @@ async def test_a_wrong_chunk_in_a_batch_is_still_refused(batch: bytes) -> None:
     await conn.head(5)
     conn.data_received(batch + b"0\r\n\r\n")
     with pytest.raises(HttpProtocolError):
-        while await conn.next_chunk():
+        while await conn.next_chunk(hold=True):
             pass
     assert transport.closed
 

@@ -138,14 +138,15 @@ class EngineConnection(asyncio.Protocol):
             assert self._error is not None
             raise self._error
 
-    async def next_chunk(self) -> bytes:
+    async def next_chunk(self, *, hold: bool = False) -> bytes:
         """What arrived of the body since the last call; ``b""`` at its end.
 
-        Pieces that come less than ``HOLD_S`` after the last hand-over wait for the rest of
-        that time (or until ``HOLD_BYTES`` or the end came) and go together: a fast stream
-        of small SSE events costs the node, and every hop after it, one write per
-        millisecond rather than one per event. A piece waits at most ``HOLD_S``; one that
-        comes later than that, like every token of a real engine, goes at once."""
+        With ``hold`` (an answer passed on as it comes), pieces that come less than
+        ``HOLD_S`` after the last hand-over wait for the rest of that time (or until
+        ``HOLD_BYTES`` or the end came) and go together: a fast stream of small SSE events
+        costs the node, and every hop after it, one write per millisecond rather than one
+        per event. A piece waits at most ``HOLD_S``; one that comes later than that, like
+        every token of a real engine, goes at once. An answer read whole is never held."""
         while not self._body:
             if self._error is not None:
                 raise self._error
@@ -154,7 +155,7 @@ class EngineConnection(asyncio.Protocol):
             await self._wait()
         loop = self._loop
         due = self._handed + HOLD_S
-        if self._holding_worth() and loop.time() < due:
+        if hold and self._holding_worth() and loop.time() < due:
             self._holding = True
             handle = loop.call_at(due, self._end_hold)
             held = None if self._paused else self._transport

@@ -97,7 +97,7 @@ class LeanUpstream:
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
         try:
-            while chunk := await conn.next_chunk():
+            while chunk := await conn.next_chunk(hold=True):
                 yield chunk
         except (ConnectionLost, HttpProtocolError) as exc:
             raise _broken(self._holder, exc) from None
