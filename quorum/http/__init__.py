@@ -22,11 +22,12 @@ Rules of a connection:
   ``IDLE_S`` is closed by the pool.
 - Unread body bytes past ``READ_HIGH`` pause reading from the engine: a slow
   client never grows the node's memory.
-- Pieces of a body that come within ``HOLD_S`` (1 ms) of the last hand-over are
-  handed over together at the end of that time (sooner with ``HOLD_BYTES`` or
-  the body's end), with reading paused meanwhile: an engine streaming faster
-  than that costs one read and one write downstream per millisecond, not one
-  per event. The first piece, and any piece after a pause, goes at once.
+- Of an answer passed on as it comes (``next_chunk(hold=True)``), pieces that
+  come within ``HOLD_S`` (1 ms) of the last hand-over are handed over together
+  at the end of that time (sooner with ``HOLD_BYTES`` or the body's end), with
+  reading paused meanwhile: an engine streaming faster than that costs one read
+  and one write downstream per millisecond, not one per event. The first piece,
+  and any piece after a pause, goes at once; an answer read whole never waits.
 - Errors are plain: ``OSError`` (connect), :class:`ConnectTimeout`,
   ``TimeoutError`` (no answer head in time), :class:`HttpProtocolError`,
   :class:`ConnectionLost` (in :mod:`quorum.errors`). The proxy maps them once, in
