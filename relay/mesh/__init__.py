@@ -14,7 +14,8 @@ Rules:
 - **Stream hand-off** (``peers``): between two relays runs one tunnel
   connection (``quorum.protocol.Connection`` through a ``quorum.link.Pump``)
   whose frames are NATS messages on ``<prefix>.mesh.<to>.<from>.<session>`` (one
-  over 63 KiB in pieces: a message stays under 64 KiB, far cheaper for NATS). A
+  over 63 KiB in pieces between relays that both join them: a message stays under
+  64 KiB, far cheaper for NATS). A
   stream for a node another relay holds is opened on that connection, tagged
   with its cluster and node (``wire``); the relay holding the node joins it to
   the node's tunnel with a ``relay.pipes.Pipe``. So the tunnel's credit flow

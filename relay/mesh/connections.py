@@ -20,10 +20,10 @@ from typing import Any
 
 from quorum.errors import RemoteProtocolError
 from quorum.link import Keepalive, Pump, TunnelStream
-from quorum.protocol import Connection, Limits, Role
+from quorum.protocol import Connection, Event, HelloReceived, Limits, Role
 from relay.mesh.bus import Bus
 from relay.mesh.directory import Directory
-from relay.mesh.peers import PeerTransport
+from relay.mesh.peers import PIECES, PeerTransport
 from relay.mesh.wire import Sessions, Subjects
 
 log = logging.getLogger("relay.mesh")
@@ -124,11 +124,17 @@ class Connections:
             await self.bus.publish(subject, frame)
 
         conn = Connection(Role.NODE if self.id < relay else Role.RELAY, self.limits)
-        conn.send_hello(self.id, capabilities=("streams",))
+        conn.send_hello(self.id, capabilities=("streams", PIECES))
         transport = PeerTransport(publish)
+
+        def heard(event: Event) -> None:
+            if isinstance(event, HelloReceived) and PIECES in event.hello.capabilities:
+                transport.peer_joins_pieces()
+
         pump = Pump(
             conn,
             transport,
+            on_event=heard,
             on_stream=self._on_stream,
             peer=f"relay {relay}",
             keepalive=self.keepalive,

@@ -32,10 +32,12 @@ class MemoryNats:
         self.answering: list[str] = []  # subjects someone answers requests on
         self.published = 0
         self.bytes = 0
+        self.largest = 0  # the longest message that went through
 
     def deliver(self, subject: str, data: bytes) -> None:
         self.published += 1
         self.bytes += len(data)
+        self.largest = max(self.largest, len(data))
         loop = asyncio.get_running_loop()
         for pattern, handler in list(self.subs):
             if matches(pattern, subject):
