@@ -57,7 +57,12 @@ class WebSocketTransport:
         return message
 
     async def close(self) -> None:
-        await self._ws.close()
+        try:
+            await self._ws.close()
+        finally:
+            # Cut short (the caller's time ran out, or it was cancelled) before the relay
+            # answered the close: the socket goes anyway, never left open behind us.
+            self._ws.transport.abort()
 
     def stop_reading(self) -> None:
         with contextlib.suppress(RuntimeError):  # closed already
