@@ -3,7 +3,9 @@
 The two ends of a ``MemoryLink`` pass whole messages through queues, in
 order, like a WebSocket. Tests shape the link instead of sleeping:
 ``silence()`` drops everything either end sends (a peer that went quiet
-without closing, like a dead NAT mapping), ``close()`` hangs up, and a
+without closing, like a dead NAT mapping: an end that closes it then is not
+heard by the other, which finds out by its own keepalive), ``close()`` hangs
+up, and a
 ``gate`` holds one end's sends until the test lets them through.
 """
 
@@ -34,6 +36,8 @@ class MemoryEnd:
         """When set, each send takes one permit: the test releases them one by one."""
         self.held = 0
         """Sends waiting at the gate."""
+        self.gone = False
+        """This end closed a silent link: closed for it, unheard by the peer."""
 
     async def send(self, frame: bytes) -> None:
         if self.gate is not None:
@@ -42,14 +46,14 @@ class MemoryEnd:
                 await self.gate.acquire()
             finally:
                 self.held -= 1
-        if self._link.closed:
+        if self._link.closed or self.gone:
             raise TransportClosed("closed")
         self.sent.append(frame)
         if not self._link.silent:
             self.peer.inbox.put_nowait(frame)
 
     async def receive(self) -> bytes:
-        if self._link.closed:
+        if self._link.closed or self.gone:
             raise TransportClosed("closed")
         frame = await self.inbox.get()
         if frame is None:
@@ -57,13 +61,13 @@ class MemoryEnd:
         return frame
 
     async def close(self) -> None:
-        self._link.close()
+        self._link.close_from(self)
 
     def stop_reading(self) -> None:
         pass  # in memory: nothing is read but what the test sends
 
     async def abort(self) -> None:
-        self._link.close()
+        self._link.close_from(self)
 
 
 class MemoryLink:
@@ -85,6 +89,14 @@ class MemoryLink:
             self.closed = True
             self.node.inbox.put_nowait(None)
             self.relay.inbox.put_nowait(None)
+
+    def close_from(self, end: MemoryEnd) -> None:
+        """``end`` hangs up: the other end hears it, unless the link is silent."""
+        if not self.silent:
+            self.close()
+        elif not end.gone:
+            end.gone = True
+            end.inbox.put_nowait(None)  # its own reader ends; the peer hears nothing
 
 
 class Pair:
