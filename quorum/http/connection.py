@@ -153,9 +153,23 @@ class EngineConnection(asyncio.Protocol):
             if self._state is _State.DONE:
                 return b""
             await self._wait()
+        if hold:
+            await self._hold()
+        body = self._body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def _hold(self) -> None:
+        """Wait, with reading paused, for the rest of ``HOLD_S`` after the last hand-over
+        (or for ``HOLD_BYTES``, the end or an error); then count this hand-over's time."""
         loop = self._loop
         due = self._handed + HOLD_S
-        if hold and self._holding_worth() and loop.time() < due:
+        if self._holding_worth() and loop.time() < due:
             self._holding = True
             handle = loop.call_at(due, self._end_hold)
             held = None if self._paused else self._transport
@@ -169,14 +183,6 @@ class EngineConnection(asyncio.Protocol):
                 if held is not None and self._transport is held:
                     held.resume_reading()
         self._handed = loop.time()
-        body = self._body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        self._buffered = 0
-        if self._paused and self._transport is not None:
-            self._paused = False
-            self._transport.resume_reading()
-        return data
 
     @property
     def complete(self) -> bool:
