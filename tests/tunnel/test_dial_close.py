@@ -4,29 +4,26 @@ close: a farewell cut short by its time limit leaves no socket open behind it.""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 
 import pytest
+from websockets.utils import accept_key
 
 from quorum.tunnel.dial import WebSocketTransport, dial_relay
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
-
 
 async def deaf_relay() -> tuple[asyncio.Server, str, asyncio.Event]:
-    """A server that accepts the WebSocket upgrade, then never reads or answers anything;
+    """A server that accepts the WebSocket upgrade, then reads on and never answers anything;
     the event is set once the client's side of the socket is gone."""
     gone = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         key = next(
-            line.split(b":", 1)[1].strip()
+            line.split(b":", 1)[1].strip().decode()
             for line in head.split(b"\r\n")
             if line.lower().startswith(b"sec-websocket-key:")
         )
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        accept = accept_key(key).encode()
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
