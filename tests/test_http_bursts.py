@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorum.http import ConnectionLost, EngineConnection, EnginePool, HttpProtocolError
+from quorum.http import ConnectionLost, EngineConnection, EnginePool, HttpProtocolError, chunked
 from quorum.http import connection as lean
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -216,15 +216,48 @@ async def test_a_wrong_chunk_in_a_batch_is_still_refused(batch: bytes) -> None:
     assert transport.closed
 
 
-def test_the_whole_batch_decoder_takes_only_whole_non_empty_chunks() -> None:
+def test_the_whole_batch_decoder_takes_the_whole_non_empty_chunks_a_batch_starts_with() -> None:
     whole = chunk(b"one") + chunk(b"two")
-    assert lean._whole_chunks(whole, 0, len(whole)) == b"onetwo"
-    assert lean._whole_chunks(b"xx" + whole, 2, len(whole) + 2) == b"onetwo"
-    for partial in (
-        whole + b"3\r\n",  # a size line with its chunk still to come
-        whole + b"3\r\nab",  # a chunk cut short
-        whole + b"0\r\n\r\n",  # the end: the loop handles it (and trailers)
+    assert chunked.whole_chunks(whole, 0, len(whole)) == (b"onetwo", len(whole))
+    assert chunked.whole_chunks(b"xx" + whole, 2, len(whole) + 2) == (b"onetwo", len(whole) + 2)
+    for cut in (
+        b"3\r\n",  # a size line with its chunk still to come
+        b"3\r\nab",  # a chunk cut short
+        b"3\r\nabc",  # a chunk whose CRLF is still to come
+    ):
+        assert chunked.whole_chunks(whole + cut, 0, len(whole + cut)) == (b"onetwo", len(whole))
+        assert chunked.whole_chunks(cut, 0, len(cut)) is None, cut
+    for rest in (
+        b"0\r\n\r\n",  # the end: the loop handles it (and trailers)
+        b"0\r\nX-Trailer: 1\r\n\r\n",
         chunk(b"a\r\nb"),  # CRLF inside a chunk
         b"3;x=y\r\nabc\r\n",  # an extension
+        b"A\r\n0123456789\r\n",  # a size in capitals: right, but for the loop to read
+        b"03\r\nabc\r\n",  # leading zeros, the same
+        b"4\r\nab\r\n",  # a size that does not match its body: the loop refuses it
     ):
-        assert lean._whole_chunks(partial, 0, len(partial)) is None
+        batch = whole + rest + chunk(b"after")
+        assert chunked.whole_chunks(batch, 0, len(batch)) == (b"onetwo", len(whole)), rest
+        assert chunked.whole_chunks(rest, 0, len(rest)) is None, rest
+    many = b"".join(chunk(b"%d" % i) for i in range(300))
+    assert chunked.whole_chunks(many + b"0\r\n\r\n", 0, len(many) + 5) == (
+        b"".join(b"%d" % i for i in range(300)),
+        len(many),
+    )
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [b"0\r\n\r\n", b"0\r\nX-Trailer: 1\r\n\r\n", b"A\r\n0123456789\r\n0\r\n\r\n"],
+)
+async def test_a_burst_that_ends_the_answer_is_read_whole(rest: bytes) -> None:
+    events = [b"data: %d\n\n" % i for i in range(200)]
+    conn, _ = connected()
+    await conn.head(5)
+    conn.data_received(b"".join(chunk(e) for e in events) + rest)
+    got = []
+    while piece := await conn.next_chunk(hold=True):
+        got.append(piece)
+    tail = b"0123456789" if rest.startswith(b"A") else b""
+    assert b"".join(got) == b"".join(events) + tail
+    assert conn.complete

@@ -2,6 +2,7 @@
 
 - :mod:`.session`: request bodies and sockets for the node's aiohttp session.
 - :mod:`.connection`: one connection to an engine and its answer's parser.
+- :mod:`.chunked`: the whole chunks of a read, decoded at C speed.
 - :mod:`.pool`: idle connections by address.
 
 :class:`EnginePool` is an HTTP/1.1 keep-alive client for the engines on this

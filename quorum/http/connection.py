@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from itertools import repeat
 from typing import TYPE_CHECKING, cast
 
 from multidict import CIMultiDict
 
 from quorum.errors import ConnectionLost, HttpProtocolError
+from quorum.http.chunked import chunk_size, whole_chunks
 
 if TYPE_CHECKING:
     from quorum.http.pool import EnginePool
@@ -298,10 +298,12 @@ class EngineConnection(asyncio.Protocol):
     def _chunks(self, data: bytes, pos: int, end: int) -> int:
         """Whole chunks from ``pos`` in one loop (a stream of small SSE chunks is the hot
         case); returns where parsing stopped, with the state set for what comes next."""
-        joined = _whole_chunks(data, pos, end)
-        if joined is not None:
+        whole = whole_chunks(data, pos, end)
+        if whole is not None:
+            joined, pos = whole
             self._push(joined)
-            return end
+            if pos == end:
+                return end
         pieces: list[bytes] = []
         size = -1
         while True:
@@ -312,7 +314,7 @@ class EngineConnection(asyncio.Protocol):
             try:
                 size = int(line, 16)
             except ValueError:
-                size = _chunk_size(line)  # extensions, or an error
+                size = chunk_size(line)  # extensions, or an error
             if size < 0:
                 raise HttpProtocolError(f"bad chunk size: {line[:20]!r}")
             start = eol + 2
@@ -387,32 +389,3 @@ class EngineConnection(asyncio.Protocol):
             self._state = _State.LENGTH if self._left else _State.DONE
         else:
             self._state, self._keep_alive = _State.UNTIL_CLOSE, False
-
-
-def _whole_chunks(data: bytes, pos: int, end: int) -> bytes | None:
-    """The bodies of the chunks in ``data[pos:end]``, joined, when it holds nothing but whole
-    non-empty chunks with no CRLF inside (an SSE stream's events, as a burst of them
-    arrives); else None, and the caller parses chunk by chunk.
-
-    One ``split`` and a few ``map`` calls check every chunk's size against its body at C
-    speed, where a loop in Python costs about a microsecond per chunk."""
-    if end - pos < 5 or data[end - 2 : end] != b"\r\n":
-        return None
-    parts = data[pos : end - 2].split(b"\r\n")
-    if len(parts) % 2:
-        return None
-    bodies = parts[1::2]
-    lengths = list(map(len, bodies))
-    try:
-        if list(map(int, parts[0::2], repeat(16))) != lengths or 0 in lengths:
-            return None
-    except ValueError:  # extensions, or something wrong: the loop tells which
-        return None
-    return b"".join(bodies)
-
-
-def _chunk_size(line: bytes) -> int:
-    size = line.split(b";", 1)[0].strip(b" \t")
-    if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
-        raise HttpProtocolError(f"bad chunk size: {line[:20]!r}")
-    return int(size, 16)
