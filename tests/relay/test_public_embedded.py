@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.harness import timeout
-from tests.relay.harness import Relay, create_cluster, free_port, relay_cli
+from tests.relay.harness import Relay, create_cluster, relay_cli
 from tests.relay.test_relay_e2e import wait_until
 
 pytestmark = pytest.mark.embedded
@@ -46,7 +46,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Relay, str
     with (node_dir / "node.log").open("w") as log:
         node = subprocess.Popen(
             [
-                *(sys.executable, "-m", "quorum.cli", "up", "--port", str(free_port())),
+                # Port 0: the node binds a free port itself (the test never calls it), so no
+                # other process can take the port between a pick and the bind.
+                *(sys.executable, "-m", "quorum.cli", "up", "--port", "0"),
                 *("--data-dir", str(node_dir), "--relay", relay.url, "--no-mdns"),
             ],
             env=env,
