@@ -2,12 +2,13 @@
 its frames carried by the bus (``peers.PeerTransport``), numbered by session.
 
 ``Connections.connect`` starts a connection to a relay (ending the one in use; ``fresh``
-when we start it, else in answer to the peer's). ``frame`` delivers what is heard on this
-relay's inbox to the connection it belongs to, dropping an older session's frames and
-following a peer that started its side over. A connection that ended starts again after
-``RECONNECT_AFTER_S`` while its relay is still in the directory; ``forget`` ends the one to
-a relay that left. Streams another relay hands us go to ``on_stream``. Its tasks are
-spawned through the mesh's ``spawn``: the mesh owns and ends them.
+when we start it over by ourselves, else in answer to the peer's latest session). ``frame``
+delivers what is heard on this relay's inbox to the connection paired with its session,
+following the rules of ``sessions``: a connection takes one peer session from its start,
+or nothing. A connection that ended starts again after ``RECONNECT_AFTER_S`` while its
+relay is still in the directory; ``forget`` ends the one to a relay that left. Streams
+another relay hands us go to ``on_stream``. Its tasks are spawned through the mesh's
+``spawn``: the mesh owns and ends them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from quorum.errors import RemoteProtocolError
@@ -24,7 +25,8 @@ from quorum.protocol import Connection, Event, HelloReceived, Limits, Role
 from relay.mesh.bus import Bus
 from relay.mesh.directory import Directory
 from relay.mesh.peers import PIECES, PeerTransport
-from relay.mesh.wire import Sessions, Subjects
+from relay.mesh.sessions import Heard, Sessions
+from relay.mesh.wire import Subjects
 
 log = logging.getLogger("relay.mesh")
 
@@ -35,8 +37,7 @@ Spawn = Callable[[Coroutine[Any, Any, None], str], object]
 @dataclass(eq=False)
 class _Peer:
     relay: str
-    sessions: Sessions = field(default_factory=Sessions)
-    session: int = 0  # our latest connection's number
+    sessions: Sessions
     pump: Pump | None = None
     transport: PeerTransport | None = None
 
@@ -93,32 +94,47 @@ class Connections:
         if self.closing or sender == self.id:
             return
         peer = self._peers.get(sender)
+        known = peer is not None
         if peer is None:
-            peer = self._peers[sender] = _Peer(sender)
+            peer = self._peers[sender] = self._peer(sender)
         match peer.sessions.heard(session):
-            case "drop":
-                return
-            case "restart":
-                log.info("relay %s started its connection over", sender)
+            case Heard.DELIVER if peer.transport is not None:
+                peer.transport.deliver(data)
+            case Heard.ANSWER:
+                if known:
+                    log.info("relay %s started its connection over", sender)
                 self.connect(sender, fresh=False)
-            case _ if peer.transport is None:
-                self.connect(sender, fresh=False)
-        assert peer.transport is not None
-        peer.transport.deliver(data)
+                assert peer.transport is not None
+                peer.transport.deliver(data)
+            case Heard.START:
+                log.info("relay %s started over as we did, maybe unheard: starting again", sender)
+                self.connect(sender, fresh=True)
+            case _ if not known:  # it talks to us, and we have no connection: start one
+                self.connect(sender, fresh=True)
 
-    def connect(self, relay: str, *, fresh: bool) -> None:
+    def _peer(self, relay: str) -> _Peer:
+        return _Peer(relay, Sessions(wins=self.id < relay))
+
+    def rejoined(self) -> None:
+        """The bus is back after a loss: every connection starts over, and its start may be
+        lost (a peer that did not subscribe again yet)."""
+        for relay in self.relays():
+            self.connect(relay, fresh=True, sure=False)
+
+    def connect(self, relay: str, *, fresh: bool, sure: bool = True) -> None:
         """A new connection to ``relay`` (ending the one in use). ``fresh``: we start it
-        (the peer's side of it comes under its next session)."""
+        over by ourselves (the peer's side of it is its session answering it); else it
+        answers the peer's latest session, heard just now."""
         peer = self._peers.get(relay)
         if peer is None:
-            peer = self._peers[relay] = _Peer(relay)
+            peer = self._peers[relay] = self._peer(relay)
         if peer.pump is not None:
             self._spawn(peer.pump.close("a newer connection replaced it"), "relay-mesh-replaced")
-        if fresh:
-            peer.sessions.fresh()
         self._sessions_started += 1
-        peer.session = self._sessions_started
-        subject = self.subjects.frames(relay, self.id, peer.session)
+        number = self._sessions_started
+        sessions = peer.sessions
+        session = sessions.started(number, sure=sure) if fresh else sessions.answering(number)
+        subject = self.subjects.frames(relay, self.id, session)
 
         async def publish(frame: bytes) -> None:
             await self.bus.publish(subject, frame)
@@ -149,6 +165,7 @@ class Connections:
         if peer.pump is not pump:
             return  # replaced already
         peer.pump = peer.transport = None
+        peer.sessions.ended()
         if not self.closing and peer.relay in self.directory.relays():
             await asyncio.sleep(RECONNECT_AFTER_S)
             if peer.pump is None and not self.closing and self._peers.get(peer.relay) is peer:

@@ -153,8 +153,7 @@ class Mesh:
         if self._closing:
             return
         self._rejoined_at = self.clock()
-        for relay in self.connections.relays():
-            self.connections.connect(relay, fresh=True)
+        self.connections.rejoined()
         self._say(self.subjects.presence, RelayHello(self.id))
         self._announce_all()
 

@@ -1,5 +1,6 @@
-"""What relays say to each other, as values: subjects, announcements, tagged heads, and
-the order of a peer's connection sessions. Pure: no I/O, no clock of its own.
+"""What relays say to each other, as values: subjects, announcements and tagged heads.
+Pure: no I/O, no clock of its own. (Which session of a peer's a frame belongs to:
+``sessions``.)
 
 Announcements are small JSON objects on ``<prefix>.presence``:
 
@@ -218,38 +219,3 @@ def destination(head: RequestHead) -> tuple[str, str] | None:
     found = {k.lower(): v for k, v in head.headers if k.lower() in _TAGS}
     cluster, node = found.get(CLUSTER_HEADER.lower()), found.get(NODE_HEADER.lower())
     return None if not cluster or not node else (cluster, node)
-
-
-class Sessions:
-    """The order of one peer's connection sessions, as this relay hears them.
-
-    Each relay numbers the connections it starts (1, 2, ..., one count for all its
-    peers, so a number never repeats even to a peer it forgot and found again) and
-    sends every frame under its session's number. Here, for frames from one
-    peer: an older session than the one in use is stale (``"drop"``); a newer
-    one means the peer started over (``"restart"``: the connection in use ends,
-    a new one takes the frame), unless we just started over ourselves
-    (``fresh``): then it is the peer's side of our new connection (``"deliver"``),
-    and until it comes, what the old session still sends is dropped.
-    """
-
-    __slots__ = ("current", "waiting")
-
-    def __init__(self) -> None:
-        self.current: int | None = None
-        self.waiting = False
-
-    def fresh(self) -> None:
-        """We started a new connection to this peer: its next session is its side of it."""
-        self.waiting = True
-
-    def heard(self, session: int) -> str:
-        """``"deliver"``, ``"drop"`` or ``"restart"`` for a frame of ``session``."""
-        current = self.current
-        if current is not None and session <= current:
-            return "drop" if session < current or self.waiting else "deliver"
-        self.current = session
-        if current is None or self.waiting:
-            self.waiting = False
-            return "deliver"
-        return "restart"

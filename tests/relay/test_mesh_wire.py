@@ -1,5 +1,6 @@
-"""The mesh's pure parts: announcements on the wire, tagged heads, the order of a peer's
-sessions, and the directory of which relay holds which node. No socket, no clock."""
+"""The mesh's pure parts: announcements on the wire, tagged heads, and the directory of
+which relay holds which node (a peer's sessions: ``test_mesh_sessions``). No socket, no
+clock."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from relay.mesh.wire import (
     RelayDraining,
     RelayGone,
     RelayHello,
-    Sessions,
     Subjects,
     check_prefix,
     decode,
@@ -107,27 +107,6 @@ def test_subjects_name_sender_and_session() -> None:
     for bad in ("", "a..b", "a b", "a.*", ">"):
         with pytest.raises(ValueError):
             check_prefix(bad)
-
-
-def test_a_peer_that_starts_over_replaces_its_connection_and_stale_frames_drop() -> None:
-    heard = Sessions()
-    assert heard.heard(1) == "deliver"
-    assert heard.heard(1) == "deliver"
-    assert heard.heard(2) == "restart"  # the peer started over
-    assert heard.heard(1) == "drop"  # late frames of its old connection
-    assert heard.heard(2) == "deliver"
-
-
-def test_our_own_new_connection_takes_the_peers_next_session_without_a_restart() -> None:
-    heard = Sessions()
-    heard.heard(1)
-    heard.fresh()  # we started over
-    assert heard.heard(1) == "drop"  # the old connection's last frames
-    assert heard.heard(2) == "deliver"  # its side of our new connection
-    assert heard.heard(2) == "deliver"
-    first = Sessions()
-    first.fresh()  # both relays start at once: each takes the other's first session
-    assert first.heard(1) == "deliver"
 
 
 def test_the_latest_relay_to_announce_a_node_holds_it() -> None:
