@@ -15,7 +15,8 @@ Rules:
   connection (``quorum.protocol.Connection`` through a ``quorum.link.Pump``)
   whose frames are NATS messages on ``<prefix>.mesh.<to>.<from>.<session>`` (one
   over 63 KiB in pieces between relays that both join them: a message stays under
-  64 KiB, far cheaper for NATS). A
+  64 KiB, far cheaper for NATS). A session says which of the peer's it answers, so
+  each connection takes exactly one peer session, from its start (``sessions``). A
   stream for a node another relay holds is opened on that connection, tagged
   with its cluster and node (``wire``); the relay holding the node joins it to
   the node's tunnel with a ``relay.pipes.Pipe``. So the tunnel's credit flow
@@ -31,6 +32,6 @@ Rules:
   cluster to drop their cached key checks, or close their tunnels when the
   cluster's owner was disabled.
 
-``wire``, ``directory`` and ``handoffs`` are pure; ``bus`` is the thin NATS adapter;
+``wire``, ``sessions``, ``directory`` and ``handoffs`` are pure; ``bus`` is the thin NATS adapter;
 ``connections`` runs the relay-to-relay connections over it; ``mesh`` joins them to the hub.
 """
