@@ -32,6 +32,7 @@ import yaml
 
 from bench import report
 from bench.engine import MODEL
+from bench.floor import HOPS, copy_chain
 from bench.node import free_port, machine_info, measure, progress_line, start_engine
 from bench.procs import (
     BenchError,
@@ -43,7 +44,13 @@ from bench.procs import (
     rss_mib,
     wait_http_ok,
 )
-from bench.relay_memory import memory_of, raise_file_limit, relay_memory, start_relay
+from bench.relay_memory import (
+    memory_of,
+    raise_file_limit,
+    relay_memory,
+    serving_node_download,
+    start_relay,
+)
 from bench.stats import rounded
 
 Progress = Callable[[str], None]
@@ -251,47 +258,6 @@ def targets(
     return out
 
 
-def serving_node_download(port_b: int, pid_a: int, size: int) -> dict[str, Any]:
-    """One download through the relay (client at node B, served by node A's engine), with
-    node A's resident memory sampled every few milliseconds: what a large relayed answer
-    costs the serving node (bounded by the flow-control windows, not by the answer)."""
-    import threading
-    import urllib.request
-
-    before = rss_mib(pid_a) or 0.0
-    peak = before
-    got = 0
-    done = threading.Event()
-
-    def fetch_all() -> None:
-        nonlocal got
-        body = json.dumps({"model": TTS_MODEL, "input": "x", "bench_bytes": size}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port_b}/v1/audio/speech",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=120) as resp:
-                while chunk := resp.read(1 << 20):
-                    got += len(chunk)
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=fetch_all, daemon=True)
-    thread.start()
-    while not done.is_set():
-        peak = max(peak, rss_mib(pid_a) or 0.0)
-        done.wait(0.005)
-    thread.join(5)
-    return {
-        "bytes": got,
-        "idle_rss_mib": rounded(before, 1),
-        "peak_rss_mib": rounded(peak, 1),
-        "serving_node_mib_above_idle": rounded(peak - before, 1),
-    }
-
-
 def run(settings: Settings, progress: Progress) -> dict[str, Any]:
     """The whole relay benchmark; the report as a JSON-ready dict."""
     began = time.perf_counter()
@@ -318,7 +284,7 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         time.sleep(0.2)
         idle = {"relay": rss_mib(relay.pid), "node_a": rss_mib(node_a.pid)}
         idle["node_b"] = rss_mib(node_b.pid)
-        download = serving_node_download(port_b, node_a.pid, settings.speech_bytes)
+        download = serving_node_download(port_b, node_a.pid, settings.speech_bytes, TTS_MODEL)
         progress(
             f"one relayed {settings.speech_bytes / 1e6:.0f} MB download: serving node "
             f"{download['serving_node_mib_above_idle']} MiB above idle at its peak"
@@ -330,6 +296,10 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "local": f"http://127.0.0.1:{port_a}",
             "relay": f"http://127.0.0.1:{port_b}",
         }
+        copy_port = copy_chain(kids, tmp, engine_port)
+        if copy_port is not None:  # the copy-only floor, for one stream (bench.floor)
+            urls["copy"] = f"http://127.0.0.1:{copy_port}"
+            raw["stream_1"]["copy"] = []
         pids = {
             "relay": relay.pid,
             "node_a": node_a.pid,
@@ -338,10 +308,10 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "load": load.pid,
         }
         for round_no in range(1, settings.rounds + 1):
-            shift = (round_no - 1) % len(SIDES)
-            order = SIDES[shift:] + SIDES[:shift]
             for scenario in SCENARIOS:
-                for side in order:
+                sides = tuple(raw[scenario.name])  # SIDES, and the copy floor for one stream
+                shift = (round_no - 1) % len(sides)
+                for side in sides[shift:] + sides[:shift]:
                     job = job_for(urls[side], scenario, settings)
                     result = measure(load, pids, job, settings.warmup_s, settings.duration_s)
                     raw[scenario.name][side].append(result)
@@ -375,7 +345,9 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             raw[s.name],
             "local",
             "relay",
-            also=(("direct", "local"), ("direct", "relay")),
+            also=(("direct", "local"), ("direct", "relay"), ("direct", "copy"))
+            if "copy" in raw[s.name]
+            else (("direct", "local"), ("direct", "relay")),
             info={"load": s.kind, **info},
         )
     errors = sum(sc[side]["errors"] for sc in scenarios.values() for side in SIDES)
@@ -390,6 +362,9 @@ def run(settings: Settings, progress: Progress) -> dict[str, Any]:
             "direct": "load -> engine",
             "local": "load -> node A -> engine",
             "relay": "load -> node B -> relay -> node A -> engine",
+            "copy": f"load -> {HOPS} socat copies in a row -> engine (stream_1 only; bench.floor)"
+            if "copy" in raw["stream_1"]
+            else "not measured: socat is not installed",
         },
         "routes_seen": {"x_quorum_route": checked, "models_at_b": routes},
         "processes": processes_report,

@@ -162,3 +162,44 @@ def relay_memory(
     kids.stop(tunnels, grace_s=0)
     kids.stop(relay, grace_s=0)
     return memory
+
+
+def serving_node_download(port_b: int, pid_a: int, size: int, model: str) -> dict[str, Any]:
+    """One download through the relay (client at node B, served by node A's engine), with
+    node A's resident memory sampled every few milliseconds: what a large relayed answer
+    costs the serving node (bounded by the flow-control windows, not by the answer)."""
+    import threading
+    import urllib.request
+
+    before = rss_mib(pid_a) or 0.0
+    peak = before
+    got = 0
+    done = threading.Event()
+
+    def fetch_all() -> None:
+        nonlocal got
+        body = json.dumps({"model": model, "input": "x", "bench_bytes": size}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port_b}/v1/audio/speech",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as resp:
+                while chunk := resp.read(1 << 20):
+                    got += len(chunk)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=fetch_all, daemon=True)
+    thread.start()
+    while not done.is_set():
+        peak = max(peak, rss_mib(pid_a) or 0.0)
+        done.wait(0.005)
+    thread.join(5)
+    return {
+        "bytes": got,
+        "idle_rss_mib": rounded(before, 1),
+        "peak_rss_mib": rounded(peak, 1),
+        "serving_node_mib_above_idle": rounded(peak - before, 1),
+    }
