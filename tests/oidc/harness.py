@@ -29,8 +29,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.harness import timeout
-from tests.relay.harness import Relay, free_port
+from tests.harness import free_port, timeout
+from tests.relay.harness import Relay
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / ".cache" / "npm" / "node_modules"

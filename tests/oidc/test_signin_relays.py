@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 
 from tests.fakes import LoopThread
-from tests.harness import timeout
+from tests.harness import free_port, timeout
 from tests.oidc.harness import FakeGitHub, users_relay
 from tests.postgres import fresh_schema
-from tests.relay.harness import Relay, free_port
+from tests.relay.harness import Relay
 
 
 @dataclass

@@ -26,9 +26,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from quorum.app import Node
 from tests.fakes import FakeEngine, FakeOllama, LoopThread
-from tests.harness import node_config, start_node, timeout
+from tests.harness import free_port, node_config, start_node, timeout
 from tests.oidc.harness import OidcServer, users_relay
-from tests.relay.harness import Relay, free_port
+from tests.relay.harness import Relay
 from tests.relay.test_relay_e2e import wait_until
 
 pytestmark = pytest.mark.browser

@@ -17,9 +17,8 @@ from quorum.protocol import RequestHead
 from relay.hub import Hub
 from relay.mesh.bus import MeshError, NatsBus
 from relay.mesh.mesh import Mesh
-from tests.harness import timeout
+from tests.harness import free_port, timeout
 from tests.link.helpers import read_all, until
-from tests.relay.harness import free_port
 from tests.relay.mesh_fakes import Node
 from tests.relay.test_mesh_hubs import echo
 

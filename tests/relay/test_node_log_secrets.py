@@ -16,8 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness import timeout
-from tests.relay.harness import Relay, create_cluster, free_port
+from tests.harness import free_port, timeout
+from tests.relay.harness import Relay, create_cluster
 
 
 def test_a_debug_log_holds_no_token(tmp_path: Path) -> None:

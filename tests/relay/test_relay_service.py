@@ -16,8 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.harness import timeout
-from tests.relay.harness import create_cluster, free_port
+from tests.harness import free_port, timeout
+from tests.relay.harness import create_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "systemd" / "quorum-relay.service"

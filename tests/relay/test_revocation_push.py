@@ -28,9 +28,9 @@ from relay.open_store import open_store
 from relay.store import Store
 from relay.user_ops import UserOps
 from tests.fakes import FakeOllama, LoopThread
-from tests.harness import node_config, start_node, timeout
+from tests.harness import free_port, node_config, start_node, timeout
 from tests.postgres import fresh_schema
-from tests.relay.harness import Relay, free_port
+from tests.relay.harness import Relay
 from tests.relay.test_relay_e2e import wait_until
 
 NATS = "nats://127.0.0.1:4222"
