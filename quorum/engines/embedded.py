@@ -2,8 +2,9 @@
 
 It is a child process (``python -m llama_cpp.server``) on a free loopback port,
 so inference never blocks the node's event loop and a crash of the engine is
-not a crash of the node. The node waits until it answers ``/v1/models``,
-then lists it as one more OpenAI-compatible service.
+not a crash of the node. The node waits until it answers ``/v1/models`` with
+its model alias (a server that took the port first is refused, not used), then
+lists it as one more OpenAI-compatible service.
 
 - It is started with ``--interrupt_requests False``: by default llama-cpp-python
   ends a running stream (with ``[DONE]`` and no ``finish_reason``) whenever
@@ -75,6 +76,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def serves(models: object, alias: str) -> bool:
+    """Whether a ``/v1/models`` answer lists ``alias``: the engine we started, not a server
+    that took its port first."""
+    data = models.get("data") if isinstance(models, dict) else None
+    return isinstance(data, list) and any(
+        isinstance(m, dict) and m.get("id") == alias for m in data
+    )
 
 
 def command(cfg: EmbeddedSection, model: Path, port: int) -> list[str]:
@@ -166,10 +176,18 @@ class EmbeddedEngine:
                     f"{_tail(self._log_path)} (log: {self._log_path})"
                 )
             try:
-                if (await self._get(f"{self.root}/v1/models", {})).ok:
-                    return
+                answer = await self._get(f"{self.root}/v1/models", {})
             except EngineError:
-                pass
+                answer = None
+            if answer is not None and answer.ok:
+                if serves(answer.json, self._cfg.model_name):
+                    return
+                # Another server took the port between its pick and the engine's bind:
+                # never route to it. The engine could not bind; the watch starts it again.
+                raise EmbeddedEngineError(
+                    f"another server answers on {self.root} (its models do not include "
+                    f"{self._cfg.model_name!r}): the port was taken before the engine bound it"
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         raise EmbeddedEngineError(
