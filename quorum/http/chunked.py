@@ -34,11 +34,10 @@ def whole_chunks(data: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
 
 
 def _agreeing(sizes: list[bytes], wanted: list[bytes], limit: int) -> int:
-    """How many of the first ``limit`` sizes are, as written, the lengths of their bodies."""
+    """How many of the first ``limit`` sizes are, as written, the lengths of their bodies
+    (all of them, but for a size in capitals, an extension or a CRLF inside a chunk)."""
     if sizes[:limit] == wanted[:limit]:
         return limit
-    if limit > 1 and sizes[: limit - 1] == wanted[: limit - 1]:
-        return limit - 1  # the usual odd one: the last, where the read ended
     return next(
         i for i, (size, want) in enumerate(zip(sizes, wanted, strict=False)) if size != want
     )
