@@ -313,7 +313,10 @@ class SecureServerStream:
         if self.sent_eof:
             return
         head = self._take_head()
-        await (self._framed.write(head, b"") if head is not None else self._framed.write(b""))
+        if head is None:
+            await self._framed.write(b"")
+        else:
+            await self._framed.write(head, b"")  # an answer with no body: head and end at once
         self.sent_eof = True  # of this answer: the channel stays open for the next request
 
     def reset(self, code: ResetCode = ResetCode.CANCEL, message: str = "") -> None:
