@@ -123,15 +123,24 @@ async def test_a_held_piece_waits_at_most_the_hold(monkeypatch: pytest.MonkeyPat
     assert await conn.next_chunk(hold=True) == b""
 
 
-async def test_enough_bytes_end_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+async def holding(
+    monkeypatch: pytest.MonkeyPatch, held: bytes
+) -> tuple[EngineConnection, Transport, asyncio.Future[bytes]]:
+    """A connection that handed its first piece over and now holds ``held`` (a long hold:
+    only what the test does next ends it), with the ``next_chunk`` that waits for it."""
     monkeypatch.setattr(lean, "HOLD_S", 30.0)
     conn, transport = connected()
     await conn.head(5)
     conn.data_received(chunk(b"x"))
     assert await conn.next_chunk(hold=True) == b"x"
     pending = asyncio.ensure_future(conn.next_chunk(hold=True))
-    conn.data_received(chunk(b"y" * 1000))
+    conn.data_received(chunk(held))
     await until_waiting(pending)
+    return conn, transport, pending
+
+
+async def test_enough_bytes_end_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn, transport, pending = await holding(monkeypatch, b"y" * 1000)
     conn.data_received(chunk(b"z" * lean.HOLD_BYTES))  # a large answer is never held back
     async with asyncio.timeout(5):
         assert await pending == b"y" * 1000 + b"z" * lean.HOLD_BYTES
@@ -141,14 +150,7 @@ async def test_enough_bytes_end_the_hold(monkeypatch: pytest.MonkeyPatch) -> Non
 async def test_a_broken_answer_ends_the_hold_with_its_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(lean, "HOLD_S", 30.0)
-    conn, _ = connected()
-    await conn.head(5)
-    conn.data_received(chunk(b"x"))
-    assert await conn.next_chunk(hold=True) == b"x"
-    pending = asyncio.ensure_future(conn.next_chunk(hold=True))
-    conn.data_received(chunk(b"y"))
-    await until_waiting(pending)
+    conn, _, pending = await holding(monkeypatch, b"y")
     conn.connection_lost(None)  # the engine died mid-answer
     async with asyncio.timeout(5):
         assert await pending == b"y"  # what came is handed over...
